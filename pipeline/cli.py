@@ -1,0 +1,81 @@
+"""The `artgan` command: one sub-command per DVC stage. Parsing only; the work is in pipeline.stages.
+
+Heavy libraries (torch, mlflow, great_expectations) are imported inside the commands so that
+`artgan --help` answers at once.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="artgan",
+    help="Train GANs on art, reproducibly: fetch -> validate -> preprocess -> train -> evaluate -> render.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="The params file (one section per stage).")
+
+
+def _run_stage(stage: str, params: Path) -> None:
+    from pipeline.config import load
+    from pipeline.errors import ArtganError
+
+    try:
+        cfg = load(params)
+        module = importlib.import_module(f"pipeline.stages.{stage}")
+        figures = module.run(cfg)
+    except ArtganError as exc:
+        for line in str(exc).splitlines():
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo(f"error: {stage} interrupted; its outputs were not updated", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"{stage}: {json.dumps(figures, sort_keys=True, default=str)}")
+
+
+@app.command()
+def fetch(params: Path = PARAMS) -> None:
+    """Materialise data.source as images under data/raw/ plus a manifest."""
+    _run_stage("fetch", params)
+
+
+@app.command()
+def validate(params: Path = PARAMS) -> None:
+    """Check the manifest with a great-expectations suite; fail on any critical expectation."""
+    _run_stage("validate", params)
+
+
+@app.command()
+def preprocess(params: Path = PARAMS) -> None:
+    """Resize to data.image_size into one uint8 array and compute the real FID statistics."""
+    _run_stage("preprocess", params)
+
+
+@app.command()
+def train(params: Path = PARAMS) -> None:
+    """Train the GAN; write models/checkpoint.pt and open the MLflow run."""
+    _run_stage("train", params)
+
+
+@app.command()
+def evaluate(params: Path = PARAMS) -> None:
+    """FID and KID of eval.n_samples generated images against the real statistics."""
+    _run_stage("evaluate", params)
+
+
+@app.command()
+def render(params: Path = PARAMS) -> None:
+    """An 8x8 sample grid from fixed seeds under reports/."""
+    _run_stage("render", params)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,192 @@
+"""params.yaml -> a typed, frozen config. An unknown key or an ill-typed value is one clear error line."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ArtganError
+
+PARAMS_FILE = "params.yaml"
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class DataCfg(Section):
+    source: str = "openmoji"
+    image_size: Annotated[int, Field(ge=8, le=1024)] = 32
+    max_images: NonNegInt = 0  # 0 = all; a deterministic prefix (by sorted name) for quick runs
+    raw_dir: str = "data/raw"
+    processed_dir: str = "data/processed"
+
+    @field_validator("image_size")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"must be a power of two (8, 16, 32, 64, ...), got {v}")
+        return v
+
+
+class FetchCfg(Section):
+    render_size: Annotated[int, Field(ge=16, le=1024)] = 128
+
+
+class ValidateCfg(Section):
+    min_images: PosInt = 1000
+    min_side: PosInt = 16
+    max_side: PosInt = 8192
+    modes: tuple[str, ...] = ("RGB", "RGBA", "L", "LA", "P")
+
+
+class PreprocessCfg(Section):
+    background: tuple[int, int, int] = (255, 255, 255)  # alpha is composited onto this colour
+    fid_real_images: NonNegInt = 2048  # real images in the FID reference statistics; 0 = all
+    fid_batch_size: PosInt = 50
+
+    @field_validator("background")
+    @classmethod
+    def _rgb(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(not 0 <= c <= 255 for c in v):
+            raise ValueError(f"each channel must be in 0..255, got {list(v)}")
+        return v
+
+
+class ModelCfg(Section):
+    arch: str = "dcgan"
+    z_dim: PosInt = 100
+    g_channels: PosInt = 32
+    d_channels: PosInt = 32
+
+
+class TrainCfg(Section):
+    seed: NonNegInt = 0
+    steps: PosInt = 500
+    batch_size: PosInt = 64
+    loss: str = "ns"
+    lr_g: PosFloat = 2e-4
+    lr_d: PosFloat = 2e-4
+    beta1: Beta = 0.5
+    beta2: Beta = 0.999
+    log_every: PosInt = 10
+    sample_every: PosInt = 100
+    threads: NonNegInt = 0  # 0 = all cores
+    out_dir: str = "models"
+
+
+class EvalCfg(Section):
+    n_samples: Annotated[int, Field(ge=2)] = 1024
+    batch_size: PosInt = 50
+    seed: NonNegInt = 12345
+    kid_subsets: PosInt = 10
+    kid_subset_size: PosInt = 1000
+
+
+class RenderCfg(Section):
+    seed: NonNegInt = 0
+    nrow: Annotated[int, Field(ge=1, le=32)] = 8
+
+
+class Config(Section):
+    data: DataCfg = DataCfg()
+    fetch: FetchCfg = FetchCfg()
+    validate_: ValidateCfg = Field(default=ValidateCfg(), alias="validate")
+    preprocess: PreprocessCfg = PreprocessCfg()
+    model: ModelCfg = ModelCfg()
+    train: TrainCfg = TrainCfg()
+    eval: EvalCfg = EvalCfg()
+    render: RenderCfg = RenderCfg()
+    reports_dir: str = "reports"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def validate_cfg(self) -> ValidateCfg:
+        return self.validate_
+
+    def flat(self) -> dict[str, object]:
+        """All params as dotted keys (`train.loss`), for MLflow."""
+        out: dict[str, object] = {}
+
+        def walk(prefix: str, value: object) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = list(value) if isinstance(value, tuple) else value
+
+        walk("", self.model_dump(by_alias=True))
+        return out
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        parent = ".".join(str(p) for p in err["loc"][:-1])
+        allowed = _allowed_keys(err["loc"][:-1])
+        where = f" in '{parent}'" if parent else ""
+        return f"unknown key '{loc}'{where}; allowed keys: {', '.join(allowed)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"'{loc}': {msg} (got {err.get('input')!r})"
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        model = field.annotation
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def parse(raw: dict, source: str = PARAMS_FILE) -> Config:
+    """Validate a params mapping; raise ArtganError naming the first bad key."""
+    if not isinstance(raw, dict):
+        raise ArtganError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ArtganError(f"{source}: {_describe(first)}") from None
+    _check_names(cfg, source)
+    return cfg
+
+
+def _check_names(cfg: Config, source: str) -> None:
+    from pipeline.data.sources import SOURCES, source_scheme
+    from pipeline.losses import LOSSES
+    from pipeline.models import MODELS as ARCHS
+
+    if cfg.train.loss not in LOSSES:
+        raise ArtganError(f"{source}: 'train.loss': unknown loss {cfg.train.loss!r}; known: {', '.join(LOSSES)}")
+    if cfg.model.arch not in ARCHS:
+        raise ArtganError(f"{source}: 'model.arch': unknown architecture {cfg.model.arch!r}; known: {', '.join(ARCHS)}")
+    if source_scheme(cfg.data.source) not in SOURCES:
+        raise ArtganError(
+            f"{source}: 'data.source': unknown source {cfg.data.source!r}; known: {', '.join(SOURCES)}"
+        )
+    if cfg.train.batch_size < 2:
+        raise ArtganError(f"{source}: 'train.batch_size': must be at least 2 (batch norm), got {cfg.train.batch_size}")
+
+
+def load(path: str | os.PathLike = PARAMS_FILE) -> Config:
+    p = Path(path)
+    if not p.is_file():
+        raise ArtganError(f"{p}: params file not found; run from the repository root or pass --params PATH")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ArtganError(f"{p}: not valid YAML{where}; fix the syntax") from None
+    return parse(raw, str(p))

@@ -1,0 +1,1 @@
+"""Dataset sources and the manifest that describes every image."""

@@ -1,0 +1,1 @@
+"""Image-quality metrics on TF-Inception features: one module per metric."""

@@ -1,0 +1,141 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+train opens the run; evaluate and render log into the same run, whose id train writes to an output
+file (`models/mlflow_run.json`) that DVC hands to the later stages. fetch, validate and preprocess each
+log a small run in the `<experiment>-data` experiment, so the main experiment lists one run per model.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.errors import ArtganError
+
+EXPERIMENT = "artgan"
+DATA_EXPERIMENT = "artgan-data"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def _mlflow():
+    import logging
+
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+class Run:
+    """A thin handle over one active MLflow run."""
+
+    def __init__(self, mlflow, run_id: str):
+        self._mlflow = mlflow
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, object]) -> None:
+        self._mlflow.log_params({k: str(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_metric_history(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """Many steps in one batched call (per-step losses)."""
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), ts, step) for step, values in rows for k, v in values.items()]
+        client = self._mlflow.MlflowClient()
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+
+    def log_image(self, image, key: str, step: int | None = None, artifact_file: str | None = None) -> None:
+        if artifact_file is not None:
+            self._mlflow.log_image(image, artifact_file=artifact_file)
+        else:
+            self._mlflow.log_image(image, key=key, step=step)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._mlflow.set_tags(tags)
+
+
+@contextlib.contextmanager
+def _activate(mlflow, run_kwargs: dict, stage: str) -> Iterator[Run]:
+    try:
+        active = mlflow.start_run(**run_kwargs)
+    except Exception as exc:  # an unreachable server, a bad URI: say so before any work starts
+        raise ArtganError(f"MLflow tracking at {tracking_uri()!r} failed: {str(exc).splitlines()[0]}") from None
+    with active as run:
+        handle = Run(mlflow, run.info.run_id)
+        existing = run.data.tags.get("stages", "")
+        stages = ",".join(filter(None, [existing, stage]))
+        mlflow.set_tags({"stage": stage, "stages": stages, "git_commit": git_commit()})
+        try:
+            yield handle
+        except BaseException:
+            mlflow.end_run(status="FAILED")
+            raise
+
+
+@contextlib.contextmanager
+def new_run(stage: str, params: dict[str, object], experiment: str = EXPERIMENT) -> Iterator[Run]:
+    """A fresh run named after the DVC experiment (DVC_EXP_NAME) when there is one."""
+    mlflow = _mlflow()
+    try:
+        mlflow.set_experiment(experiment)
+    except Exception as exc:
+        raise ArtganError(f"MLflow tracking at {tracking_uri()!r} failed: {str(exc).splitlines()[0]}") from None
+    name = os.environ.get("DVC_EXP_NAME") or None
+    with _activate(mlflow, {"run_name": name}, stage) as run:
+        run.log_params(params)
+        if name:
+            run.set_tags({"dvc_exp_name": name})
+        yield run
+
+
+@contextlib.contextmanager
+def resume_run(stage: str, run_file: Path) -> Iterator[Run]:
+    """Continue the run whose id an earlier stage wrote to `run_file`."""
+    from pipeline.io import read_json, require
+
+    run_id = read_json(require(run_file, "train"))["run_id"]
+    mlflow = _mlflow()
+    with _activate(mlflow, {"run_id": run_id}, stage) as run:
+        yield run
+
+
+def run_data(run_id: str) -> dict:
+    """Params, metrics and tags of a run (for tests and reports)."""
+    mlflow = _mlflow()
+    run = mlflow.get_run(run_id)
+    return {"params": run.data.params, "metrics": run.data.metrics, "tags": run.data.tags,
+            "status": run.info.status, "name": run.info.run_name}
+
+
+def log_data_stage(stage: str, params: dict[str, object], figures: dict, artifacts: list[Path] = ()) -> str:
+    """One small run per data stage (fetch, validate, preprocess) in the data experiment."""
+    with new_run(stage, params, experiment=DATA_EXPERIMENT) as run:
+        run.log_metrics({k: v for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        for path in artifacts:
+            run.log_artifact(path)
+        return run.run_id

@@ -1,0 +1,155 @@
+"""End to end: the real `dvc repro` on tiny params in a temporary copy of the repository."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+TINY = {
+    "data": {"image_size": 16, "max_images": 256},
+    "validate": {"min_images": 100},
+    "preprocess": {"fid_real_images": 0},
+    "model": {"g_channels": 16, "d_channels": 16},
+    "train": {"steps": 30, "batch_size": 32, "log_every": 5, "sample_every": 10},
+    "eval": {"n_samples": 64, "kid_subset_size": 50},
+}
+
+
+def _sh(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git repository holding the project's files (not its data, models or MLflow store) + tiny params."""
+    dst = tmp_path_factory.mktemp("e2e") / "repo"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in files:
+        if rel.startswith(("tests/", "dvc.lock")) or not (ROOT / rel).is_file():
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dst / rel)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["GX_ANALYTICS_ENABLED"] = "False"
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "tiny"]):
+        subprocess.run(cmd, cwd=dst, env=env, check=True)
+
+    first = _sh([str(BIN / "dvc"), "repro"], dst, env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return dst, env, first
+
+
+def _mlflow_client(root: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+def test_repro_runs_all_six_stages_and_writes_every_declared_output(repo):
+    root, _, first = repo
+    for stage in ("fetch", "validate", "preprocess", "train", "evaluate", "render"):
+        assert f"Running stage '{stage}'" in first.stdout
+
+    import pandas as pd
+    from PIL import Image
+
+    manifest = pd.read_parquet(root / "data/raw/manifest.parquet")
+    assert len(manifest) == 256 and manifest["sha256"].is_unique
+    assert {"path", "sha256", "width", "height", "mode", "label"} <= set(manifest.columns)
+    assert all((root / "data/raw" / p).is_file() for p in manifest["path"])
+
+    validation = json.loads((root / "reports/validation.json").read_text())
+    assert validation["summary"]["success"] is True
+
+    images = np.load(root / "data/processed/images.npy")
+    assert images.shape == (256, 16, 16, 3) and images.dtype == np.uint8
+    stats = np.load(root / "data/processed/fid_stats.npz")
+    assert stats["mu"].shape == (2048,) and stats["sigma"].shape == (2048, 2048)
+
+    import torch
+
+    ckpt = torch.load(root / "models/checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 30 and ckpt["config"]["train"]["loss"] == "ns"
+
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert np.isfinite(metrics["fid"]) and metrics["fid"] > 0
+    assert metrics["fid_n_fake"] == 64 and metrics["fid_n_real"] == 256
+    assert np.isfinite(metrics["kid_mean"])
+
+    with Image.open(root / "reports/grid.png") as grid:
+        assert grid.size == (8 * 18 + 2, 8 * 18 + 2)  # 8×8 tiles of 16 px with 2 px padding
+
+    curves = (root / "reports/train_curves.csv").read_text().splitlines()
+    assert curves[0].startswith("step,loss_d,loss_g") and len(curves) == 1 + 30 // 5
+
+    assert (root / "dvc.lock").is_file()
+    assert not list(root.rglob("*.tmp")), "a temporary file was left behind"
+
+
+def test_train_evaluate_and_render_log_into_one_mlflow_run(repo):
+    root, _, _ = repo
+    run_id = json.loads((root / "models/mlflow_run.json").read_text())["run_id"]
+    client = _mlflow_client(root)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert {"fid", "kid_mean", "loss_d", "loss_g", "d_real", "d_fake"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(run_id, "loss_d")) == 30 // 5
+    assert run.data.params["train.loss"] == "ns" and run.data.params["eval.n_samples"] == "64"
+    assert run.data.tags["stages"] == "train,evaluate,render"
+    assert len(run.data.tags["git_commit"]) == 40
+    artifacts = [a.path for a in client.list_artifacts(run_id)]
+    assert "grid.png" in artifacts
+    # the fixed-z sample grids logged by train, one per sample_every steps
+    assert client.list_artifacts(run_id, "images"), artifacts
+    data_runs = client.search_runs([client.get_experiment_by_name("artgan-data").experiment_id])
+    assert {r.data.tags["stage"] for r in data_runs} == {"fetch", "validate", "preprocess"}
+
+
+def test_second_repro_runs_nothing(repo):
+    root, env, _ = repo
+    again = _sh([str(BIN / "dvc"), "repro"], root, env)
+    assert again.returncode == 0, again.stderr
+    assert "Running stage" not in again.stdout
+    assert "up to date" in again.stdout
+
+
+def test_dvc_exp_with_another_loss_is_a_second_named_mlflow_run(repo):
+    root, env, _ = repo
+    exp = _sh([str(BIN / "dvc"), "exp", "run", "-n", "hinge-try", "-S", "train.loss=hinge"], root, env)
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    assert "Running stage 'fetch'" not in exp.stdout  # only train and what follows it re-run
+    client = _mlflow_client(root)
+    runs = client.search_runs([client.get_experiment_by_name("artgan").experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert len(runs) == 2 and "hinge-try" in by_name
+    hinge = by_name["hinge-try"]
+    assert hinge.data.params["train.loss"] == "hinge" and "fid" in hinge.data.metrics
+
+
+def test_a_stage_run_before_its_inputs_exist_says_which_stage_to_run(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    res = _sh([str(BIN / "artgan"), "train"], tmp_path, env)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "artgan preprocess" in lines[0], res.stderr
+    assert not (tmp_path / "models" / "checkpoint.pt").exists()
