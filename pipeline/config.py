@@ -135,8 +135,9 @@ def _describe(err: dict) -> str:
         allowed = _allowed_keys(err["loc"][:-1])
         where = f" in '{parent}'" if parent else ""
         return f"unknown key '{loc}'{where}; allowed keys: {', '.join(allowed)}"
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"'{loc}': {msg} (got {err.get('input')!r})"
+    if err["type"] == "value_error":  # our own validators already quote the value
+        return f"'{loc}': {err['msg'].removeprefix('Value error, ')}"
+    return f"'{loc}': {err['msg']} (got {err.get('input')!r})"
 
 
 def _allowed_keys(loc: tuple) -> list[str]:

@@ -80,7 +80,12 @@ def run(cfg: Config) -> dict:
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": df})
     result = batch.validate(build_suite(cfg)).to_json_dict()
 
-    failures = [_failure_line(r) for r in result["results"] if not r["success"]]
+    broken = [str(raw / p) for p in df.loc[~df["decodable"], "path"].head(5)]
+    failures = [
+        _failure_line(r) + (f"; undecodable files, e.g. {broken}" if r["expectation_config"]["kwargs"].get("column") == "decodable" else "")
+        for r in result["results"]
+        if not r["success"]
+    ]
     summary = {
         "success": bool(result["success"]),
         "images": int(len(df)),

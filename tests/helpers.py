@@ -1,0 +1,69 @@
+"""Shared helpers for the unit tests (plain functions; the fixtures live in each test module)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def tiny_cfg(tmp_path: Path, **overrides) -> dict:
+    """A params mapping for a tiny, fast pipeline with every path under `tmp_path`.
+
+    Keyword arguments are sections (or `reports_dir`) merged on top, e.g.
+    `tiny_cfg(tmp_path, train={"seed": 1}, data={"max_images": 40})`.
+    """
+    base = {
+        "data": {
+            "image_size": 16,
+            "max_images": 40,
+            "raw_dir": str(tmp_path / "data" / "raw"),
+            "processed_dir": str(tmp_path / "data" / "processed"),
+        },
+        "validate": {"min_images": 10},
+        "model": {"z_dim": 16, "g_channels": 8, "d_channels": 8},
+        "train": {
+            "seed": 0,
+            "steps": 6,
+            "batch_size": 8,
+            "log_every": 2,
+            "sample_every": 3,
+            "out_dir": str(tmp_path / "models"),
+        },
+        "reports_dir": str(tmp_path / "reports"),
+    }
+    return _merge(base, overrides)
+
+
+def isolate_mlflow(monkeypatch, tmp_path: Path, db_dir: Path | None = None) -> str:
+    """Point MLflow at a SQLite file in `db_dir` (default `tmp_path`) and run from that directory.
+
+    The working directory moves too: with a SQLite tracking store MLflow puts artifacts under
+    `./mlruns`, which must not land in the repository. Creating a store costs seconds (schema
+    migrations), so a test module may share one `db_dir` between its tests.
+    """
+    where = db_dir or tmp_path
+    uri = f"sqlite:///{where / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "False")
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.chdir(where)
+    return uri
+
+
+def write_params(path: Path, raw: dict | str) -> Path:
+    """A params file: a mapping dumped as YAML, or literal text."""
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw, sort_keys=False))
+    return path

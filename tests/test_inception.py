@@ -1,0 +1,118 @@
+"""Our eager TF-Inception equals the shipped TorchScript network; TF1 bilinear resize by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.metrics.inception import (
+    FEATURE_DIM,
+    FastInception,
+    extract_features,
+    load_shipped,
+    tf1_resize,
+    tf1_resize_matrix,
+    to_network_input,
+)
+
+
+@pytest.fixture(scope="module")
+def networks():
+    shipped = load_shipped()
+    return shipped, FastInception(shipped)
+
+
+def random_uint8(n: int, size: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=g)
+
+
+# ---- the network -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size, n", [(32, 5), (299, 5)])
+def test_fast_inception_matches_the_shipped_network(networks, size, n):
+    shipped, fast = networks
+    x = to_network_input(random_uint8(n, size, seed=size))
+    assert x.shape == (n, 3, 299, 299)
+    with torch.inference_mode():
+        ours = fast(x)
+        ref = shipped(x).reshape(n, FEATURE_DIM)
+    assert ours.shape == (n, FEATURE_DIM)
+    assert torch.isfinite(ours).all()
+    rel = (ours - ref).abs().max() / ref.abs().max()
+    assert rel.item() < 1e-4
+    # features differ between images: the network is not ignoring its input
+    assert (ours[0] - ours[1]).abs().max() > 1e-3 * ref.abs().max()
+
+
+def test_extract_features_in_several_batches_equals_one_batch(networks):
+    _, fast = networks
+    images = random_uint8(4, 32, seed=7).numpy()
+    one = extract_features(fast, images, batch_size=4)
+    several = extract_features(fast, images, batch_size=3)
+    assert one.shape == (4, FEATURE_DIM) and one.dtype == np.float32
+    np.testing.assert_allclose(several, one, rtol=1e-5, atol=1e-5 * np.abs(one).max())
+
+
+# ---- preprocessing ---------------------------------------------------------------------------------
+
+def test_network_input_scaling_of_uint8():
+    img = torch.zeros(1, 299, 299, 3, dtype=torch.uint8)
+    img[0, :, :, 1] = 255
+    img[0, :, :, 2] = 128
+    x = to_network_input(img)
+    assert x.shape == (1, 3, 299, 299)
+    assert torch.all(x[0, 0] == -1.0)
+    assert torch.all(x[0, 1] == 0.9921875)  # (255 - 128) / 128
+    assert torch.all(x[0, 2] == 0.0)
+
+
+def test_network_input_accepts_nchw_and_nhwc_alike():
+    img = random_uint8(2, 16, seed=1)
+    assert torch.equal(to_network_input(img), to_network_input(img.permute(0, 3, 1, 2).contiguous()))
+
+
+def test_network_input_rejects_float_images():
+    with pytest.raises(TypeError):
+        to_network_input(torch.zeros(1, 8, 8, 3))
+
+
+@pytest.mark.parametrize("n_in, n_out", [(2, 4), (4, 2), (32, 299), (299, 299), (5, 7)])
+def test_resize_rows_sum_to_one(n_in, n_out):
+    m = tf1_resize_matrix(n_in, n_out)
+    assert m.shape == (n_out, n_in)
+    assert torch.allclose(m.sum(dim=1), torch.ones(n_out), atol=1e-6)
+    assert (m >= 0).all()
+
+
+def test_resize_upsampling_2_to_4_matches_tf1_by_hand():
+    # TF1 resize_bilinear(align_corners=False, half_pixel_centers=False): src = dst * in / out, clamped
+    # dst 0 -> 0.0 (a); dst 1 -> 0.5 (a/2 + b/2); dst 2 -> 1.0 (b); dst 3 -> 1.5 -> clamped to b
+    expected = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [0.0, 1.0]])
+    assert torch.equal(tf1_resize_matrix(2, 4), expected)
+
+
+def test_resize_downsampling_4_to_2_takes_every_other_pixel():
+    # src = [0, 2]: no antialiasing, no half-pixel offset
+    expected = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    assert torch.equal(tf1_resize_matrix(4, 2), expected)
+
+
+def test_resize_3_to_4_by_hand():
+    # src = dst * 3/4 = [0, .75, 1.5, 2.25] -> weights (1-frac, frac) on (floor, floor+1 clamped)
+    expected = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.25, 0.75, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]]
+    )
+    assert torch.allclose(tf1_resize_matrix(3, 4), expected, atol=1e-7)
+
+
+def test_tf1_resize_of_a_2x2_image_by_hand():
+    x = torch.tensor([[[[0.0, 4.0], [8.0, 12.0]]]])
+    y = tf1_resize(x, 4)
+    expected = torch.tensor(
+        [[0.0, 2.0, 4.0, 4.0],
+         [4.0, 6.0, 8.0, 8.0],
+         [8.0, 10.0, 12.0, 12.0],
+         [8.0, 10.0, 12.0, 12.0]]
+    )
+    assert torch.allclose(y[0, 0], expected)
