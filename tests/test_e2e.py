@@ -15,6 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+pytestmark = pytest.mark.e2e  # `pytest -m "not e2e"` for the quick unit suite
+
 TINY = {
     "data": {"image_size": 16, "max_images": 256},
     "validate": {"min_images": 100},
