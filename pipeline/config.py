@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -71,7 +71,7 @@ class ModelCfg(Section):
 class TrainCfg(Section):
     seed: NonNegInt = 0
     steps: PosInt = 500
-    batch_size: PosInt = 64
+    batch_size: Annotated[int, Field(ge=2)] = 64  # batch norm needs two samples
     loss: str = "ns"
     lr_g: PosFloat = 2e-4
     lr_d: PosFloat = 2e-4
@@ -79,7 +79,7 @@ class TrainCfg(Section):
     beta2: Beta = 0.999
     log_every: PosInt = 10
     sample_every: PosInt = 100
-    threads: NonNegInt = 0  # 0 = all cores
+    threads: NonNegInt = 0  # 0 = all cores; also bounds preprocess and evaluate
     out_dir: str = "models"
 
 
@@ -107,7 +107,7 @@ class Config(Section):
     render: RenderCfg = RenderCfg()
     reports_dir: str = "reports"
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @property
     def validate_cfg(self) -> ValidateCfg:
@@ -176,8 +176,6 @@ def _check_names(cfg: Config, source: str) -> None:
         raise ArtganError(
             f"{source}: 'data.source': unknown source {cfg.data.source!r}; known: {', '.join(SOURCES)}"
         )
-    if cfg.train.batch_size < 2:
-        raise ArtganError(f"{source}: 'train.batch_size': must be at least 2 (batch norm), got {cfg.train.batch_size}")
 
 
 def load(path: str | os.PathLike = PARAMS_FILE) -> Config:
@@ -191,3 +189,11 @@ def load(path: str | os.PathLike = PARAMS_FILE) -> Config:
         where = f" at line {mark.line + 1}" if mark else ""
         raise ArtganError(f"{p}: not valid YAML{where}; fix the syntax") from None
     return parse(raw, str(p))
+
+
+def set_threads(cfg: Config) -> None:
+    """Bound torch's CPU threads by `train.threads` (0 leaves torch's default: all cores)."""
+    if cfg.train.threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import tracking
-from pipeline.config import Config
+from pipeline.config import Config, set_threads
 from pipeline.io import require, write_json
 from pipeline.stages.preprocess import STATS
 from pipeline.stages.train import load_generator, run_file, to_uint8
@@ -31,15 +31,12 @@ def generate_uint8(G, z_dim: int, n: int, seed: int, batch_size: int) -> np.ndar
 
 
 def run(cfg: Config) -> dict:
-    import torch
-
     from pipeline.metrics.fid import frechet_distance, statistics
     from pipeline.metrics.inception import FastInception, extract_features
     from pipeline.metrics.kid import kid
 
     e = cfg.eval
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg)
     stats = np.load(require(Path(cfg.data.processed_dir) / STATS, "preprocess"))
     G, z_dim = load_generator(cfg)
     with tracking.resume_run("evaluate", run_file(cfg)) as mlrun:

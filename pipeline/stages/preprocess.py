@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import tracking
-from pipeline.config import Config
+from pipeline.config import Config, set_threads
 from pipeline.data import manifest
 from pipeline.io import atomic_dir, require
 from pipeline.stages.fetch import MANIFEST
@@ -42,8 +42,6 @@ def reference_indices(n: int, limit: int, seed: int = 0) -> np.ndarray:
 
 
 def run(cfg: Config) -> dict:
-    import torch
-
     from pipeline.metrics.fid import statistics
     from pipeline.metrics.inception import FastInception, extract_features
 
@@ -52,8 +50,7 @@ def run(cfg: Config) -> dict:
     size = cfg.data.image_size
     images = np.stack([to_rgb_square(raw / p, size, cfg.preprocess.background) for p in df["path"]])
 
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg)
     ref = reference_indices(len(images), cfg.preprocess.fid_real_images)
     feats = extract_features(FastInception(), images[ref], cfg.preprocess.fid_batch_size, progress="real FID features")
     mu, sigma = statistics(feats)

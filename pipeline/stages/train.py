@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import tracking
-from pipeline.config import Config
+from pipeline.config import Config, set_threads
 from pipeline.errors import ArtganError
 from pipeline.io import atomic_path, require, write_json
 from pipeline.stages.preprocess import IMAGES
@@ -65,8 +65,7 @@ def run(cfg: Config) -> dict:
     from pipeline.models import build
 
     t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    set_threads(cfg)
     torch.use_deterministic_algorithms(True)
     data = load_images(cfg)
     if len(data) < t.batch_size:
