@@ -60,8 +60,19 @@ def preprocess(params: Path = PARAMS) -> None:
 
 
 @app.command()
-def train(params: Path = PARAMS) -> None:
-    """Train the GAN; write models/checkpoint.pt and open the MLflow run."""
+def train(
+    params: Path = PARAMS,
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes (GPUs) to train on, through torchrun."),
+) -> None:
+    """Train the GAN (resuming from the latest checkpoint); write models/checkpoint.pt, open the MLflow run."""
+    import os
+
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        import subprocess
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "pipeline", "train", "--params", str(params)]
+        raise typer.Exit(subprocess.call(cmd))
     _run_stage("train", params)
 
 

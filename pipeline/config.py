@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -15,6 +15,7 @@ PARAMS_FILE = "params.yaml"
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
 Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
@@ -28,6 +29,7 @@ class DataCfg(Section):
     max_images: NonNegInt = 0  # 0 = all; a deterministic prefix (by sorted name) for quick runs
     raw_dir: str = "data/raw"
     processed_dir: str = "data/processed"
+    label: str = ""  # a manifest column whose values become classes (conditional training); "" = none
 
     @field_validator("image_size")
     @classmethod
@@ -66,6 +68,7 @@ class ModelCfg(Section):
     z_dim: PosInt = 100
     g_channels: PosInt = 32
     d_channels: PosInt = 32
+    spectral_norm: bool = False  # spectral normalisation of every discriminator layer (no batch norm in D)
 
 
 class TrainCfg(Section):
@@ -73,14 +76,37 @@ class TrainCfg(Section):
     steps: PosInt = 500
     batch_size: Annotated[int, Field(ge=2)] = 64  # batch norm needs two samples
     loss: str = "ns"
-    lr_g: PosFloat = 2e-4
+    n_critic: PosInt = 1  # discriminator steps per generator step
+    clip_value: PosFloat = 0.01  # WGAN weight clipping (loss wgan)
+    gp_weight: NonNegFloat = 10.0  # gradient-penalty weight lambda (loss wgan-gp)
+    r1_gamma: NonNegFloat = 0.0  # R1 penalty weight gamma; 0 = off
+    r1_every: PosInt = 16  # lazy R1: applied every N discriminator steps, scaled by N
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999  # EMA generator; 0 = off
+    augment: tuple[str, ...] = ()  # DiffAugment policies: color, translation, cutout
+    augment_p: Annotated[float, Field(ge=0, le=1)] = 1.0  # probability per sample and policy
+    vae_beta: NonNegFloat = 1.0  # KL weight of the vae baseline's ELBO
+    lr_g: PosFloat = 2e-4  # different lr_g / lr_d = TTUR
     lr_d: PosFloat = 2e-4
     beta1: Beta = 0.5
     beta2: Beta = 0.999
     log_every: PosInt = 10
     sample_every: PosInt = 100
+    checkpoint_every: PosInt = 100  # resumable checkpoint interval (steps)
+    checkpoint_dir: str = ".artgan/checkpoints"  # one sub-folder per configuration; outside DVC's outputs
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda -> mps -> cpu, at run time
+    amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, off elsewhere
+    compile: bool = False  # torch.compile G and D (GPU; slow to start on CPU)
     threads: NonNegInt = 0  # 0 = all cores; also bounds preprocess and evaluate
     out_dir: str = "models"
+
+    @field_validator("augment")
+    @classmethod
+    def _policies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        known = ("color", "translation", "cutout")
+        bad = [x for x in v if x not in known]
+        if bad:
+            raise ValueError(f"unknown DiffAugment policy {bad[0]!r}; known: {', '.join(known)}")
+        return v
 
 
 class EvalCfg(Section):

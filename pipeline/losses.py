@@ -1,17 +1,40 @@
-"""GAN objectives as (d_loss, g_loss) pairs over discriminator logits; LOSSES is the registry.
+"""GAN objectives over discriminator logits, plus the critic regularisers; LOSSES is the registry.
 
-`bce` is the saturating minimax game V(D, G) exactly as Goodfellow et al. (2014) write it: D maximises
-log D(x) + log(1 - D(G(z))) and G minimises log(1 - D(G(z))). `ns` swaps G's term for -log D(G(z)).
+Every entry is a `Loss`: `d(real_logits, fake_logits)` is minimised by D and `g(fake_logits)` by G, both scalars.
+
+- `bce` is the saturating minimax game V(D, G) exactly as Goodfellow et al. (2014) write it: D maximises
+  log D(x) + log(1 - D(G(z))) and G minimises log(1 - D(G(z))).
+- `ns` swaps G's term for -log D(G(z)) (the non-saturating heuristic of the same paper).
+- `wgan` is the Wasserstein critic of Arjovsky et al. (2017): D minimises E[D(G(z))] - E[D(x)], G minimises
+  -E[D(G(z))]; `clip=True` tells the trainer to clamp D's weights (`clip_weights`) after each D step.
+- `wgan-gp` is the same objective with the gradient penalty of Gulrajani et al. (2017) instead of clipping;
+  `gp=True` tells the trainer to add `gp_weight * gradient_penalty(...)` to D's loss.
+- `lsgan` is least squares (Mao et al. 2017) with a=0 (fake), b=1 (real), c=1 (what G wants D to say).
+- `hinge` is the hinge loss of Lim & Ye (2017) / Miyato et al. (2018).
+
+`r1_penalty` is the R1 regulariser of Mescheder et al. (2018), usable with any of the losses.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
-LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Loss:
+    d: Callable[[Tensor, Tensor], Tensor]  # d(real_logits, fake_logits) -> scalar, minimised by D
+    g: Callable[[Tensor], Tensor]  # g(fake_logits) -> scalar, minimised by G
+    clip: bool = False  # WGAN weight clipping: trainer calls clip_weights(D, train.clip_value) after each D step
+    gp: bool = False  # WGAN-GP: trainer adds gp_weight * gradient_penalty(...) to D's loss
+
+    def __iter__(self) -> Iterator[Callable[..., Tensor]]:
+        # backward compatibility with the old `d_fn, g_fn = LOSSES[name]` tuple registry
+        return iter((self.d, self.g))
 
 
 def bce_d(real: Tensor, fake: Tensor) -> Tensor:
@@ -19,26 +42,97 @@ def bce_d(real: Tensor, fake: Tensor) -> Tensor:
     return F.softplus(-real).mean() + F.softplus(fake).mean()
 
 
-def bce_g(fake: Tensor, real: Tensor | None = None) -> Tensor:
+def bce_g(fake: Tensor) -> Tensor:
     # log(1 - σ(f)) = -softplus(f): the saturating generator objective, minimised
     return -F.softplus(fake).mean()
 
 
-def ns_g(fake: Tensor, real: Tensor | None = None) -> Tensor:
+def ns_g(fake: Tensor) -> Tensor:
     # -log σ(f) = softplus(-f)
     return F.softplus(-fake).mean()
+
+
+def wgan_d(real: Tensor, fake: Tensor) -> Tensor:
+    return fake.mean() - real.mean()
+
+
+def wgan_g(fake: Tensor) -> Tensor:
+    return -fake.mean()
+
+
+def lsgan_d(real: Tensor, fake: Tensor) -> Tensor:
+    # ½ E[(D(x) - b)²] + ½ E[(D(G(z)) - a)²] with a=0, b=1
+    return 0.5 * (real - 1.0).square().mean() + 0.5 * fake.square().mean()
+
+
+def lsgan_g(fake: Tensor) -> Tensor:
+    # ½ E[(D(G(z)) - c)²] with c=1
+    return 0.5 * (fake - 1.0).square().mean()
 
 
 def hinge_d(real: Tensor, fake: Tensor) -> Tensor:
     return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
 
 
-def hinge_g(fake: Tensor, real: Tensor | None = None) -> Tensor:
+def hinge_g(fake: Tensor) -> Tensor:
     return -fake.mean()
 
 
-LOSSES: dict[str, tuple[LossFn, Callable[..., Tensor]]] = {
-    "bce": (bce_d, bce_g),
-    "ns": (bce_d, ns_g),
-    "hinge": (hinge_d, hinge_g),
+LOSSES: dict[str, Loss] = {
+    "bce": Loss(bce_d, bce_g),
+    "ns": Loss(bce_d, ns_g),
+    "wgan": Loss(wgan_d, wgan_g, clip=True),
+    "wgan-gp": Loss(wgan_d, wgan_g, gp=True),
+    "lsgan": Loss(lsgan_d, lsgan_g),
+    "hinge": Loss(hinge_d, hinge_g),
 }
+
+
+def _critic(D: Callable[..., Tensor], x: Tensor, y: Tensor | None) -> Tensor:
+    return D(x) if y is None else D(x, y)
+
+
+def _input_grad(D: Callable[..., Tensor], x: Tensor, y: Tensor | None) -> Tensor:
+    out = _critic(D, x, y)
+    # per-sample outputs are independent, so d(sum)/dx_i = dD(x_i)/dx_i
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return grad
+
+
+def gradient_penalty(D, real: Tensor, fake: Tensor, y: Tensor | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Gulrajani et al. (2017): mean over the batch of (||∇_x̂ D(x̂)||₂ - 1)², x̂ = ε·real + (1-ε)·fake.
+
+    ε ~ U(0, 1) per sample is drawn on the CPU from `generator` (float32, then cast to real's dtype and moved to
+    real's device), so it is reproducible whatever the device. The result keeps its graph (create_graph=True):
+    backpropagating it reaches D's parameters. `fake` is detached; D is called as D(x̂) or, with y, D(x̂, y).
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"gradient_penalty: real {tuple(real.shape)} and fake {tuple(fake.shape)} differ in shape")
+    n = real.shape[0]
+    eps = torch.rand(n, generator=generator, dtype=torch.float32)
+    eps = eps.to(device=real.device, dtype=real.dtype).view(n, *([1] * (real.dim() - 1)))
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    grad = _input_grad(D, x_hat, y)
+    norm = torch.linalg.vector_norm(grad.reshape(n, -1), ord=2, dim=1)
+    return (norm - 1).square().mean()
+
+
+def r1_penalty(D, real: Tensor, y: Tensor | None = None) -> Tensor:
+    """Mescheder et al. (2018): mean over the batch of ||∇_x D(x)||₂² on real data (graph kept).
+
+    The trainer scales it by γ/2 (times the lazy-regularisation interval). `real` itself is left untouched:
+    the gradient is taken w.r.t. a detached clone.
+    """
+    x = real.detach().clone().requires_grad_(True)
+    grad = _input_grad(D, x, y)
+    return grad.square().reshape(x.shape[0], -1).sum(dim=1).mean()
+
+
+def clip_weights(D: torch.nn.Module, c: float) -> None:
+    """WGAN weight clipping (Arjovsky et al. 2017): clamp every parameter of D to [-c, c] in place."""
+    if not c >= 0:
+        raise ValueError(f"clip_weights: clip value must be >= 0, got {c}")
+    with torch.no_grad():
+        for p in D.parameters():
+            p.clamp_(-c, c)

@@ -98,15 +98,17 @@ def _activate(mlflow, run_kwargs: dict, stage: str) -> Iterator[Run]:
 
 
 @contextlib.contextmanager
-def new_run(stage: str, params: dict[str, object], experiment: str = EXPERIMENT) -> Iterator[Run]:
-    """A fresh run named after the DVC experiment (DVC_EXP_NAME) when there is one."""
+def new_run(stage: str, params: dict[str, object], experiment: str = EXPERIMENT,
+            system_metrics: bool = False) -> Iterator[Run]:
+    """A fresh run named after the DVC experiment (DVC_EXP_NAME) when there is one; `system_metrics`
+    turns on MLflow's CPU/memory/GPU sampling for the run's lifetime."""
     mlflow = _mlflow()
     try:
         mlflow.set_experiment(experiment)
     except Exception as exc:
         raise ArtganError(f"MLflow tracking at {tracking_uri()!r} failed: {str(exc).splitlines()[0]}") from None
     name = os.environ.get("DVC_EXP_NAME") or None
-    with _activate(mlflow, {"run_name": name}, stage) as run:
+    with _activate(mlflow, {"run_name": name, "log_system_metrics": system_metrics}, stage) as run:
         run.log_params(params)
         if name:
             run.set_tags({"dvc_exp_name": name})
@@ -121,6 +123,24 @@ def resume_run(stage: str, run_file: Path) -> Iterator[Run]:
     run_id = read_json(require(run_file, "train"))["run_id"]
     mlflow = _mlflow()
     with _activate(mlflow, {"run_id": run_id}, stage) as run:
+        yield run
+
+
+def run_exists(run_id: str) -> bool:
+    """Whether the tracking store holds this run (a resumed training continues its own run)."""
+    mlflow = _mlflow()
+    try:
+        mlflow.get_run(run_id)
+        return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def continue_run(stage: str, run_id: str, system_metrics: bool = True) -> Iterator[Run]:
+    """Reopen a run by id (training resumed after an interruption)."""
+    mlflow = _mlflow()
+    with _activate(mlflow, {"run_id": run_id, "log_system_metrics": system_metrics}, stage) as run:
         yield run
 
 

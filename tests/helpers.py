@@ -41,6 +41,7 @@ def tiny_cfg(tmp_path: Path, **overrides) -> dict:
             "log_every": 2,
             "sample_every": 3,
             "out_dir": str(tmp_path / "models"),
+            "checkpoint_dir": str(tmp_path / "checkpoints"),
         },
         "reports_dir": str(tmp_path / "reports"),
     }

@@ -115,8 +115,8 @@ def test_params_that_are_not_a_mapping_are_rejected():
 @pytest.mark.parametrize(
     "raw, key, known",
     [
-        ({"train": {"loss": "wgan"}}, "train.loss", ["bce", "ns", "hinge"]),
-        ({"model": {"arch": "stylegan"}}, "model.arch", ["dcgan"]),
+        ({"train": {"loss": "wasserstein"}}, "train.loss", ["bce", "ns", "wgan", "wgan-gp", "lsgan", "hinge"]),
+        ({"model": {"arch": "stylegan"}}, "model.arch", ["mlp", "dcgan", "resnet", "vae"]),
         ({"data": {"source": "kaggle:someone/art"}}, "data.source", ["openmoji"]),
     ],
 )
@@ -128,7 +128,7 @@ def test_unknown_registry_name_names_the_key_and_lists_known_values(raw, key, kn
         assert name in listed
 
 
-@pytest.mark.parametrize("loss", ["bce", "ns", "hinge"])
+@pytest.mark.parametrize("loss", ["bce", "ns", "wgan", "wgan-gp", "lsgan", "hinge"])
 def test_every_registered_loss_is_accepted(loss):
     assert parse({"train": {"loss": loss}}).train.loss == loss
 

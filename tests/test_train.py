@@ -1,4 +1,5 @@
-"""train: deterministic on CPU for a seed, tracked in MLflow, every loss trains, clear missing-input error."""
+"""train: deterministic on CPU for a seed, tracked in MLflow, every loss/arch/regulariser trains, EMA is an
+exact moving average, a resume continues bitwise, a non-finite loss stops cleanly, clear input errors."""
 from __future__ import annotations
 
 import csv
@@ -47,7 +48,8 @@ def _restore_torch_globals():
 def train(tmp_path: Path, name: str, **overrides) -> tuple[dict, Path, Path]:
     from pipeline.stages import train as stage
 
-    train_over = {"out_dir": str(tmp_path / name / "models"), **overrides.pop("train", {})}
+    train_over = {"out_dir": str(tmp_path / name / "models"), "checkpoint_dir": str(tmp_path / name / "ckpt"),
+                  **overrides.pop("train", {})}
     cfg = parse(tiny_cfg(tmp_path, train=train_over, reports_dir=str(tmp_path / name / "reports"), **overrides))
     figures = stage.run(cfg)
     return figures, Path(cfg.train.out_dir), Path(cfg.reports_dir)
@@ -99,13 +101,15 @@ def test_training_is_tracked_in_mlflow_and_writes_curves(processed, tmp_path):
 
     with open(reports / "train_curves.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {"step", "loss_d", "loss_g"} <= set(rows[0])
+    assert {"step", "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_g", "lr_d",
+            "img_per_s"} <= set(rows[0])
+    assert float(rows[0]["lr_g"]) == 2e-4 and float(rows[0]["grad_norm_d"]) > 0
     assert [int(r["step"]) for r in rows] == [2, 4, 6]  # log_every 2 over 6 steps
     assert all(math.isfinite(float(r["loss_d"])) and math.isfinite(float(r["loss_g"])) for r in rows)
     assert float(rows[-1]["loss_d"]) == pytest.approx(figures["loss_d"])
 
 
-@pytest.mark.parametrize("loss", ["bce", "ns", "hinge"])
+@pytest.mark.parametrize("loss", ["bce", "ns", "wgan", "wgan-gp", "lsgan", "hinge"])
 def test_every_loss_trains_to_a_finite_loss(processed, tmp_path, loss):
     figures, out, _ = train(tmp_path, loss, train={"loss": loss, "steps": 3, "log_every": 1, "sample_every": 3})
     assert figures["steps"] == 3
@@ -120,8 +124,8 @@ def test_checkpoint_reloads_as_a_generator(processed, tmp_path):
 
     _, out, _ = train(tmp_path, "g", train={"steps": 2})
     cfg = parse(tiny_cfg(tmp_path, train={"out_dir": str(out)}))
-    G, z_dim = load_generator(cfg)
-    assert z_dim == 16 and not G.training
+    G, z_dim, n_classes, _ = load_generator(cfg)
+    assert z_dim == 16 and n_classes == 0 and not G.training
     with torch.no_grad():
         imgs = to_uint8(G(torch.randn(3, z_dim)))
     assert imgs.shape == (3, SIZE, SIZE, 3) and imgs.dtype == torch.uint8
@@ -151,3 +155,137 @@ def test_batch_larger_than_the_dataset_is_a_clear_error(processed, tmp_path):
     cfg = parse(tiny_cfg(tmp_path, train={"batch_size": N_IMAGES + 1}))
     with pytest.raises(ArtganError, match="train.batch_size"):
         stage.run(cfg)
+
+
+def test_run_data_records_system_metrics_and_sample_grids(processed, tmp_path):
+    import mlflow
+
+    from pipeline.tracking import run_data
+
+    figures, _, _ = train(tmp_path, "imgs", train={"steps": 6, "sample_every": 3})
+    client = mlflow.MlflowClient()
+    files = [f.path for f in client.list_artifacts(figures["run_id"], "images")]
+    assert sum("samples" in f for f in files) >= 2  # one grid per sample_every steps (plus metadata)
+    assert data_tags(run_data(figures["run_id"]))["world_size"] == "1"
+
+
+def data_tags(data: dict) -> dict:
+    return data["tags"]
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan", "resnet", "vae"])
+def test_every_architecture_trains_and_reloads(processed, tmp_path, arch):
+    from pipeline.stages.train import load_generator
+
+    size = SIZE if arch != "resnet" else 32
+    if size != SIZE:
+        d = tmp_path / "data" / "processed"
+        np.save(d / "images.npy", np.random.default_rng(1).integers(0, 256, (N_IMAGES, size, size, 3), dtype=np.uint8))
+    figures, out, reports = train(tmp_path, arch, model={"arch": arch}, data={"image_size": size},
+                                  train={"steps": 3, "log_every": 1})
+    assert figures["steps"] == 3
+    cfg = parse(tiny_cfg(tmp_path, model={"arch": arch}, data={"image_size": size}, train={"out_dir": str(out)}))
+    G, z_dim, _, _ = load_generator(cfg)
+    with torch.no_grad():
+        x = G(torch.randn(2, z_dim))
+    assert x.shape == (2, 3, size, size) and torch.isfinite(x).all()
+    with open(reports / "train_curves.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert ({"loss", "rec", "kl"} if arch == "vae" else {"loss_d", "loss_g"}) <= set(header)
+
+
+def test_regularisers_and_augmentation_train_and_are_logged(processed, tmp_path):
+    figures, out, reports = train(
+        tmp_path, "reg",
+        model={"spectral_norm": True},
+        train={"loss": "hinge", "r1_gamma": 1.0, "r1_every": 2, "augment": ["color", "translation", "cutout"],
+               "augment_p": 0.5, "n_critic": 2, "lr_d": 4e-4, "steps": 4, "log_every": 1},
+    )
+    with open(reports / "train_curves.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    r1 = [r.get("r1") for r in rows]
+    assert r1[1] and float(r1[1]) > 0 and not r1[0]  # lazy: only on steps 2 and 4
+    assert float(rows[0]["lr_d"]) == 4e-4  # TTUR
+    assert figures["img_per_s"] > 0
+
+
+def test_ema_generator_is_the_exact_moving_average(processed, tmp_path):
+    from pipeline.models import build
+
+    _, out, _ = train(tmp_path, "ema", train={"steps": 1, "ema_decay": 0.75})
+    ck = load_ckpt(out)
+    torch.manual_seed(0)
+    g0, _ = build("dcgan", SIZE, 16, 8, 8)
+    init = g0.state_dict()
+    for k, v in ck["generator_ema"].items():
+        if "running" in k or "num_batches" in k:
+            assert torch.equal(v, ck["generator"][k])  # buffers are copied
+        else:
+            expect = init[k].lerp(ck["generator"][k], 0.25)
+            assert torch.allclose(v, expect, atol=1e-7), k
+    assert not same_weights(ck["generator_ema"], ck["generator"])
+
+
+def test_conditional_training_on_a_label_column(processed, tmp_path):
+    import pandas as pd
+
+    from pipeline.stages.train import load_generator
+
+    labels = ["cat" if i % 3 else "dog" for i in range(N_IMAGES)]
+    pd.DataFrame({"path": [f"{i}.png" for i in range(N_IMAGES)], "style": labels}).to_parquet(
+        processed / "manifest.parquet")
+    figures, out, _ = train(tmp_path, "cond", data={"label": "style"}, train={"steps": 2})
+    ck = load_ckpt(out)
+    assert ck["classes"] == ["cat", "dog"] and ck["class_counts"] == [labels.count("cat"), labels.count("dog")]
+    cfg = parse(tiny_cfg(tmp_path, data={"label": "style"}, train={"out_dir": str(out)}))
+    G, z_dim, n_classes, _ = load_generator(cfg)
+    z = torch.randn(2, z_dim)
+    with torch.no_grad():
+        a, b = G(z, torch.tensor([0, 0])), G(z, torch.tensor([1, 1]))
+    assert n_classes == 2 and not torch.equal(a, b)
+
+
+def test_unknown_label_column_is_a_clear_error(processed, tmp_path):
+    import pandas as pd
+
+    from pipeline.stages import train as stage
+
+    pd.DataFrame({"path": [f"{i}.png" for i in range(N_IMAGES)]}).to_parquet(processed / "manifest.parquet")
+    cfg = parse(tiny_cfg(tmp_path, data={"label": "style"}))
+    with pytest.raises(ArtganError, match="data.label: column 'style'"):
+        stage.run(cfg)
+
+
+def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processed, tmp_path):
+    _, out_long, _ = train(tmp_path, "long", train={"steps": 8, "checkpoint_every": 4, "ema_decay": 0.9,
+                                                     "augment": ["translation"]})
+    common = {"checkpoint_dir": str(tmp_path / "shared_ckpt"), "checkpoint_every": 4, "ema_decay": 0.9,
+              "augment": ["translation"]}
+    first, _, _ = train(tmp_path, "part", train={"steps": 4, **common})
+    second, out_part, reports = train(tmp_path, "part", train={"steps": 8, **common})
+    a, b = load_ckpt(out_long), load_ckpt(out_part)
+    for key in ("generator", "discriminator", "generator_ema"):
+        assert same_weights(a[key], b[key]), key
+    assert second["run_id"] == first["run_id"]  # the same MLflow run continues
+    with open(reports / "train_curves.csv", newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4, 6, 8]  # history kept across the resume
+
+
+def test_non_finite_loss_stops_keeps_the_last_good_checkpoint_and_fails_the_run(processed, tmp_path):
+    from pipeline.stages import train as stage
+    from pipeline.tracking import run_data
+
+    cfg = parse(tiny_cfg(tmp_path, train={"loss": "wgan", "clip_value": 1e30, "lr_d": 1e12, "lr_g": 1e12,
+                                          "steps": 50, "checkpoint_every": 1, "log_every": 1,
+                                          "checkpoint_dir": str(tmp_path / "nan_ckpt")}))
+    with pytest.raises(ArtganError, match=r"non-finite loss at step (\d+).*last good checkpoint") as err:
+        stage.run(cfg)
+    bad_step = int(__import__("re").search(r"step (\d+)", str(err.value)).group(1))
+    ckpts = list((tmp_path / "nan_ckpt").glob("*/latest.pt"))
+    assert len(ckpts) == 1
+    ck = torch.load(ckpts[0], map_location="cpu", weights_only=False)
+    assert ck["step"] == bad_step - 1
+    for net in ("G", "D", "G_ema"):
+        assert all(torch.isfinite(v).all() for k, v in ck[net].items() if "running" not in k), net
+    assert run_data(ck["run_id"])["status"] == "FAILED"
+    assert not (Path(cfg.train.out_dir) / "checkpoint.pt").exists()

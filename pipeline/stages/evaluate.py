@@ -18,15 +18,20 @@ from pipeline.stages.train import load_generator, run_file, to_uint8
 METRICS = "metrics.json"
 
 
-def generate_uint8(G, z_dim: int, n: int, seed: int, batch_size: int) -> np.ndarray:
+def generate_uint8(G, z_dim: int, n: int, seed: int, batch_size: int, class_counts: list[int] = ()) -> np.ndarray:
+    """n samples as uint8 NHWC from seeded latents; a conditional G gets labels drawn with the training
+    set's class frequencies, so the samples are compared with a like-for-like real distribution."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
+    weights = torch.tensor(list(class_counts), dtype=torch.float64) if len(class_counts) else None
     out = []
     with torch.no_grad():
         for start in range(0, n, batch_size):
-            z = torch.randn(min(batch_size, n - start), z_dim, generator=gen)
-            out.append(to_uint8(G(z)).numpy())
+            b = min(batch_size, n - start)
+            z = torch.randn(b, z_dim, generator=gen)
+            y = torch.multinomial(weights, b, replacement=True, generator=gen) if weights is not None else None
+            out.append(to_uint8(G(z, y)).numpy())
     return np.concatenate(out)
 
 
@@ -38,9 +43,9 @@ def run(cfg: Config) -> dict:
     e = cfg.eval
     set_threads(cfg)
     stats = np.load(require(Path(cfg.data.processed_dir) / STATS, "preprocess"))
-    G, z_dim = load_generator(cfg)
+    G, z_dim, _, class_counts = load_generator(cfg)
     with tracking.resume_run("evaluate", run_file(cfg)) as mlrun:
-        fake = generate_uint8(G, z_dim, e.n_samples, e.seed, e.batch_size)
+        fake = generate_uint8(G, z_dim, e.n_samples, e.seed, e.batch_size, class_counts)
         feats = extract_features(FastInception(), fake, e.batch_size, progress="fake FID features")
         mu, sigma = statistics(feats)
         fid = frechet_distance(mu, sigma, stats["mu"], stats["sigma"])

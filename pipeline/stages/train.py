@@ -1,12 +1,14 @@
-"""train: a GAN on data/processed/images.npy; writes models/checkpoint.pt and opens the MLflow run.
+"""train: a GAN (or the VAE baseline) on data/processed/images.npy -> models/checkpoint.pt, one MLflow run.
 
-Deterministic on CPU for a given seed: one torch.Generator drives the data order and every latent.
+Resumes automatically: the state is checkpointed every `train.checkpoint_every` steps under
+`train.checkpoint_dir/<key>/`, where the key hashes the configuration and the data; a killed run picks
+up from there and ends bitwise where an uninterrupted run would (CPU). Multi-process: `artgan train
+--nproc N` (torchrun); rank 0 alone logs and writes.
 """
 from __future__ import annotations
 
 import csv
-import math
-import time
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from pipeline import tracking
 from pipeline.config import Config, set_threads
 from pipeline.errors import ArtganError
 from pipeline.io import atomic_path, require, write_json
+from pipeline.stages.fetch import MANIFEST
 from pipeline.stages.preprocess import IMAGES
 
 CHECKPOINT = "checkpoint.pt"
@@ -27,25 +30,54 @@ def run_file(cfg: Config) -> Path:
     return Path(cfg.train.out_dir) / RUN_FILE
 
 
-def load_images(cfg: Config):
-    """uint8 N×S×S×3 on disk -> float N×3×S×S in [-1, 1]."""
-    import torch
-
+def load_images(cfg: Config) -> np.ndarray:
+    """uint8 N×S×S×3 as preprocess wrote it."""
     arr = np.load(require(Path(cfg.data.processed_dir) / IMAGES, "preprocess"))
     if arr.shape[1] != cfg.data.image_size:
         raise ArtganError(
             f"{cfg.data.processed_dir}/{IMAGES}: images are {arr.shape[1]} px but data.image_size is "
             f"{cfg.data.image_size}; run `artgan preprocess` again"
         )
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    return x.contiguous()
+    return arr
+
+
+def load_labels(cfg: Config, n: int) -> tuple[np.ndarray | None, list[str]]:
+    """Class indices from the processed manifest's `data.label` column (sorted class names), or None."""
+    if not cfg.data.label:
+        return None, []
+    from pipeline.data import manifest
+
+    path = require(Path(cfg.data.processed_dir) / MANIFEST, "preprocess")
+    df = manifest.read(path)
+    col = cfg.data.label
+    if col not in df.columns:
+        raise ArtganError(f"data.label: column {col!r} is not in {path} (columns: {', '.join(df.columns)}); "
+                          "set data.label to one of them or to '' for unconditional training")
+    values = df[col]
+    if values.isna().any():
+        raise ArtganError(f"data.label: {int(values.isna().sum())} images in {path} have no {col!r}; "
+                          "label every image or set data.label to ''")
+    if len(values) != n:
+        raise ArtganError(f"{path}: {len(values)} rows but {n} images; run `artgan preprocess` again")
+    classes = sorted(values.astype(str).unique())
+    if len(classes) < 2:
+        raise ArtganError(f"data.label: column {col!r} has a single class; conditional training needs two or more")
+    index = {c: i for i, c in enumerate(classes)}
+    return values.astype(str).map(index).to_numpy(np.int64), classes
+
+
+def data_digest(images: np.ndarray, labels: np.ndarray | None) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(images).data)
+    if labels is not None:
+        h.update(labels.tobytes())
+    return h.hexdigest()
 
 
 def to_uint8(x):
     """[-1, 1] float NCHW -> uint8 NHWC, as a PNG of the sample would store it."""
     import torch
 
-    return x.add(1).mul(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return x.float().add(1).mul(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def grid_image(x, nrow: int = 8):
@@ -53,105 +85,121 @@ def grid_image(x, nrow: int = 8):
     from PIL import Image
     from torchvision.utils import make_grid
 
-    g = make_grid(x.detach().cpu(), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    g = make_grid(x.detach().float().cpu(), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
     return Image.fromarray(g.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+
+
+def _open_run(cfg: Config, run_id: str | None):
+    if run_id and tracking.run_exists(run_id):
+        return tracking.continue_run("train", run_id)
+    return tracking.new_run("train", cfg.flat(), system_metrics=True)
 
 
 def run(cfg: Config) -> dict:
     import torch
-    from tqdm import tqdm
 
-    from pipeline.losses import LOSSES
-    from pipeline.models import build
+    from pipeline.training import checkpoint, dist
+    from pipeline.training.loop import Data, Trainer, fixed_inputs, latest_path, pick_device, train_loop
 
     t = cfg.train
     set_threads(cfg)
-    torch.use_deterministic_algorithms(True)
-    data = load_images(cfg)
-    if len(data) < t.batch_size:
-        raise ArtganError(f"train.batch_size {t.batch_size} exceeds the {len(data)} training images; lower it")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    images = load_images(cfg)
+    if len(images) < t.batch_size:
+        raise ArtganError(f"train.batch_size {t.batch_size} exceeds the {len(images)} training images; lower it")
+    labels, classes = load_labels(cfg, len(images))
+    digest = data_digest(images, labels)
+    key = checkpoint.config_key(cfg, digest)
 
-    torch.manual_seed(t.seed)
-    gen = torch.Generator().manual_seed(t.seed)
-    G, D = build(cfg.model.arch, cfg.data.image_size, cfg.model.z_dim, cfg.model.g_channels, cfg.model.d_channels)
-    opt_g = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
-    d_loss_fn, g_loss_fn = LOSSES[t.loss]
-    fixed_z = torch.randn(N_FIXED, cfg.model.z_dim, generator=torch.Generator().manual_seed(t.seed + 1))
+    device = pick_device(t.device)
+    world = dist.init(device.type)
+    try:
+        if device.type == "cuda":
+            device = torch.device("cuda", world.local_rank)
+            torch.cuda.set_device(device)
+        data = Data(
+            images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device),
+            labels=torch.from_numpy(labels).to(device) if labels is not None else None,
+            n_classes=len(classes),
+            class_counts=np.bincount(labels, minlength=len(classes)).tolist() if labels is not None else [],
+        )
+        trainer = Trainer(cfg, data, world, device)
+        resumed = checkpoint.load(latest_path(cfg, key))
+        if resumed is not None and resumed["step"] <= t.steps:
+            trainer.load_state_dict(resumed)
+            if world.main:
+                print(f"train: resuming from step {resumed['step']} of {latest_path(cfg, key)}", flush=True)
+        elif resumed is not None and world.main:
+            print(f"train: the checkpoint in {latest_path(cfg, key)} is at step {resumed['step']}, past "
+                  f"train.steps={t.steps}; starting afresh", flush=True)
+        fixed_z, fixed_y = fixed_inputs(trainer, N_FIXED, t.seed + 1)
 
-    out_dir = Path(t.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    curves: list[dict] = []
-    pending: list[tuple[int, dict[str, float]]] = []
-    order = torch.randperm(len(data), generator=gen)
-    cursor = 0
-    t0 = time.perf_counter()
+        ctx = _open_run(cfg, trainer.state.run_id) if world.main else _null()
+        with ctx as mlrun:
+            trainer.state.run_id = mlrun.run_id
+            if world.main:
+                mlrun.set_tags({"data_digest": digest, "checkpoint_key": key,
+                                "device": str(device), "world_size": str(world.size)})
 
-    with tracking.new_run("train", cfg.flat()) as mlrun:
-        bar = tqdm(range(1, t.steps + 1), desc="train", unit="step", mininterval=1.0)
-        for step in bar:
-            if cursor + t.batch_size > len(data):
-                order, cursor = torch.randperm(len(data), generator=gen), 0
-            real = data[order[cursor : cursor + t.batch_size]]
-            cursor += t.batch_size
-            z = torch.randn(t.batch_size, cfg.model.z_dim, generator=gen)
-
-            fake = G(z)
-            d_real, d_fake = D(real), D(fake.detach())
-            loss_d = d_loss_fn(d_real, d_fake)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-
-            loss_g = g_loss_fn(D(fake))
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-
-            ld, lg = loss_d.item(), loss_g.item()
-            if not (math.isfinite(ld) and math.isfinite(lg)):
-                raise ArtganError(
-                    f"train: non-finite loss at step {step} (loss_d={ld}, loss_g={lg}); "
-                    "lower train.lr_g / train.lr_d or try train.loss=hinge"
-                )
-            if step % t.log_every == 0 or step == t.steps:
-                ips = step * t.batch_size / (time.perf_counter() - t0)
-                row = {"loss_d": ld, "loss_g": lg, "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(),
-                       "img_per_s": ips}
-                curves.append({"step": step, **row})
-                pending.append((step, row))
-                bar.set_postfix(loss_d=f"{ld:.3f}", loss_g=f"{lg:.3f}", img_s=f"{ips:.0f}")
-            if step % t.sample_every == 0 or step == t.steps:
-                mlrun.log_metric_history(pending)
-                pending = []
+            def on_sample(step: int) -> None:
+                G = trainer.sampler()
+                was = G.training
                 G.eval()
                 with torch.no_grad():
-                    mlrun.log_image(grid_image(G(fixed_z)), key="samples", step=step)
-                G.train()
-        bar.close()
-        seconds = time.perf_counter() - t0
+                    mlrun.log_image(grid_image(G(fixed_z, fixed_y)), key="samples", step=step)
+                G.train(was)
 
-        with atomic_path(Path(cfg.reports_dir) / CURVES) as tmp:
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(curves[0]))
-                w.writeheader()
-                w.writerows(curves)
-        with atomic_path(out_dir / CHECKPOINT) as tmp:
-            torch.save(
-                {"generator": G.state_dict(), "discriminator": D.state_dict(),
-                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                 "step": t.steps, "config": cfg.model_dump(by_alias=True), "mlflow_run_id": mlrun.run_id},
-                tmp,
-            )
-        write_json(run_file(cfg), {"run_id": mlrun.run_id, "tracking_uri": tracking.tracking_uri()})
-        figures = {"steps": t.steps, "seconds": round(seconds, 1), "img_per_s": round(t.steps * t.batch_size / seconds, 1),
-                   "loss_d": ld, "loss_g": lg}
-        mlrun.log_metrics({"train_seconds": seconds, "train_img_per_s": figures["img_per_s"]})
-    return {**figures, "run_id": mlrun.run_id}
+            train_loop(trainer, key, mlrun, on_sample)
+            if world.main:
+                _write_outputs(cfg, trainer, classes, mlrun)
+        s = trainer.state
+        return {"steps": s.step, "seconds": round(s.seconds, 1), "device": str(device), "world_size": world.size,
+                "img_per_s": round(s.step * t.batch_size * t.n_critic / max(s.seconds, 1e-9), 1),
+                "run_id": s.run_id, "checkpoint_key": key,
+                **{k: v for k, v in s.curves[-1].items() if k.startswith("loss")}}
+    finally:
+        dist.shutdown(world)
 
 
-def load_generator(cfg: Config):
-    """The trained generator from models/checkpoint.pt, in eval mode."""
+class _null:
+    def __enter__(self):
+        from pipeline.training.loop import NullRun
+
+        return NullRun()
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _write_outputs(cfg: Config, trainer, classes: list[str], mlrun) -> None:
+    import torch
+
+    s = trainer.state
+    with atomic_path(Path(cfg.reports_dir) / CURVES) as tmp:
+        fields = list(dict.fromkeys(k for row in s.curves for k in row))
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(s.curves)
+    out_dir = Path(cfg.train.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / CHECKPOINT) as tmp:
+        torch.save(
+            {"generator": trainer.G.state_dict(), "discriminator": trainer.D.state_dict(),
+             "generator_ema": trainer.G_ema.state_dict() if trainer.G_ema is not None else None,
+             "classes": classes, "class_counts": trainer.data.class_counts, "kind": trainer.kind,
+             "step": s.step, "config": cfg.model_dump(by_alias=True), "mlflow_run_id": s.run_id},
+            tmp,
+        )
+    write_json(run_file(cfg), {"run_id": s.run_id, "tracking_uri": tracking.tracking_uri()})
+    mlrun.log_metrics({"train_seconds": s.seconds,
+                       "train_img_per_s": s.step * cfg.train.batch_size * cfg.train.n_critic / max(s.seconds, 1e-9)})
+
+
+def load_generator(cfg: Config, ema: bool = True):
+    """The trained generator from models/checkpoint.pt (EMA weights when trained with them), in eval mode.
+
+    Returns (G, z_dim, n_classes, class_counts)."""
     import torch
 
     from pipeline.models import build
@@ -160,6 +208,9 @@ def load_generator(cfg: Config):
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     m = ckpt["config"]["model"]
     size = ckpt["config"]["data"]["image_size"]
-    G, _ = build(m["arch"], size, m["z_dim"], m["g_channels"], m["d_channels"])
-    G.load_state_dict(ckpt["generator"])
-    return G.eval(), m["z_dim"]
+    n_classes = len(ckpt.get("classes") or [])
+    G, _ = build(m["arch"], size, m["z_dim"], m["g_channels"], m["d_channels"], n_classes=n_classes,
+                 spectral_norm=m.get("spectral_norm", False))
+    weights = ckpt["generator_ema"] if ema and ckpt.get("generator_ema") is not None else ckpt["generator"]
+    G.load_state_dict(weights)
+    return G.eval(), m["z_dim"], n_classes, list(ckpt.get("class_counts") or [])

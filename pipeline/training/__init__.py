@@ -1,0 +1,1 @@
+"""The training engine behind `artgan train`: distributed set-up, checkpoints, the step loop."""

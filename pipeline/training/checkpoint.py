@@ -1,0 +1,69 @@
+"""Resumable checkpoints: one folder per training configuration, the latest state written atomically.
+
+A checkpoint holds everything the next step depends on: G, D, the EMA generator, both optimisers,
+the step, every RNG state (python, numpy, torch, CUDA, and the trainer's own generator, which also
+drives augmentation), the data order and cursor, the curves so far and the MLflow run id. Restoring it
+and running on gives bitwise the same weights as never stopping (on CPU, same thread count).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import Config
+from pipeline.io import atomic_path
+
+LATEST = "latest.pt"
+FORMAT = 1
+# train.* keys that do not change the trajectory of the weights: a run that differs only in these
+# resumes from the other's checkpoint (raise `steps` to train longer; change the device or world size).
+NOT_IN_KEY = {"steps", "log_every", "sample_every", "checkpoint_every", "checkpoint_dir", "threads",
+              "out_dir", "device", "compile"}
+
+
+def config_key(cfg: Config, data_digest: str) -> str:
+    train = {k: v for k, v in cfg.train.model_dump().items() if k not in NOT_IN_KEY}
+    ident = {"model": cfg.model.model_dump(), "image_size": cfg.data.image_size, "label": cfg.data.label,
+             "train": train, "data": data_digest}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def folder(cfg: Config, key: str) -> Path:
+    return Path(cfg.train.checkpoint_dir) / key
+
+
+def rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **state, "rng": rng_states()}, tmp)
+
+
+def load(path: Path) -> dict | None:
+    """The checkpoint at `path`, or None when there is none. Python/numpy RNG states are pickled
+    tuples, so this file is loaded with weights_only=False: only ever our own checkpoint folder."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("format") != FORMAT:
+        return None
+    return state

@@ -1,0 +1,323 @@
+"""The training loop: GAN (every loss, penalty, EMA, DiffAugment) and the VAE baseline, on one process
+or many, resumable bitwise from its checkpoints.
+
+Determinism: one torch.Generator (seeded by train.seed) draws the data order, every latent, every
+fake label and every augmentation parameter, always for the *global* batch, on the CPU; each rank
+keeps its rows. So the sample stream does not depend on the device or on the number of processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.errors import ArtganError
+from pipeline.training import checkpoint, dist
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ArtganError("train.device is 'cuda' but no CUDA device is available; use train.device=auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ArtganError("train.device is 'mps' but MPS is not available; use train.device=auto or cpu")
+    return torch.device(name)
+
+
+def grad_norm(module: nn.Module) -> torch.Tensor:
+    grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return torch.stack(grads).norm() if grads else torch.zeros(())
+
+
+@dataclass
+class Data:
+    """The training images as uint8 N×3×S×S on the training device, and their class labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    n_classes: int
+    class_counts: list[int] = field(default_factory=list)
+
+
+@dataclass
+class State:
+    step: int = 0
+    order: torch.Tensor | None = None
+    cursor: int = 0
+    curves: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    run_id: str | None = None
+
+
+class Trainer:
+    def __init__(self, cfg, data: Data, world: dist.World, device: torch.device):
+        from pipeline.losses import LOSSES
+        from pipeline.models import KIND, build
+
+        t, m = cfg.train, cfg.model
+        self.cfg, self.t, self.data, self.world, self.device = cfg, t, data, world, device
+        self.kind = KIND[m.arch]
+        if t.batch_size % world.size:
+            raise ArtganError(f"train.batch_size {t.batch_size} is not divisible by the {world.size} processes; change one")
+        self.local = t.batch_size // world.size
+        self.lo = world.rank * self.local
+        self.z_dim = m.z_dim
+        self.loss = LOSSES[t.loss]
+        self.amp = device.type == "cuda" and t.amp in ("auto", "bf16")
+        self.channels_last = device.type == "cuda"
+
+        torch.manual_seed(t.seed)
+        G, D = build(m.arch, cfg.data.image_size, m.z_dim, m.g_channels, m.d_channels,
+                     n_classes=data.n_classes, spectral_norm=m.spectral_norm)
+        if world.size > 1:
+            G, D = dist.convert_sync_bn(G), dist.convert_sync_bn(D)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.G, self.D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema_decay > 0 else None
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+        self.g_fwd, self.d_fwd = (torch.compile(self.G), torch.compile(self.D)) if t.compile else (self.G, self.D)
+        self.gen = torch.Generator().manual_seed(t.seed)
+        self.state = State()
+
+    # ---------------------------------------------------------------- sampling (global batch, own rows)
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        return x[self.lo : self.lo + self.local]
+
+    def _next_real(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        s, n, b = self.state, len(self.data.images), self.t.batch_size
+        if s.order is None or s.cursor + b > n:
+            s.order, s.cursor = torch.randperm(n, generator=self.gen), 0
+        idx = self._rows(s.order[s.cursor : s.cursor + b]).to(self.data.images.device)
+        s.cursor += b
+        x = self.data.images[idx].float().div_(127.5).sub_(1.0)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = self.data.labels[idx] if self.data.labels is not None else None
+        return x, y
+
+    def _latents(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b = self.t.batch_size
+        z = self._rows(torch.randn(b, self.z_dim, generator=self.gen)).to(self.device)
+        y = None
+        if self.data.n_classes:
+            y = self._rows(torch.randint(self.data.n_classes, (b,), generator=self.gen)).to(self.device)
+        return z, y
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.t.augment or self.t.augment_p == 0:
+            return x
+        from pipeline.augment import diff_augment
+
+        return diff_augment(x, self.t.augment, self.t.augment_p, self.gen, total=self.t.batch_size, offset=self.lo)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+
+    # ---------------------------------------------------------------- one optimisation step
+    def _check(self, values: dict[str, torch.Tensor], step: int) -> None:
+        bad = not all(math.isfinite(v) for v in torch.stack([v.detach().float() for v in values.values()]).tolist())
+        if dist.broadcast_flag(bad, self.world):
+            shown = ", ".join(f"{k}={v.item():.4g}" for k, v in values.items())
+            raise NonFinite(f"non-finite loss at step {step} ({shown})")
+
+    def _step_d(self, step: int, fake: torch.Tensor, y_fake) -> dict[str, torch.Tensor]:
+        from pipeline.losses import clip_weights, gradient_penalty, r1_penalty
+
+        t = self.t
+        real, y_real = self._next_real()
+        with self._autocast():
+            d_real = self.d_fwd(self._augment(real), y_real).float()
+            d_fake = self.d_fwd(self._augment(fake.detach()), y_fake).float()
+            loss = self.loss.d(d_real, d_fake)
+        out = {"loss_d": loss, "d_real": d_real.mean(), "d_fake": d_fake.mean()}
+        if self.loss.gp and t.gp_weight > 0:
+            gp = gradient_penalty(self.D, self._augment(real), self._augment(fake.detach()), y_real, self.gen)
+            loss = loss + t.gp_weight * gp
+            out["gp"] = gp
+        if t.r1_gamma > 0 and step % t.r1_every == 0:
+            r1 = r1_penalty(self.D, self._augment(real), y_real)
+            loss = loss + (t.r1_gamma / 2) * t.r1_every * r1
+            out["r1"] = r1
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        dist.all_reduce_grads(self.D, self.world)
+        out["grad_norm_d"] = grad_norm(self.D)
+        self._check(out, step)  # before the update: the weights never take a non-finite step
+        self.opt_d.step()
+        if self.loss.clip:
+            clip_weights(self.D, t.clip_value)
+        return out
+
+    def _step_g(self, step: int, fake: torch.Tensor, y_fake) -> dict[str, torch.Tensor]:
+        self.D.requires_grad_(False)  # no weight gradients for D in G's step: a third of D's backward saved
+        try:
+            with self._autocast():
+                loss = self.loss.g(self.d_fwd(self._augment(fake), y_fake).float())
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            self.D.requires_grad_(True)
+        dist.all_reduce_grads(self.G, self.world)
+        norm = grad_norm(self.G)
+        self._check({"loss_g": loss, "grad_norm_g": norm}, step)
+        self.opt_g.step()
+        return {"loss_g": loss, "grad_norm_g": norm}
+
+    def gan_step(self, step: int) -> dict[str, torch.Tensor]:
+        for i in range(self.t.n_critic):
+            z, y_fake = self._latents()
+            last = i == self.t.n_critic - 1
+            # the last critic step's fakes are kept (with their graph) for G's step, as the classic loop does
+            with self._autocast(), (contextlib.nullcontext() if last else torch.no_grad()):
+                fake = self.g_fwd(z, y_fake)
+            out = self._step_d(step, fake, y_fake)
+        out.update(self._step_g(step, fake, y_fake))
+        return out
+
+    def vae_step(self, step: int) -> dict[str, torch.Tensor]:
+        """ELBO = reconstruction (sum of squared errors per image) + vae_beta * KL(q(z|x) || N(0, I))."""
+        real, y = self._next_real()
+        eps = self._rows(torch.randn(self.t.batch_size, self.z_dim, generator=self.gen)).to(self.device)
+        with self._autocast():
+            mu, logvar = self.d_fwd(real, y)
+            mu, logvar = mu.float(), logvar.float()
+            recon = self.g_fwd(mu + torch.exp(0.5 * logvar) * eps, y).float()
+        rec = (recon - real).pow(2).flatten(1).sum(1).mean()
+        kl = (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)).mean()
+        loss = rec + self.t.vae_beta * kl
+        out = {"loss": loss, "rec": rec, "kl": kl}
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        dist.all_reduce_grads(self.G, self.world)
+        dist.all_reduce_grads(self.D, self.world)
+        out["grad_norm_g"], out["grad_norm_d"] = grad_norm(self.G), grad_norm(self.D)
+        self._check(out, step)
+        self.opt_g.step()
+        self.opt_d.step()
+        return out
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.G_ema is None:
+            return
+        d = self.t.ema_decay
+        for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            pe.lerp_(p.detach(), 1 - d)
+        for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            be.copy_(b)
+
+    def sampler(self) -> nn.Module:
+        """The generator to show: EMA when on."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        s = self.state
+        return {
+            "step": s.step, "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "gen": self.gen.get_state(), "order": s.order, "cursor": s.cursor,
+            "curves": s.curves, "seconds": s.seconds, "run_id": s.run_id, "world_size": self.world.size,
+        }
+
+    def load_state_dict(self, ck: dict) -> None:
+        self.G.load_state_dict(ck["G"])
+        self.D.load_state_dict(ck["D"])
+        if self.G_ema is not None and ck["G_ema"] is not None:
+            self.G_ema.load_state_dict(ck["G_ema"])
+        self.opt_g.load_state_dict(ck["opt_g"])
+        self.opt_d.load_state_dict(ck["opt_d"])
+        self.gen.set_state(ck["gen"])
+        self.state = State(step=ck["step"], order=ck["order"], cursor=ck["cursor"], curves=list(ck["curves"]),
+                           seconds=ck["seconds"], run_id=ck["run_id"])
+        checkpoint.set_rng_states(ck["rng"])
+
+
+class NonFinite(ArtganError):
+    pass
+
+
+class NullRun:
+    """What ranks other than 0 log to: nothing."""
+
+    run_id = None
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+def fixed_inputs(trainer: Trainer, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Latents for the progress grids; when conditional, row r of an 8-wide grid is class r % n_classes."""
+    z = torch.randn(n, trainer.z_dim, generator=torch.Generator().manual_seed(seed))
+    y = None
+    if trainer.data.n_classes:
+        y = (torch.arange(n) // 8) % trainer.data.n_classes
+    return z.to(trainer.device), (y.to(trainer.device) if y is not None else None)
+
+
+def latest_path(cfg, key: str) -> Path:
+    return checkpoint.folder(cfg, key) / checkpoint.LATEST
+
+
+def train_loop(trainer: Trainer, key: str, mlrun, on_sample) -> None:
+    """Run to train.steps from wherever trainer.state is; checkpoint every train.checkpoint_every steps."""
+    t, s, world = trainer.t, trainer.state, trainer.world
+    step_fn = trainer.vae_step if trainer.kind == "vae" else trainer.gan_step
+    pending: list[tuple[int, dict[str, float]]] = []
+    t0, done0 = time.perf_counter(), s.step
+    seconds0 = s.seconds
+    last_good = s.step if s.step else None
+    bar = None
+    if world.main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=t.steps, initial=s.step, desc="train", unit="step", mininterval=1.0)
+    try:
+        while s.step < t.steps:
+            step = s.step + 1
+            try:
+                out = step_fn(step)
+            except NonFinite as exc:
+                where = f"the last good checkpoint (step {last_good}) is kept in {latest_path(trainer.cfg, key)}" \
+                    if last_good else "no checkpoint was written yet"
+                raise ArtganError(f"train: {exc}; {where}; lower train.lr_g / train.lr_d or try train.loss=hinge") from None
+            trainer.update_ema()
+            s.step = step
+            s.seconds = seconds0 + time.perf_counter() - t0
+            if step % t.log_every == 0 or step == t.steps:
+                row = dict(zip(out, torch.stack([v.detach().float().cpu() for v in out.values()]).tolist()))
+                row.update(lr_g=trainer.opt_g.param_groups[0]["lr"], lr_d=trainer.opt_d.param_groups[0]["lr"],
+                           img_per_s=(step - done0) * t.batch_size * t.n_critic / max(s.seconds - seconds0, 1e-9))
+                s.curves.append({"step": step, **row})
+                pending.append((step, row))
+                if bar is not None:
+                    first = "loss" if "loss" in row else "loss_d"
+                    bar.set_postfix({first: f"{row[first]:.3f}", "img_s": f"{row['img_per_s']:.0f}"})
+            if bar is not None:
+                bar.update(1)
+            if world.main and (step % t.sample_every == 0 or step == t.steps):
+                on_sample(step)
+            if step % t.checkpoint_every == 0 or step == t.steps:
+                if world.main:
+                    mlrun.log_metric_history(pending)  # flushed with the checkpoint: a resume never logs a step twice
+                    checkpoint.save(latest_path(trainer.cfg, key), trainer.state_dict())
+                pending = []
+                last_good = step
+    finally:
+        if bar is not None:
+            bar.close()
