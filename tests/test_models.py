@@ -1,10 +1,15 @@
-"""DCGAN builder: output shapes and ranges at every supported size; bad sizes fail clearly."""
+"""Model builders (mlp, dcgan, resnet, vae): shapes and ranges at every supported size, class conditioning,
+spectral norm, gradient flow, determinism, parameter counts; bad sizes and missing labels fail clearly."""
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils import parametrize
 
-from pipeline.models import MODELS, build
+from pipeline.models import KIND, MODELS, build
+from pipeline.models.layers import SN_TYPES, ConditionalBatchNorm2d
 
 
 @pytest.mark.parametrize("size", [8, 16, 32, 64])
@@ -67,13 +72,6 @@ def test_registry_names_dcgan():
 
 
 # --- every family: mlp, dcgan, resnet (GANs) and vae ----------------------------------------------------------------
-
-from torch import nn  # noqa: E402
-from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
-from torch.nn.utils import parametrize  # noqa: E402
-
-from pipeline.models import KIND  # noqa: E402
-from pipeline.models.layers import SN_TYPES, ConditionalBatchNorm2d  # noqa: E402
 
 GANS = ["mlp", "dcgan", "resnet"]
 SIZES = {"mlp": [16, 32, 64], "dcgan": [16, 32, 64, 128], "resnet": [16, 32, 64, 128], "vae": [16, 32, 64, 128]}

@@ -1,0 +1,119 @@
+"""Resume and multi-process training, through the real command in subprocesses.
+
+- SIGKILL at a random step, run `artgan train` again: the final weights are bitwise those of a run
+  that was never interrupted (CPU).
+- torchrun with 2 gloo processes gives the weights of 1 process with the same global batch (float
+  tolerance), and a checkpoint written at one world size resumes at another.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_cfg, write_params
+
+N_IMAGES, SIZE = 96, 16
+
+
+@pytest.fixture
+def work(tmp_path) -> tuple[Path, dict]:
+    d = tmp_path / "data" / "processed"
+    d.mkdir(parents=True)
+    np.save(d / "images.npy", np.random.default_rng(0).integers(0, 256, (N_IMAGES, SIZE, SIZE, 3), dtype=np.uint8))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "WORLD_SIZE", "RANK"))}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return tmp_path, env
+
+
+def params(tmp_path: Path, name: str, **train) -> Path:
+    raw = tiny_cfg(tmp_path, train={"out_dir": str(tmp_path / name / "models"),
+                                    "checkpoint_dir": str(tmp_path / name / "ckpt"), **train},
+                   reports_dir=str(tmp_path / name / "reports"))
+    return write_params(tmp_path / f"{name}.yaml", raw)
+
+
+def artgan(args: list[str], cwd: Path, env: dict, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600, **kw)
+
+
+def weights(tmp_path: Path, name: str) -> dict:
+    return torch.load(tmp_path / name / "models" / "checkpoint.pt", map_location="cpu", weights_only=True)
+
+
+NETS = ("generator", "discriminator", "generator_ema")
+
+
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(work):
+    tmp_path, env = work
+    train = {"steps": 400, "checkpoint_every": 7, "log_every": 5, "sample_every": 1000, "ema_decay": 0.99,
+             "augment": ["color", "translation", "cutout"], "augment_p": 0.5, "threads": 1}
+    ref = artgan(["train", "--params", str(params(tmp_path, "ref", **train))], tmp_path, env)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    p = params(tmp_path, "killed", **{**train, "checkpoint_dir": str(tmp_path / "killed_ckpt")})
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--params", str(p)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = None
+    deadline = time.monotonic() + 300
+    while latest is None and time.monotonic() < deadline and proc.poll() is None:
+        found = list((tmp_path / "killed_ckpt").glob("*/latest.pt"))
+        latest = found[0] if found else None
+        time.sleep(0.05)
+    assert latest is not None, "no checkpoint appeared"
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))  # a random step after the first checkpoint
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "training finished before it could be killed; raise steps"
+    killed_at = torch.load(latest, map_location="cpu", weights_only=False)["step"]
+    assert 0 < killed_at < 400
+    assert not (tmp_path / "killed" / "models" / "checkpoint.pt").exists()  # no output looks complete
+
+    again = artgan(["train", "--params", str(p)], tmp_path, env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming from step {killed_at}" in again.stdout
+    a, b = weights(tmp_path, "ref"), weights(tmp_path, "killed")
+    for net in NETS:
+        assert a[net].keys() == b[net].keys()
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
+    assert b["step"] == 400
+
+
+def _close(a: dict, b: dict, tol: float) -> float:
+    worst = 0.0
+    for net in NETS:
+        for k, v in a[net].items():
+            if v.is_floating_point():
+                worst = max(worst, (v - b[net][k]).abs().max().item() / (v.abs().max().item() + 1e-12))
+    assert worst < tol, worst
+    return worst
+
+
+@pytest.mark.e2e
+def test_two_gloo_processes_match_one_process_and_resume_across_world_sizes(work):
+    tmp_path, env = work
+    train = {"steps": 6, "batch_size": 16, "log_every": 1, "sample_every": 100, "checkpoint_every": 3, "threads": 1}
+    one = artgan(["train", "--params", str(params(tmp_path, "one", **train))], tmp_path, env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = artgan(["train", "--nproc", "2", "--params", str(params(tmp_path, "two", **train))], tmp_path, env)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    a, b = weights(tmp_path, "one"), weights(tmp_path, "two")
+    assert not all(torch.equal(a["generator"][k], b["generator"][k]) for k in a["generator"])  # two real runs
+    _close(a, b, tol=1e-3)
+    assert "'world_size': 2" in two.stdout or '"world_size": 2' in two.stdout
+
+    # half the steps on 2 processes, the rest on 1, from the same checkpoint folder
+    half = params(tmp_path, "mixed", **{**train, "steps": 3})
+    r = artgan(["train", "--nproc", "2", "--params", str(half)], tmp_path, env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rest = params(tmp_path, "mixed", **train)
+    r = artgan(["train", "--params", str(rest)], tmp_path, env)
+    assert r.returncode == 0 and "resuming from step 3" in r.stdout, r.stdout[-1000:] + r.stderr[-2000:]
+    _close(a, weights(tmp_path, "mixed"), tol=1e-3)
