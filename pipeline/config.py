@@ -73,7 +73,7 @@ class ModelCfg(Section):
 
 class TrainCfg(Section):
     seed: NonNegInt = 0
-    steps: PosInt = 500
+    steps: PosInt = 1500
     batch_size: Annotated[int, Field(ge=2)] = 64  # batch norm needs two samples
     loss: str = "ns"
     n_critic: PosInt = 1  # discriminator steps per generator step
@@ -89,7 +89,7 @@ class TrainCfg(Section):
     lr_d: PosFloat = 2e-4
     beta1: Beta = 0.5
     beta2: Beta = 0.999
-    log_every: PosInt = 10
+    log_every: PosInt = 1
     sample_every: PosInt = 100
     checkpoint_every: PosInt = 100  # resumable checkpoint interval (steps)
     checkpoint_dir: str = ".artgan/checkpoints"  # one sub-folder per configuration; outside DVC's outputs

@@ -88,7 +88,7 @@ def _activate(mlflow, run_kwargs: dict, stage: str) -> Iterator[Run]:
     with active as run:
         handle = Run(mlflow, run.info.run_id)
         existing = run.data.tags.get("stages", "")
-        stages = ",".join(filter(None, [existing, stage]))
+        stages = ",".join(dict.fromkeys(filter(None, [*existing.split(","), stage])))  # a resumed train adds nothing
         mlflow.set_tags({"stage": stage, "stages": stages, "git_commit": git_commit()})
         try:
             yield handle

@@ -240,3 +240,8 @@ def test_importing_the_cli_does_not_import_heavy_libraries(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_the_repository_params_file_spells_out_the_defaults():
+    # params.yaml documents every default: a key the code changes without the file (or back) is caught here
+    assert load(REPO / "params.yaml") == parse({})

@@ -101,7 +101,10 @@ def test_repro_runs_all_six_stages_and_writes_every_declared_output(repo):
         assert grid.size == (8 * 18 + 2, 8 * 18 + 2)  # 8×8 tiles of 16 px with 2 px padding
 
     curves = (root / "reports/train_curves.csv").read_text().splitlines()
-    assert curves[0].startswith("step,loss_d,loss_g") and len(curves) == 1 + 30 // 5
+    assert curves[0].startswith("step,") and {"loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g",
+                                               "lr_g", "lr_d", "img_per_s"} <= set(curves[0].split(","))
+    assert len(curves) == 1 + 30 // 5
+    assert ckpt["generator_ema"] is not None  # evaluate and render use the EMA generator
 
     assert (root / "dvc.lock").is_file()
     assert not list(root.rglob("*.tmp")), "a temporary file was left behind"

@@ -211,10 +211,14 @@ class Trainer:
         return out
 
     @torch.no_grad()
-    def update_ema(self) -> None:
+    def update_ema(self, step: int) -> None:
+        """EMA of G's weights with a warm-up, min(decay, (1 + step) / (10 + step)) (as TensorFlow's
+        ExponentialMovingAverage with num_updates): early on the average follows G closely instead of
+        dragging its random initialisation along for thousands of steps. Buffers (batch-norm running
+        statistics) are copied from G."""
         if self.G_ema is None:
             return
-        d = self.t.ema_decay
+        d = min(self.t.ema_decay, (1 + step) / (10 + step))
         for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
             pe.lerp_(p.detach(), 1 - d)
         for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
@@ -293,10 +297,12 @@ def train_loop(trainer: Trainer, key: str, mlrun, on_sample) -> None:
             try:
                 out = step_fn(step)
             except NonFinite as exc:
+                if world.main:
+                    mlrun.log_metric_history(pending)  # the curves up to the failure, to see it coming
                 where = f"the last good checkpoint (step {last_good}) is kept in {latest_path(trainer.cfg, key)}" \
                     if last_good else "no checkpoint was written yet"
                 raise ArtganError(f"train: {exc}; {where}; lower train.lr_g / train.lr_d or try train.loss=hinge") from None
-            trainer.update_ema()
+            trainer.update_ema(step)
             s.step = step
             s.seconds = seconds0 + time.perf_counter() - t0
             if step % t.log_every == 0 or step == t.steps:

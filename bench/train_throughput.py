@@ -1,0 +1,185 @@
+"""Training throughput: img/s of a full G+D step, artgan's trainer beside the classic DCGAN loop.
+
+The reference is pytorch/examples' dcgan/main.py loop as written: an ImageFolder of the PNGs with
+Resize/CenterCrop/ToTensor/Normalize, a DataLoader (2 workers, shuffled), BCE on sigmoid outputs, three
+D passes per iteration with D's weight gradients computed in G's step too. Both train the same DCGAN
+(64 px, 64 channels, z 100, batch 64) with the same losses (non-saturating), measured in the same run.
+The ceiling is the step's FLOPs (torch's FLOP counter) at this machine's measured fp32 matmul rate.
+
+    python bench/train_throughput.py [--steps 15] [--repeats 3] [--size 64] [--channels 64] [--compile]
+Needs data/raw (`dvc repro fetch`).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+RAW = Path("data/raw")
+
+
+def peak_gflops(n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def reference_loop(size: int, ch: int, batch: int, steps: int, repeats: int, device: torch.device) -> list[float]:
+    import torchvision.datasets as dset
+    import torchvision.transforms as transforms
+
+    from pipeline.models import dcgan
+
+    dataset = dset.ImageFolder(root=str(RAW), transform=transforms.Compose([
+        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=2, drop_last=True,
+                                         persistent_workers=True)
+    torch.manual_seed(0)
+    netG, netD = dcgan.build(size, 100, ch, ch)
+    netG, netD = netG.to(device), netD.to(device)
+    criterion = nn.BCEWithLogitsLoss()  # D returns logits; the example's Sigmoid+BCELoss is the same work
+    optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    rates = []
+    it = iter(loader)
+
+    def batches():
+        nonlocal it
+        while True:
+            try:
+                yield next(it)
+            except StopIteration:
+                it = iter(loader)
+
+    source = batches()
+    for rep in range(repeats + 1):  # the first round warms up (workers, allocator)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            real = next(source)[0].to(device)
+            b = real.size(0)
+            netD.zero_grad()
+            label = torch.full((b,), 1.0, device=device)
+            errD_real = criterion(netD(real), label)
+            errD_real.backward()
+            noise = torch.randn(b, 100, 1, 1, device=device)
+            fake = netG(noise)
+            label.fill_(0.0)
+            errD_fake = criterion(netD(fake.detach()), label)
+            errD_fake.backward()
+            optD.step()
+            netG.zero_grad()
+            label.fill_(1.0)
+            errG = criterion(netD(fake), label)
+            errG.backward()
+            optG.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if rep:
+            rates.append(steps * batch / (time.perf_counter() - t0))
+    return rates
+
+
+def load_uint8(size: int, n: int) -> np.ndarray:
+    from pipeline.stages.preprocess import to_rgb_square
+
+    paths = sorted((RAW / "images").glob("*.png"))[:n]
+    return np.stack([to_rgb_square(p, size, (255, 255, 255)) for p in paths])
+
+
+def artgan_trainer(size: int, ch: int, batch: int, device: torch.device, compile_: bool, images: np.ndarray):
+    from pipeline.config import parse
+    from pipeline.training.dist import World
+    from pipeline.training.loop import Data, Trainer
+
+    cfg = parse({"data": {"image_size": size}, "model": {"arch": "dcgan", "g_channels": ch, "d_channels": ch},
+                 "train": {"batch_size": batch, "loss": "ns", "ema_decay": 0.0, "compile": compile_}})
+    data = Data(images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device), labels=None, n_classes=0)
+    return Trainer(cfg, data, World(), device)
+
+
+def artgan_loop(trainer, steps: int, repeats: int, batch: int, device: torch.device) -> list[float]:
+    rates, step = [], 0
+    for rep in range(repeats + 1):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step += 1
+            trainer.gan_step(step)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if rep:
+            rates.append(steps * batch / (time.perf_counter() - t0))
+    return rates
+
+
+def step_flops(trainer) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        trainer.gan_step(10**6)
+    return float(fc.get_total_flops())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--compile", action="store_true", help="also time artgan with torch.compile")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    from pipeline.training.loop import pick_device
+
+    device = pick_device(args.device)
+    torch.use_deterministic_algorithms(False)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    print(f"device {device}, {torch.get_num_threads()} threads, dcgan {args.size} px, {args.channels} channels, "
+          f"batch {args.batch}, {args.steps} steps × {args.repeats} repeats", flush=True)
+    images = load_uint8(args.size, 2048)
+
+    rows = []
+    ref = reference_loop(args.size, args.channels, args.batch, args.steps, args.repeats, device)
+    rows.append(("classic DCGAN loop (DataLoader, 2 workers)", ref))
+    trainer = artgan_trainer(args.size, args.channels, args.batch, device, False, images)
+    rows.append(("artgan Trainer.gan_step", artgan_loop(trainer, args.steps, args.repeats, args.batch, device)))
+    flops = step_flops(trainer)
+    if args.compile:
+        ct = artgan_trainer(args.size, args.channels, args.batch, device, True, images)
+        artgan_loop(ct, 2, 0, args.batch, device)  # compile outside the timing
+        rows.append(("artgan Trainer.gan_step + torch.compile", artgan_loop(ct, args.steps, args.repeats, args.batch, device)))
+
+    if device.type == "cuda":
+        a, b = torch.randn(8192, 8192, device=device), torch.randn(8192, 8192, device=device)
+        a @ b
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        torch.cuda.synchronize()
+        peak = 2 * 8192**3 * 10 / (time.perf_counter() - t0) / 1e9
+    else:
+        peak = peak_gflops()
+    ceiling = peak * 1e9 / (flops / args.batch)
+    ref_med = statistics.median(ref)
+    print(f"\nstep: {flops / 1e9:.1f} GFLOP per batch of {args.batch} ({flops / args.batch / 1e9:.2f} GFLOP/img); "
+          f"fp32 matmul peak measured {peak:.0f} GFLOP/s -> ceiling {ceiling:.0f} img/s\n")
+    print("| loop | img/s median (min–max) | × reference | % of ceiling |\n|---|---:|---:|---:|")
+    for name, rates in rows:
+        med = statistics.median(rates)
+        print(f"| {name} | {med:.1f} ({min(rates):.1f}–{max(rates):.1f}) | {med / ref_med:.2f} | {100 * med / ceiling:.0f}% |")
+    print(f"| FLOP ceiling | {ceiling:.0f} | {ceiling / ref_med:.2f} | 100% |")
+
+
+if __name__ == "__main__":
+    main()
