@@ -289,3 +289,11 @@ def test_non_finite_loss_stops_keeps_the_last_good_checkpoint_and_fails_the_run(
         assert all(torch.isfinite(v).all() for k, v in ck[net].items() if "running" not in k), net
     assert run_data(ck["run_id"])["status"] == "FAILED"
     assert not (Path(cfg.train.out_dir) / "checkpoint.pt").exists()
+
+
+def test_gradient_penalty_trains_a_critic_without_batch_norm(processed, tmp_path):
+    # the penalty is defined per sample; batch norm couples the samples (Gulrajani et al. 2017, section 4)
+    _, out_gp, _ = train(tmp_path, "gp", train={"loss": "wgan-gp", "steps": 1})
+    _, out_w, _ = train(tmp_path, "w", train={"loss": "wgan", "steps": 1})
+    assert not any("running_mean" in k for k in load_ckpt(out_gp)["discriminator"])
+    assert any("running_mean" in k for k in load_ckpt(out_w)["discriminator"])

@@ -29,12 +29,16 @@ KIND: dict[str, str] = {"mlp": "gan", "dcgan": "gan", "resnet": "gan", "vae": "v
 
 
 def build(arch: str, image_size: int, z_dim: int, g_channels: int, d_channels: int,
-          n_classes: int = 0, spectral_norm: bool = False) -> tuple[nn.Module, nn.Module]:
+          n_classes: int = 0, spectral_norm: bool = False, d_batch_norm: bool = True) -> tuple[nn.Module, nn.Module]:
     """The (generator, discriminator) pair — (decoder, encoder) for a VAE — of `arch`, freshly initialised
-    from torch's global RNG (seed it with torch.manual_seed first for a reproducible build)."""
+    from torch's global RNG (seed it with torch.manual_seed first for a reproducible build).
+
+    `d_batch_norm=False` builds a discriminator without batch norm (only dcgan's has any): the trainer asks
+    for it with the gradient penalty, which is defined per sample and which batch norm invalidates
+    (Gulrajani et al. 2017, section 4)."""
     if arch not in MODELS:
         raise ValueError(f"unknown model arch {arch!r}; choose one of {', '.join(MODELS)}")
     if n_classes < 0:
         raise ValueError(f"{arch}: n_classes must be >= 0 (0 = unconditional), got {n_classes}")
     return MODELS[arch](image_size=image_size, z_dim=z_dim, g_channels=g_channels, d_channels=d_channels,
-                        n_classes=n_classes, spectral_norm=spectral_norm)
+                        n_classes=n_classes, spectral_norm=spectral_norm, d_batch_norm=d_batch_norm)

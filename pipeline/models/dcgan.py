@@ -103,9 +103,9 @@ def init_weights(m: nn.Module) -> None:
 
 
 def build(image_size: int, z_dim: int, g_channels: int, d_channels: int, n_classes: int = 0,
-          spectral_norm: bool = False) -> tuple[Generator, Discriminator]:
+          spectral_norm: bool = False, d_batch_norm: bool = True) -> tuple[Generator, Discriminator]:
     g = Generator(image_size, z_dim, g_channels, n_classes)
-    d = Discriminator(image_size, d_channels, n_classes, batch_norm=not spectral_norm)
+    d = Discriminator(image_size, d_channels, n_classes, batch_norm=d_batch_norm and not spectral_norm)
     g.apply(init_weights)
     d.apply(init_weights)
     if d.embed is not None:

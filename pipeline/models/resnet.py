@@ -151,7 +151,7 @@ class Discriminator(nn.Module):
 
 
 def build(image_size: int, z_dim: int, g_channels: int, d_channels: int, n_classes: int = 0,
-          spectral_norm: bool = False) -> tuple[Generator, Discriminator]:
+          spectral_norm: bool = False, d_batch_norm: bool = True) -> tuple[Generator, Discriminator]:
     g = Generator(image_size, z_dim, g_channels, n_classes)
     d = Discriminator(image_size, d_channels, n_classes)
     if spectral_norm:

@@ -74,7 +74,7 @@ class Encoder(nn.Module):
 
 
 def build(image_size: int, z_dim: int, g_channels: int, d_channels: int, n_classes: int = 0,
-          spectral_norm: bool = False) -> tuple[Decoder, Encoder]:
+          spectral_norm: bool = False, d_batch_norm: bool = True) -> tuple[Decoder, Encoder]:
     dec = Decoder(image_size, z_dim, g_channels, n_classes)
     enc = Encoder(image_size, z_dim, d_channels, n_classes)
     dec.apply(init_weights)

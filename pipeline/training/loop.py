@@ -80,7 +80,8 @@ class Trainer:
 
         torch.manual_seed(t.seed)
         G, D = build(m.arch, cfg.data.image_size, m.z_dim, m.g_channels, m.d_channels,
-                     n_classes=data.n_classes, spectral_norm=m.spectral_norm)
+                     n_classes=data.n_classes, spectral_norm=m.spectral_norm,
+                     d_batch_norm=not self.loss.gp)  # the gradient penalty is per sample: no batch norm in D
         if world.size > 1:
             G, D = dist.convert_sync_bn(G), dist.convert_sync_bn(D)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
