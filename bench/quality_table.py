@@ -63,11 +63,14 @@ def main() -> None:
     ap.add_argument("--rows", choices=[*ROWS, "all"], default="all")
     ap.add_argument("-S", dest="sets", action="append", default=[], help="extra override for every row, KEY=VALUE")
     ap.add_argument("--out", default="bench/out/quality")
+    ap.add_argument("--only", action="append", default=[], help="keep rows with this value (e.g. wgan-gp)")
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path(tempfile.gettempdir()) / 'artgan-quality.db'}")
     base = yaml.safe_load(Path("params.yaml").read_text())
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.sets)}
     rows = [r for name, rs in ROWS.items() if args.rows in (name, "all") for r in rs]
+    if args.only:
+        rows = [r for r in rows if set(map(str, r.values())) & set(args.only)]
     results = []
     for overrides in rows:
         o = {**LOSS_SETTINGS.get(overrides.get("train.loss", ""), {}), **overrides, **extra}
