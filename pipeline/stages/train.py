@@ -63,7 +63,7 @@ def load_labels(cfg: Config, n: int) -> tuple[np.ndarray | None, list[str]]:
     if len(classes) < 2:
         raise ArtganError(f"data.label: column {col!r} has a single class; conditional training needs two or more")
     index = {c: i for i, c in enumerate(classes)}
-    return values.astype(str).map(index).to_numpy(np.int64), classes
+    return values.astype(str).map(index).to_numpy(np.int64, copy=True), classes
 
 
 def data_digest(images: np.ndarray, labels: np.ndarray | None) -> str:
