@@ -121,8 +121,7 @@ def resume_run(stage: str, run_file: Path) -> Iterator[Run]:
     from pipeline.io import read_json, require
 
     run_id = read_json(require(run_file, "train"))["run_id"]
-    mlflow = _mlflow()
-    with _activate(mlflow, {"run_id": run_id}, stage) as run:
+    with continue_run(stage, run_id, system_metrics=False) as run:
         yield run
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pipeline.models.layers import (ConditionalBatchNorm2d, apply_norm, batch_norm_2d, check_labels, flat_latent,
-                                    power_of_two_depth, spectral_normalise)
+                                    power_of_two_depth, projection, spectral_normalise)
 
 ARCH = "dcgan"
 
@@ -84,8 +84,7 @@ class Discriminator(nn.Module):
         if y is None:
             return self.net(x).flatten()  # logits, one per image
         h = self.net[:-1](x)  # φ(x): N×C×4×4
-        out = self.net[-1](h).flatten()
-        return out + (self.embed(y) * h.sum(dim=(2, 3))).sum(dim=1)
+        return projection(self.net[-1](h).flatten(), self.embed, h.sum(dim=(2, 3)), y)
 
 
 def init_weights(m: nn.Module) -> None:

@@ -59,6 +59,18 @@ def spectral_normalise(model: nn.Module) -> nn.Module:
     return model
 
 
+def projection(logits: torch.Tensor, embed: nn.Module | None, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """The projection discriminator's class term (Miyato & Koyama, 2018): logits + ⟨embed(y), h⟩, h = N×C features."""
+    return logits if y is None else logits + (embed(y) * h).sum(dim=1)
+
+
+def gan_pair(g: nn.Module, d: nn.Module, spectral_norm: bool) -> tuple[nn.Module, nn.Module]:
+    """(G, D) with D spectrally normalised when asked (after its initialisation)."""
+    if spectral_norm:
+        spectral_normalise(d)
+    return g, d
+
+
 def check_labels(y: torch.Tensor | None, n_classes: int, n: int, who: str) -> torch.Tensor | None:
     """The labels a class-conditional module needs, validated; None for an unconditional one (y ignored)."""
     if n_classes <= 0:

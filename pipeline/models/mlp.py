@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.models.layers import check_labels, flat_latent, power_of_two_depth, spectral_normalise
+from pipeline.models.layers import check_labels, flat_latent, gan_pair, power_of_two_depth, projection
 
 ARCH = "mlp"
 
@@ -77,16 +77,10 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         y = check_labels(y, self.n_classes, x.shape[0], "mlp discriminator")
         h = self.features(x.reshape(x.shape[0], -1))
-        logits = self.out(h).flatten()
-        if y is not None:
-            logits = logits + (self.embed(y) * h).sum(dim=1)
-        return logits
+        return projection(self.out(h).flatten(), self.embed, h, y)
 
 
 def build(image_size: int, z_dim: int, g_channels: int, d_channels: int, n_classes: int = 0,
           spectral_norm: bool = False, d_batch_norm: bool = True) -> tuple[Generator, Discriminator]:
-    g = Generator(image_size, z_dim, g_channels, n_classes)
-    d = Discriminator(image_size, d_channels, n_classes)
-    if spectral_norm:
-        spectral_normalise(d)
-    return g, d
+    return gan_pair(Generator(image_size, z_dim, g_channels, n_classes), Discriminator(image_size, d_channels, n_classes),
+                    spectral_norm)

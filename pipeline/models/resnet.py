@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.layers import apply_norm, batch_norm_2d, check_labels, check_size, flat_latent, spectral_normalise
+from pipeline.models.layers import apply_norm, batch_norm_2d, check_labels, check_size, flat_latent, gan_pair, projection
 
 ARCH = "resnet"
 SIZES = (16, 32, 64, 128)
@@ -144,16 +144,10 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         y = check_labels(y, self.n_classes, x.shape[0], "resnet discriminator")
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # global sum pooling
-        logits = self.l_out(h).flatten()
-        if y is not None:
-            logits = logits + (self.embed(y) * h).sum(dim=1)
-        return logits
+        return projection(self.l_out(h).flatten(), self.embed, h, y)
 
 
 def build(image_size: int, z_dim: int, g_channels: int, d_channels: int, n_classes: int = 0,
           spectral_norm: bool = False, d_batch_norm: bool = True) -> tuple[Generator, Discriminator]:
-    g = Generator(image_size, z_dim, g_channels, n_classes)
-    d = Discriminator(image_size, d_channels, n_classes)
-    if spectral_norm:
-        spectral_normalise(d)
-    return g, d
+    return gan_pair(Generator(image_size, z_dim, g_channels, n_classes), Discriminator(image_size, d_channels, n_classes),
+                    spectral_norm)

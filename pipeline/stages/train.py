@@ -7,6 +7,7 @@ up from there and ends bitwise where an uninterrupted run would (CPU). Multi-pro
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 from pathlib import Path
@@ -99,7 +100,7 @@ def run(cfg: Config) -> dict:
     import torch
 
     from pipeline.training import checkpoint, dist
-    from pipeline.training.loop import Data, Trainer, fixed_inputs, latest_path, pick_device, train_loop
+    from pipeline.training.loop import Data, NullRun, Trainer, fixed_inputs, latest_path, pick_device, train_loop
 
     t = cfg.train
     set_threads(cfg)
@@ -134,7 +135,7 @@ def run(cfg: Config) -> dict:
                   f"train.steps={t.steps}; starting afresh", flush=True)
         fixed_z, fixed_y = fixed_inputs(trainer, N_FIXED, t.seed + 1)
 
-        ctx = _open_run(cfg, trainer.state.run_id) if world.main else _null()
+        ctx = _open_run(cfg, trainer.state.run_id) if world.main else contextlib.nullcontext(NullRun())
         with ctx as mlrun:
             trainer.state.run_id = mlrun.run_id
             if world.main:
@@ -159,16 +160,6 @@ def run(cfg: Config) -> dict:
                 **{k: v for k, v in s.curves[-1].items() if k.startswith("loss")}}
     finally:
         dist.shutdown(world)
-
-
-class _null:
-    def __enter__(self):
-        from pipeline.training.loop import NullRun
-
-        return NullRun()
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _write_outputs(cfg: Config, trainer, classes: list[str], mlrun) -> None:

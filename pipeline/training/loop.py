@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.augment import diff_augment
 from pipeline.errors import ArtganError
+from pipeline.losses import LOSSES, clip_weights, gradient_penalty, r1_penalty
 from pipeline.training import checkpoint, dist
 
 
@@ -63,7 +65,6 @@ class State:
 
 class Trainer:
     def __init__(self, cfg, data: Data, world: dist.World, device: torch.device):
-        from pipeline.losses import LOSSES
         from pipeline.models import KIND, build
 
         t, m = cfg.train, cfg.model
@@ -120,7 +121,6 @@ class Trainer:
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         if not self.t.augment or self.t.augment_p == 0:
             return x
-        from pipeline.augment import diff_augment
 
         return diff_augment(x, self.t.augment, self.t.augment_p, self.gen, total=self.t.batch_size, offset=self.lo)
 
@@ -135,8 +135,6 @@ class Trainer:
             raise NonFinite(f"non-finite loss at step {step} ({shown})")
 
     def _step_d(self, step: int, fake: torch.Tensor, y_fake) -> dict[str, torch.Tensor]:
-        from pipeline.losses import clip_weights, gradient_penalty, r1_penalty
-
         t = self.t
         real, y_real = self._next_real()
         with self._autocast():
