@@ -121,7 +121,6 @@ class Trainer:
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         if not self.t.augment or self.t.augment_p == 0:
             return x
-
         return diff_augment(x, self.t.augment, self.t.augment_p, self.gen, total=self.t.batch_size, offset=self.lo)
 
     def _autocast(self):
@@ -137,17 +136,18 @@ class Trainer:
     def _step_d(self, step: int, fake: torch.Tensor, y_fake) -> dict[str, torch.Tensor]:
         t = self.t
         real, y_real = self._next_real()
+        real, fake = self._augment(real), self._augment(fake.detach())  # the penalties see what D saw
         with self._autocast():
-            d_real = self.d_fwd(self._augment(real), y_real).float()
-            d_fake = self.d_fwd(self._augment(fake.detach()), y_fake).float()
+            d_real = self.d_fwd(real, y_real).float()
+            d_fake = self.d_fwd(fake, y_fake).float()
             loss = self.loss.d(d_real, d_fake)
         out = {"loss_d": loss, "d_real": d_real.mean(), "d_fake": d_fake.mean()}
         if self.loss.gp and t.gp_weight > 0:
-            gp = gradient_penalty(self.D, self._augment(real), self._augment(fake.detach()), y_real, self.gen)
+            gp = gradient_penalty(self.D, real, fake, y_real, self.gen)
             loss = loss + t.gp_weight * gp
             out["gp"] = gp
         if t.r1_gamma > 0 and step % t.r1_every == 0:
-            r1 = r1_penalty(self.D, self._augment(real), y_real)
+            r1 = r1_penalty(self.D, real, y_real)
             loss = loss + (t.r1_gamma / 2) * t.r1_every * r1
             out["r1"] = r1
         self.opt_d.zero_grad(set_to_none=True)
