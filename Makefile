@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export GX_ANALYTICS_ENABLED := False
+# Debian's headless Chromium, for the report test (tests/test_report.py opens reports/index.html in it)
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup repro test clean
 
@@ -13,7 +16,10 @@ $(BIN)/artgan: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/artgan
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium'
+
+setup: $(BIN)/artgan $(CHROMIUM)
 
 repro: setup
 	$(BIN)/dvc repro

@@ -52,7 +52,7 @@ class ValidateCfg(Section):
 
 class PreprocessCfg(Section):
     background: tuple[int, int, int] = (255, 255, 255)  # alpha is composited onto this colour
-    fid_real_images: NonNegInt = 2048  # real images in the FID reference statistics; 0 = all
+    fid_real_images: NonNegInt = 0  # real images in the FID reference statistics; 0 = all (the protocol)
     fid_batch_size: PosInt = 50
 
     @field_validator("background")
@@ -92,6 +92,7 @@ class TrainCfg(Section):
     log_every: PosInt = 1
     sample_every: PosInt = 100
     checkpoint_every: PosInt = 100  # resumable checkpoint interval (steps)
+    snapshot_every: NonNegInt = 500  # keep the sampling generator every K steps (FID curve, progress strip); 0 = final only
     checkpoint_dir: str = ".artgan/checkpoints"  # one sub-folder per configuration; outside DVC's outputs
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda -> mps -> cpu, at run time
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, off elsewhere
@@ -115,6 +116,9 @@ class EvalCfg(Section):
     seed: NonNegInt = 12345
     kid_subsets: PosInt = 10
     kid_subset_size: PosInt = 1000
+    pr_k: PosInt = 3  # k of the k-NN manifolds of precision and recall
+    curve_samples: NonNegInt = 256  # generated images per training snapshot for the FID curve; 0 = no curve
+    memorisation_pairs: PosInt = 8  # closest generated/training pairs drawn in reports/memorisation.png
 
 
 class RenderCfg(Section):

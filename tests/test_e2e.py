@@ -22,8 +22,9 @@ TINY = {
     "validate": {"min_images": 100},
     "preprocess": {"fid_real_images": 0},
     "model": {"g_channels": 16, "d_channels": 16},
-    "train": {"steps": 30, "batch_size": 32, "log_every": 5, "sample_every": 10},
-    "eval": {"n_samples": 64, "kid_subset_size": 50},
+    "train": {"steps": 30, "batch_size": 32, "log_every": 5, "sample_every": 10,
+              "snapshot_every": 10},
+    "eval": {"n_samples": 64, "kid_subset_size": 50, "curve_samples": 32},
 }
 
 
@@ -97,7 +98,12 @@ def test_repro_runs_all_six_stages_and_writes_every_declared_output(repo):
     assert metrics["fid_n_fake"] == 64 and metrics["fid_n_real"] == 256
     assert np.isfinite(metrics["kid_mean"])
 
-    with Image.open(root / "reports/grid.png") as grid:
+    assert {"precision", "recall", "copy_rate", "copy_rate_heldout_real"} <= set(metrics)
+    fid_curve = (root / "reports/fid_curve.csv").read_text().splitlines()
+    assert fid_curve[0] == "step,fid,n_samples"
+    assert [int(r.split(",")[0]) for r in fid_curve[1:]] == [10, 20, 30]
+    assert (root / "reports/memorisation.png").is_file() and (root / "reports/index.html").is_file()
+    with Image.open(root / "reports/render/grid.png") as grid:
         assert grid.size == (8 * 18 + 2, 8 * 18 + 2)  # 8×8 tiles of 16 px with 2 px padding
 
     curves = (root / "reports/train_curves.csv").read_text().splitlines()
@@ -122,7 +128,8 @@ def test_train_evaluate_and_render_log_into_one_mlflow_run(repo):
     assert run.data.tags["stages"] == "train,evaluate,render"
     assert len(run.data.tags["git_commit"]) == 40
     artifacts = [a.path for a in client.list_artifacts(run_id)]
-    assert "grid.png" in artifacts
+    assert {"render", "index.html", "memorisation.png"} <= set(artifacts)
+    assert "render/grid.png" in [a.path for a in client.list_artifacts(run_id, "render")]
     # the fixed-z sample grids logged by train, one per sample_every steps
     assert client.list_artifacts(run_id, "images"), artifacts
     data_runs = client.search_runs([client.get_experiment_by_name("artgan-data").experiment_id])

@@ -269,6 +269,21 @@ def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processe
     assert second["run_id"] == first["run_id"]  # the same MLflow run continues
     with open(reports / "train_curves.csv", newline="") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4, 6, 8]  # history kept across the resume
+    # generator snapshots (FID curve, progress strip) survive the resume too, and match the long run's
+    snaps_long = torch.load(out_long / "snapshots.pt", weights_only=True)
+    snaps_part = torch.load(out_part / "snapshots.pt", weights_only=True)
+    assert snaps_part["steps"] == snaps_long["steps"] == [8]  # every 500 steps and the last: here only the last
+    assert same_weights(snaps_part["generators"][-1], b["generator_ema"])
+
+
+def test_snapshots_every_k_steps_are_kept_across_a_resume(processed, tmp_path):
+    common = {"checkpoint_dir": str(tmp_path / "ckpt"), "checkpoint_every": 2, "snapshot_every": 2}
+    train(tmp_path, "run", train={"steps": 5, **common})
+    _, out, _ = train(tmp_path, "run", train={"steps": 8, **common})  # resumes from step 5
+    snaps = torch.load(out / "snapshots.pt", weights_only=True)
+    assert snaps["steps"] == [2, 4, 6, 8]  # step 5 was the end of the first run, not a multiple of 2
+    assert same_weights(snaps["generators"][-1], load_ckpt(out)["generator_ema"])
+    assert not same_weights(snaps["generators"][0], snaps["generators"][-1])
 
 
 def test_non_finite_loss_stops_keeps_the_last_good_checkpoint_and_fails_the_run(processed, tmp_path):

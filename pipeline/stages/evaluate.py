@@ -1,21 +1,39 @@
-"""evaluate: FID and KID of eval.n_samples generated images against the real statistics.
+"""evaluate: FID, KID, precision/recall and memorisation of the generator, and FID over training.
 
-Generated images are quantised to uint8 exactly as a saved PNG would be, then take the same path
-through the TF-Inception network as the real images did in preprocess.
+Protocol: the real statistics are those of every training image (preprocess, cached by DVC per
+dataset version) against `eval.n_samples` generated images; the sample counts go into metrics.json
+beside the numbers. Generated images are quantised to uint8 exactly as a saved PNG would be, then
+take the same path through the TF-Inception network as the real images did in preprocess.
+
+- KID (unbiased) is reported as mean ± std over subsets; FID from fewer than 2,048 samples is biased
+  upwards and the stage warns.
+- Precision and recall: k-NN manifolds (Kynkäänniemi et al., 2019) on the same features, with as many
+  real images as generated ones (a random subset), since the k-NN radii depend on the set size.
+- Memorisation: each sample's nearest training image in feature space; `copy_rate` is the fraction of
+  samples closer to a training image than any other training image is to it, beside the same rate for
+  real images (half the training set against the other half), which a generator of genuinely new
+  images should not exceed by much. The closest pairs are drawn side by side in reports/memorisation.png.
+- FID curve: every generator snapshot training kept (`train.snapshot_every`) scored with
+  `eval.curve_samples` samples -> reports/fid_curve.csv (DVC plot) and MLflow metric steps.
 """
 from __future__ import annotations
 
+import csv
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import tracking
 from pipeline.config import Config, set_threads
-from pipeline.io import require, write_json
-from pipeline.stages.preprocess import STATS
-from pipeline.stages.train import load_generator, run_file, to_uint8
+from pipeline.io import atomic_path, require, write_json
+from pipeline.stages.preprocess import IMAGES, STATS
+from pipeline.stages.train import SNAPSHOTS, load_generator, load_snapshots, run_file, to_uint8
 
 METRICS = "metrics.json"
+FID_CURVE = "fid_curve.csv"
+PAIRS = "memorisation.png"
+UNBIASED_FID_SAMPLES = 2048
 
 
 def generate_uint8(G, z_dim: int, n: int, seed: int, batch_size: int, class_counts: list[int] = ()) -> np.ndarray:
@@ -35,29 +53,103 @@ def generate_uint8(G, z_dim: int, n: int, seed: int, batch_size: int, class_coun
     return np.concatenate(out)
 
 
-def run(cfg: Config) -> dict:
+def pairs_image(fake: np.ndarray, real: np.ndarray, ratios: np.ndarray, scale: int = 4):
+    """Generated samples (top row) above their nearest training images (bottom row), each column
+    captioned with the distance ratio (< 1: closer than any two training images)."""
+    from PIL import Image, ImageDraw
+
+    n, s = len(fake), fake.shape[1] * scale
+    pad, cap = 4, 14
+    canvas = Image.new("RGB", (n * (s + pad) + pad, 2 * s + 3 * pad + cap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i in range(n):
+        x = pad + i * (s + pad)
+        for row, img in enumerate((fake[i], real[i])):
+            tile = Image.fromarray(img).resize((s, s), Image.Resampling.NEAREST)
+            canvas.paste(tile, (x, pad + row * (s + pad)))
+        draw.text((x, 2 * s + 2 * pad), f"{ratios[i]:.2f}", fill="red" if ratios[i] < 1 else "black")
+    return canvas
+
+
+def _fid(model, images: np.ndarray, stats, batch_size: int, progress: str) -> tuple[float, np.ndarray]:
     from pipeline.metrics.fid import frechet_distance, statistics
-    from pipeline.metrics.inception import FastInception, extract_features
+    from pipeline.metrics.inception import extract_features
+
+    feats = extract_features(model, images, batch_size, progress=progress)
+    mu, sigma = statistics(feats)
+    return frechet_distance(mu, sigma, stats["mu"], stats["sigma"]), feats
+
+
+def fid_curve(cfg: Config, model, stats, class_counts: list[int]) -> list[dict]:
+    """FID of every training snapshot, all from the same latents (eval.seed)."""
+    e = cfg.eval
+    rows = []
+    for step, G in load_snapshots(cfg) if e.curve_samples else ():
+        fake = generate_uint8(G, G.z_dim, e.curve_samples, e.seed, e.batch_size, class_counts)
+        fid, _ = _fid(model, fake, stats, e.batch_size, progress=f"FID curve, step {step}")
+        rows.append({"step": step, "fid": round(fid, 4), "n_samples": e.curve_samples})
+    return rows
+
+
+def run(cfg: Config) -> dict:
+    from pipeline.metrics.inception import FastInception
     from pipeline.metrics.kid import kid
+    from pipeline.metrics.knn import heldout_copy_rate, memorisation, precision_recall
 
     e = cfg.eval
     set_threads(cfg)
-    stats = np.load(require(Path(cfg.data.processed_dir) / STATS, "preprocess"))
+    processed = Path(cfg.data.processed_dir)
+    stats = np.load(require(processed / STATS, "preprocess"))
+    images = np.load(require(processed / IMAGES, "preprocess"), mmap_mode="r")
+    real_feats = stats["features"]
     G, z_dim, _, class_counts = load_generator(cfg)
+    require(Path(cfg.train.out_dir) / SNAPSHOTS, "train")  # fail now, not after minutes of work
+    model = FastInception()
     with tracking.resume_run("evaluate", run_file(cfg)) as mlrun:
+        curve = fid_curve(cfg, model, stats, class_counts)
         fake = generate_uint8(G, z_dim, e.n_samples, e.seed, e.batch_size, class_counts)
-        feats = extract_features(FastInception(), fake, e.batch_size, progress="fake FID features")
-        mu, sigma = statistics(feats)
-        fid = frechet_distance(mu, sigma, stats["mu"], stats["sigma"])
-        kid_mean, kid_std = kid(stats["features"], feats, e.kid_subsets, e.kid_subset_size, seed=e.seed)
+        fid, feats = _fid(model, fake, stats, e.batch_size, progress="fake FID features")
+        kid_mean, kid_std = kid(real_feats, feats, e.kid_subsets, e.kid_subset_size, seed=e.seed)
+
+        rng = np.random.default_rng(e.seed)
+        n_pr = min(len(real_feats), len(feats))
+        pr_real = real_feats[np.sort(rng.choice(len(real_feats), n_pr, replace=False))]
+        precision, recall = precision_recall(pr_real, feats[:n_pr], k=min(e.pr_k, n_pr - 1))
+
+        mem = memorisation(real_feats, feats)
+        order = np.argsort(mem["ratio"])[: e.memorisation_pairs]
+        train_images = np.asarray(images[stats["indices"][mem["nearest"][order]]])
+        pairs = pairs_image(fake[order], train_images, mem["ratio"][order])
         metrics = {
             "fid": round(fid, 4),
             "kid_mean": round(kid_mean, 6),
             "kid_std": round(kid_std, 6),
             "fid_n_fake": int(e.n_samples),
-            "fid_n_real": int(len(stats["features"])),
+            "fid_n_real": int(len(real_feats)),
             "image_size": int(stats["image_size"]),
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "pr_n": int(n_pr),
+            "copy_rate": round(mem["copy_rate"], 4),
+            "copy_rate_heldout_real": round(heldout_copy_rate(real_feats, e.seed), 4),
+            "nn_ratio_min": round(float(mem["ratio"].min()), 4),
         }
-        write_json(Path(cfg.reports_dir) / METRICS, metrics)
+        if e.n_samples < UNBIASED_FID_SAMPLES:
+            print(f"evaluate: warning: FID from {e.n_samples} < {UNBIASED_FID_SAMPLES} generated samples is biased "
+                  "upwards; compare FID only at equal eval.n_samples (KID is unbiased)", file=sys.stderr)
+
+        # every number is in hand: only now do the outputs appear, each written atomically
+        reports = Path(cfg.reports_dir)
+        with atomic_path(reports / PAIRS) as tmp:
+            pairs.save(tmp, format="PNG")
+        with atomic_path(reports / FID_CURVE) as tmp:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["step", "fid", "n_samples"])
+                w.writeheader()
+                w.writerows(curve)
+        write_json(reports / METRICS, metrics)
         mlrun.log_metrics(metrics)
-    return metrics
+        for row in curve:
+            mlrun.log_metrics({"fid_curve": row["fid"]}, step=row["step"])
+        mlrun.log_image(pairs, key="memorisation", artifact_file=PAIRS)
+    return {**metrics, "fid_curve": [(r["step"], r["fid"]) for r in curve]}

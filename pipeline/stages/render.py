@@ -1,38 +1,181 @@
-"""render: an nrow×nrow grid of samples from fixed seeds, comparable across runs (reports/grid.png).
+"""render: pictures of the trained generator, from fixed seeds so they compare across runs, and the report.
 
-The EMA generator draws it when training kept one. Conditional models: row r shows class r (cycling
-when there are fewer classes than rows), and one grid per class goes to MLflow under class_grids/.
+Under reports/render/ (one DVC output; each file also goes to the MLflow run):
+- grid.png (EMA generator) and grid_raw.png (the raw generator): nrow×nrow samples from `render.seed`;
+  conditional models draw class r in row r, and class_grids/class_NNN.png holds one grid per class;
+- interp.png, a spherical interpolation between two latents, and interp.gif, a 4×4 grid of samples each
+  slerping round a loop of latents;
+- progress.png: the same latents drawn by every training snapshot (columns, labelled with the step);
+- loss_curves.png and fid_curve.png from reports/train_curves.csv and reports/fid_curve.csv.
+Then reports/index.html, the self-contained report (pipeline/report.py).
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
+
+import numpy as np
 
 from pipeline import tracking
 from pipeline.config import Config
-from pipeline.io import atomic_path
-from pipeline.stages.train import grid_image, load_generator, run_file
+from pipeline.io import atomic_dir
+from pipeline.stages.evaluate import FID_CURVE
+from pipeline.stages.train import CURVES, grid_image, load_generator, load_snapshots, run_file
 
-GRID = "grid.png"
+RENDER_DIR = "render"
 MAX_CLASS_GRIDS = 64
+INTERP_STEPS = 10
+GIF_SIDE, GIF_KEYS, GIF_STEPS, GIF_MS = 4, 4, 8, 80
+SCALE = 4  # small samples are upscaled (nearest) in strips and GIFs
+
+
+def slerp(a, b, t):
+    """Spherical interpolation of latent rows a -> b at fractions t (a column); linear when parallel."""
+    import torch
+
+    an, bn = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((an * bn).sum(-1, keepdim=True).clamp(-1, 1))
+    so = torch.sin(omega)
+    lin = (1 - t) * a + t * b
+    sph = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp_min(1e-8)
+    return torch.where(so > 1e-6, sph, lin)
+
+
+def _labels(n: int, nrow: int, n_classes: int):
+    import torch
+
+    return (torch.arange(n) // nrow) % n_classes if n_classes else None
+
+
+def _upscale(img, scale: int = SCALE):
+    from PIL import Image
+
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+
+
+def interpolation(G, z_dim: int, n_classes: int, seed: int):
+    """(strip, gif frames): a slerp strip between two latents, and a looping 4×4 grid of slerps."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    ends = torch.randn(2, z_dim, generator=gen)
+    t = torch.linspace(0, 1, INTERP_STEPS)[:, None]
+    y = torch.zeros(INTERP_STEPS, dtype=torch.long) if n_classes else None
+    with torch.no_grad():
+        strip = _upscale(grid_image(G(slerp(ends[:1], ends[1:], t), y), nrow=INTERP_STEPS))
+    cells = GIF_SIDE**2
+    keys = torch.randn(GIF_KEYS, cells, z_dim, generator=gen)
+    y = _labels(cells, GIF_SIDE, n_classes)
+    frames = []
+    with torch.no_grad():
+        for k in range(GIF_KEYS):
+            a, b = keys[k], keys[(k + 1) % GIF_KEYS]  # a closed loop: the GIF repeats seamlessly
+            for s in range(GIF_STEPS):
+                z = slerp(a, b, torch.full((cells, 1), s / GIF_STEPS))
+                frames.append(_upscale(grid_image(G(z, y), nrow=GIF_SIDE)))
+    return strip, frames
+
+
+def progress_strip(cfg: Config, z, y):
+    """One column per training snapshot (same latents), labelled with its step."""
+    import torch
+    from PIL import Image, ImageDraw
+
+    cols = []
+    for step, G in load_snapshots(cfg):
+        with torch.no_grad():
+            col = _upscale(grid_image(G(z, y), nrow=1), 2)
+        cols.append((step, col))
+    if not cols:
+        return None
+    w, h, top = cols[0][1].width, cols[0][1].height, 14
+    canvas = Image.new("RGB", (w * len(cols), h + top), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (step, col) in enumerate(cols):
+        canvas.paste(col, (i * w, top))
+        draw.text((i * w + 4, 1), f"step {step}", fill="black")
+    return canvas
+
+
+def _read_csv(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def curves_figures(reports: Path):
+    """(loss curves, FID curve) as matplotlib figures, or None where there is no data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _read_csv(reports / CURVES)
+    loss_fig = None
+    if rows:
+        loss_fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        steps = [r["step"] for r in rows]
+        for key in ("loss_d", "loss_g", "loss", "rec", "kl"):
+            if key in rows[0]:
+                axes[0].plot(steps, [r[key] for r in rows], label=key, lw=0.8)
+        axes[0].set(xlabel="step", title="losses")
+        axes[0].legend()
+        for key, label in (("d_real", "D(x)"), ("d_fake", "D(G(z))"), ("grad_norm_d", "|grad D|"), ("grad_norm_g", "|grad G|")):
+            if key in rows[0]:
+                axes[1].plot(steps, [r[key] for r in rows], label=label, lw=0.8)
+        axes[1].set(xlabel="step", title="discriminator outputs, gradient norms")
+        axes[1].legend()
+        loss_fig.tight_layout()
+    fid_rows = _read_csv(reports / FID_CURVE)
+    fid_fig = None
+    if fid_rows:
+        fid_fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot([r["step"] for r in fid_rows], [r["fid"] for r in fid_rows], "o-")
+        ax.set(xlabel="step", ylabel="FID", title=f"FID over training ({int(fid_rows[0]['n_samples'])} samples each)")
+        fid_fig.tight_layout()
+    return loss_fig, fid_fig
 
 
 def run(cfg: Config) -> dict:
+    import matplotlib.pyplot as plt
     import torch
 
+    from pipeline.report import write_report
+
     G, z_dim, n_classes, _ = load_generator(cfg)
+    G_raw, *_ = load_generator(cfg, ema=False)
     nrow = cfg.render.nrow
     n = nrow**2
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(cfg.render.seed))
-    y = (torch.arange(n) // nrow) % n_classes if n_classes else None
-    with torch.no_grad():
-        img = grid_image(G(z, y), nrow=nrow)
-    out = Path(cfg.reports_dir) / GRID
+    y = _labels(n, nrow, n_classes)
+    reports = Path(cfg.reports_dir)
+    written: list[str] = []
     with tracking.resume_run("render", run_file(cfg)) as mlrun:
-        with atomic_path(out) as tmp:
-            img.save(tmp, format="PNG")
-        mlrun.log_image(img, key="grid", artifact_file=GRID)
-        for k in range(min(n_classes, MAX_CLASS_GRIDS)):
+        with atomic_dir(reports / RENDER_DIR) as tmp:
+            def save(img, name: str, **kw) -> None:
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (img.savefig if hasattr(img, "savefig") else img.save)(tmp / name, **kw)  # a figure or a PIL image
+                written.append(name)
+
             with torch.no_grad():
-                grid = grid_image(G(z, torch.full((n,), k, dtype=torch.long)), nrow=nrow)
-            mlrun.log_image(grid, key=f"class_{k}", artifact_file=f"class_grids/class_{k:03d}.png")
-    return {"grid": str(out), "images": n, "classes": n_classes}
+                save(grid_image(G(z, y), nrow=nrow), "grid.png")
+                save(grid_image(G_raw(z, y), nrow=nrow), "grid_raw.png")
+                for k in range(min(n_classes, MAX_CLASS_GRIDS)):
+                    save(grid_image(G(z, torch.full((n,), k, dtype=torch.long)), nrow=nrow),
+                         f"class_grids/class_{k:03d}.png")
+            strip, frames = interpolation(G, z_dim, n_classes, cfg.render.seed)
+            save(strip, "interp.png")
+            save(frames[0], "interp.gif", save_all=True, append_images=frames[1:], duration=GIF_MS, loop=0)
+            k = min(nrow, 8)
+            prog = progress_strip(cfg, z[:k], y[:k] if y is not None else None)
+            if prog is not None:
+                save(prog, "progress.png")
+            for fig, name in zip(curves_figures(reports), ("loss_curves.png", "fid_curve.png")):
+                if fig is not None:
+                    save(fig, name, dpi=100)
+                    plt.close(fig)
+        mlrun.log_artifacts(reports / RENDER_DIR, artifact_path=RENDER_DIR)
+        report = write_report(cfg)
+        mlrun.log_artifact(report)
+    return {"render": str(reports / RENDER_DIR), "files": sorted(written), "report": str(report), "classes": n_classes}

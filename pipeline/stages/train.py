@@ -22,6 +22,7 @@ from pipeline.stages.fetch import MANIFEST
 from pipeline.stages.preprocess import IMAGES
 
 CHECKPOINT = "checkpoint.pt"
+SNAPSHOTS = "snapshots.pt"
 RUN_FILE = "mlflow_run.json"
 CURVES = "train_curves.csv"
 N_FIXED = 64
@@ -152,7 +153,7 @@ def run(cfg: Config) -> dict:
 
             train_loop(trainer, key, mlrun, on_sample)
             if world.main:
-                _write_outputs(cfg, trainer, classes, mlrun)
+                _write_outputs(cfg, trainer, classes, mlrun, checkpoint.folder(cfg, key))
         s = trainer.state
         return {"steps": s.step, "seconds": round(s.seconds, 1), "device": str(device), "world_size": world.size,
                 "img_per_s": round(s.step * t.batch_size * t.n_critic / max(s.seconds, 1e-9), 1),
@@ -162,8 +163,10 @@ def run(cfg: Config) -> dict:
         dist.shutdown(world)
 
 
-def _write_outputs(cfg: Config, trainer, classes: list[str], mlrun) -> None:
+def _write_outputs(cfg: Config, trainer, classes: list[str], mlrun, folder: Path) -> None:
     import torch
+
+    from pipeline.training import checkpoint
 
     s = trainer.state
     with atomic_path(Path(cfg.reports_dir) / CURVES) as tmp:
@@ -182,6 +185,9 @@ def _write_outputs(cfg: Config, trainer, classes: list[str], mlrun) -> None:
              "step": s.step, "config": cfg.model_dump(by_alias=True), "mlflow_run_id": s.run_id},
             tmp,
         )
+    steps = checkpoint.snapshot_steps(folder, cfg.train.snapshot_every, s.step)
+    with atomic_path(out_dir / SNAPSHOTS) as tmp:
+        torch.save({"steps": steps, "generators": [checkpoint.load_snapshot(folder, k) for k in steps]}, tmp)
     write_json(run_file(cfg), {"run_id": s.run_id, "tracking_uri": tracking.tracking_uri()})
     mlrun.log_metrics({"train_seconds": s.seconds,
                        "train_img_per_s": s.step * cfg.train.batch_size * cfg.train.n_critic / max(s.seconds, 1e-9)})
@@ -193,15 +199,33 @@ def load_generator(cfg: Config, ema: bool = True):
     Returns (G, z_dim, n_classes, class_counts)."""
     import torch
 
-    from pipeline.models import build
-
     path = require(Path(cfg.train.out_dir) / CHECKPOINT, "train")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    m = ckpt["config"]["model"]
-    size = ckpt["config"]["data"]["image_size"]
-    n_classes = len(ckpt.get("classes") or [])
-    G, _ = build(m["arch"], size, m["z_dim"], m["g_channels"], m["d_channels"], n_classes=n_classes,
-                 spectral_norm=m.get("spectral_norm", False))
+    G = new_generator(ckpt)
     weights = ckpt["generator_ema"] if ema and ckpt.get("generator_ema") is not None else ckpt["generator"]
     G.load_state_dict(weights)
-    return G.eval(), m["z_dim"], n_classes, list(ckpt.get("class_counts") or [])
+    return G.eval(), ckpt["config"]["model"]["z_dim"], len(ckpt.get("classes") or []), list(ckpt.get("class_counts") or [])
+
+
+def new_generator(ckpt: dict):
+    """An untrained generator of the architecture a checkpoint records."""
+    from pipeline.models import build
+
+    m = ckpt["config"]["model"]
+    G, _ = build(m["arch"], ckpt["config"]["data"]["image_size"], m["z_dim"], m["g_channels"], m["d_channels"],
+                 n_classes=len(ckpt.get("classes") or []), spectral_norm=m.get("spectral_norm", False))
+    return G
+
+
+def load_snapshots(cfg: Config) -> list:
+    """(step, generator in eval mode) for every snapshot training kept (models/snapshots.pt)."""
+    import torch
+
+    ckpt = torch.load(require(Path(cfg.train.out_dir) / CHECKPOINT, "train"), map_location="cpu", weights_only=True)
+    snaps = torch.load(require(Path(cfg.train.out_dir) / SNAPSHOTS, "train"), map_location="cpu", weights_only=True)
+    out = []
+    for step, weights in zip(snaps["steps"], snaps["generators"]):
+        G = new_generator(ckpt)
+        G.load_state_dict(weights)
+        out.append((step, G.eval()))
+    return out

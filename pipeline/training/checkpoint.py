@@ -19,11 +19,12 @@ from pipeline.config import Config
 from pipeline.io import atomic_path
 
 LATEST = "latest.pt"
+SNAPSHOTS = "snapshots"
 FORMAT = 1
 # train.* keys that do not change the trajectory of the weights: a run that differs only in these
 # resumes from the other's checkpoint (raise `steps` to train longer; change the device or world size).
 NOT_IN_KEY = {"steps", "log_every", "sample_every", "checkpoint_every", "checkpoint_dir", "threads",
-              "out_dir", "device", "compile"}
+              "out_dir", "device", "compile", "snapshot_every"}
 
 
 def config_key(cfg: Config, data_digest: str) -> str:
@@ -67,3 +68,24 @@ def load(path: Path) -> dict | None:
     if state.get("format") != FORMAT:
         return None
     return state
+
+
+def save_snapshot(folder_: Path, step: int, generator_state: dict) -> None:
+    """The sampling generator's weights at `step` (FID curve and progress strip), beside the checkpoint,
+    so an interrupted run keeps the snapshots it already took."""
+    path = folder_ / SNAPSHOTS / f"step_{step:07d}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(generator_state, tmp)
+
+
+def snapshot_steps(folder_: Path, every: int, last: int) -> list[int]:
+    """Steps with a snapshot that belong to this run: multiples of `every` up to `last`, and `last`."""
+    want = set(range(every, last + 1, every)) if every else set()
+    want.add(last)
+    have = {int(p.stem.split("_")[1]) for p in (folder_ / SNAPSHOTS).glob("step_*.pt")}
+    return sorted(want & have)
+
+
+def load_snapshot(folder_: Path, step: int) -> dict:
+    return torch.load(folder_ / SNAPSHOTS / f"step_{step:07d}.pt", map_location="cpu", weights_only=True)

@@ -317,6 +317,8 @@ def train_loop(trainer: Trainer, key: str, mlrun, on_sample) -> None:
                 bar.update(1)
             if world.main and (step % t.sample_every == 0 or step == t.steps):
                 on_sample(step)
+            if world.main and (step == t.steps or (t.snapshot_every and step % t.snapshot_every == 0)):
+                checkpoint.save_snapshot(checkpoint.folder(trainer.cfg, key), step, trainer.sampler().state_dict())
             if step % t.checkpoint_every == 0 or step == t.steps:
                 if world.main:
                     mlrun.log_metric_history(pending)  # flushed with the checkpoint: a resume never logs a step twice

@@ -1,0 +1,158 @@
+"""evaluate and render on a real miniature pipeline (fetch → validate → preprocess → train, in-process):
+the metrics a user reads, the FID curve over training snapshots, the memorisation pairs, every picture
+render promises, and the report, all in the same MLflow run."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import isolate_mlflow, tiny_cfg
+from PIL import Image
+
+from pipeline.config import parse
+
+N_IMAGES, SIZE = 40, 16
+STEPS, EVERY = 6, 3
+
+
+def make_cfg(root: Path, **over):
+    return parse(tiny_cfg(root, train={"steps": STEPS, "snapshot_every": EVERY, **over.pop("train", {})},
+                          eval={"n_samples": 24, "batch_size": 12, "kid_subset_size": 20, "kid_subsets": 3,
+                                "curve_samples": 12, "memorisation_pairs": 5},
+                          **over))
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    """The six stages in-process on 40 OpenMoji images; returns (cfg, stage results, captured stderr)."""
+    from pipeline.stages import evaluate, fetch, preprocess, render, train, validate
+
+    root = tmp_path_factory.mktemp("pipeline")
+    cfg = make_cfg(root)
+    with pytest.MonkeyPatch.context() as mp:
+        isolate_mlflow(mp, root)
+        out = {}
+        for stage in (fetch, validate, preprocess, train):
+            out[stage.__name__.rsplit(".", 1)[1]] = stage.run(cfg)
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            out["evaluate"] = evaluate.run(cfg)
+        out["render"] = render.run(cfg)
+        yield cfg, out, err.getvalue()
+
+
+def test_metrics_use_every_real_image_and_record_the_sample_counts(pipeline_run):
+    cfg, out, _ = pipeline_run
+    m = json.loads((Path(cfg.reports_dir) / "metrics.json").read_text())
+    assert m["fid_n_real"] == N_IMAGES and m["fid_n_fake"] == 24  # all training images, fid_real_images: 0
+    assert m["fid"] > 0 and m["kid_std"] >= 0
+    assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and m["pr_n"] == 24
+    assert 0 <= m["copy_rate"] <= 1 and 0 <= m["copy_rate_heldout_real"] <= 1 and m["nn_ratio_min"] > 0
+    assert {k: out["evaluate"][k] for k in m} == m
+
+
+def test_fid_from_fewer_than_2048_samples_warns(pipeline_run):
+    _, _, stderr = pipeline_run
+    assert "warning: FID from 24 < 2048 generated samples is biased" in stderr
+
+
+def test_fid_curve_has_one_point_per_snapshot(pipeline_run):
+    cfg, out, _ = pipeline_run
+    with open(Path(cfg.reports_dir) / "fid_curve.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [3, 6]
+    assert all(int(r["n_samples"]) == 12 and float(r["fid"]) > 0 for r in rows)
+    from mlflow import MlflowClient
+
+    history = MlflowClient().get_metric_history(out["train"]["run_id"], "fid_curve")
+    assert sorted(h.step for h in history) == [3, 6]
+
+
+def test_memorisation_pairs_show_samples_above_their_nearest_training_images(pipeline_run):
+    cfg, _, _ = pipeline_run
+    with Image.open(Path(cfg.reports_dir) / "memorisation.png") as im:
+        assert im.width == 5 * (SIZE * 4 + 4) + 4  # five pairs of 4× upscaled tiles
+        assert im.height > 2 * SIZE * 4
+
+
+def test_render_writes_every_picture(pipeline_run):
+    cfg, out, _ = pipeline_run
+    d = Path(cfg.reports_dir) / "render"
+    names = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()}
+    assert names == {"grid.png", "grid_raw.png", "interp.png", "interp.gif", "progress.png", "loss_curves.png",
+                     "fid_curve.png"}
+    assert sorted(out["render"]["files"]) == sorted(names)
+    ema, raw = (np.asarray(Image.open(d / n)) for n in ("grid.png", "grid_raw.png"))
+    assert ema.shape == raw.shape == (8 * (SIZE + 2) + 2, 8 * (SIZE + 2) + 2, 3)
+    assert not np.array_equal(ema, raw)  # EMA and raw weights differ
+    with Image.open(d / "interp.gif") as gif:
+        assert gif.n_frames == 32 and gif.info["loop"] == 0
+    with Image.open(d / "progress.png") as prog:
+        assert prog.width == 2 * (SIZE + 4) * 2  # one column per snapshot (steps 3 and 6), 2× upscaled
+    assert (Path(cfg.reports_dir) / "index.html").is_file()
+
+
+def test_render_is_the_same_picture_every_time(pipeline_run, tmp_path, monkeypatch):
+    from pipeline.stages import render
+
+    cfg, _, _ = pipeline_run
+    before = {n: (Path(cfg.reports_dir) / "render" / n).read_bytes() for n in ("grid.png", "interp.png", "progress.png")}
+    isolate_mlflow(monkeypatch, Path(cfg.reports_dir).parent)
+    render.run(cfg)
+    for n, data in before.items():
+        assert (Path(cfg.reports_dir) / "render" / n).read_bytes() == data, n
+
+
+def test_evaluate_and_render_log_into_the_training_run(pipeline_run):
+    _, out, _ = pipeline_run
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run_id = out["train"]["run_id"]
+    metrics = client.get_run(run_id).data.metrics
+    assert {"fid", "kid_mean", "kid_std", "precision", "recall", "copy_rate"} <= set(metrics)
+    top = {a.path for a in client.list_artifacts(run_id)}
+    assert {"memorisation.png", "index.html", "render"} <= top
+    rendered = {a.path for a in client.list_artifacts(run_id, "render")}
+    assert {"render/grid.png", "render/interp.gif", "render/progress.png", "render/fid_curve.png"} <= rendered
+
+
+def test_conditional_models_get_a_grid_per_class(pipeline_run, tmp_path, monkeypatch):
+    from pipeline.data import manifest
+    from pipeline.stages import evaluate, render, train
+
+    cfg0, _, _ = pipeline_run
+    src = Path(cfg0.data.processed_dir)
+    isolate_mlflow(monkeypatch, tmp_path)
+    cfg = make_cfg(tmp_path, data={"label": "group"})
+    dst = Path(cfg.data.processed_dir)
+    shutil.copytree(src, dst)
+    df = manifest.read(dst / "manifest.parquet")
+    df["group"] = ["a", "b", "c"] * (len(df) // 3) + ["a"] * (len(df) % 3)
+    manifest.write(df, dst / "manifest.parquet")
+    train.run(cfg)
+    evaluate.run(cfg)
+    out = render.run(cfg)
+    grids = sorted(p.name for p in (Path(cfg.reports_dir) / "render" / "class_grids").iterdir())
+    assert grids == ["class_000.png", "class_001.png", "class_002.png"] and out["classes"] == 3
+
+
+def test_slerp_ends_at_its_endpoints_and_keeps_the_norm_of_equal_norm_latents():
+    from pipeline.stages.render import slerp
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 16, generator=g), torch.randn(3, 16, generator=g)
+    b = b / b.norm(dim=1, keepdim=True) * a.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(slerp(a, b, torch.zeros(3, 1)), a)
+    torch.testing.assert_close(slerp(a, b, torch.ones(3, 1)), b)
+    mid = slerp(a, b, torch.full((3, 1), 0.5))
+    torch.testing.assert_close(mid.norm(dim=1), a.norm(dim=1))  # a straight line would shrink it
+    torch.testing.assert_close(slerp(a, a.clone(), torch.full((3, 1), 0.3)), a)  # parallel: no NaN
