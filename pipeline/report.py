@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from pipeline.config import Config
 from pipeline.io import atomic_path
+from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 
 INDEX = "index.html"
 MANIFEST = "manifest.parquet"
@@ -144,6 +145,10 @@ def metrics_section(metrics: dict | None) -> str:
     out = _table(rows, ("metric", "value", "note"))
     if isinstance(warnings, str):
         warnings = [warnings]
+    n_fake = m.get("fid_n_fake")
+    if isinstance(n_fake, int) and n_fake < UNBIASED_FID_SAMPLES:
+        warnings = [*warnings, f"FID from {n_fake} < {UNBIASED_FID_SAMPLES} generated images is biased upwards; "
+                               "compare FIDs only at equal sample counts (KID is unbiased)."]
     if warnings:
         out += '<ul class="warn">' + "".join(f"<li>{escape(str(w))}</li>" for w in warnings) + "</ul>"
     return out
@@ -158,8 +163,11 @@ def build_html(cfg: Config) -> str:
     if not classes:
         classes = _na("per-class grids" + ("" if cfg.data.label else " (unconditional model)"))
     copy_rate = (metrics or {}).get("copy_rate")
-    copy_line = (f"<p>Copy rate: <b>{escape(_fmt(copy_rate))}</b></p>" if copy_rate is not None
-                 else _na("copy rate"))
+    heldout = (metrics or {}).get("copy_rate_heldout_real")
+    baseline = f" (real images held out of the training features: {escape(_fmt(heldout))})" if heldout is not None else ""
+    copy_line = (f"<p>Copy rate: <b>{escape(_fmt(copy_rate))}</b>{baseline}: the fraction of samples closer to "
+                 "their nearest training image than any other training image is to it.</p>"
+                 if copy_rate is not None else _na("copy rate"))
     params = _table([(k, v) for k, v in cfg.flat().items()], ("param", "value"))
     sections = [
         ("Dataset", dataset_section(cfg)),

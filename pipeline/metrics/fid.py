@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# below this many generated images FID's upward bias is large enough to mislead (Heusel et al. use 10k+;
+# 2,048 is the feature dimension, below which the sample covariance is rank-deficient)
+UNBIASED_FID_SAMPLES = 2048
+
 
 def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (unbiased) covariance of N×D features, in float64."""

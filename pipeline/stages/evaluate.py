@@ -27,13 +27,13 @@ import numpy as np
 from pipeline import tracking
 from pipeline.config import Config, set_threads
 from pipeline.io import atomic_path, require, write_json
+from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 from pipeline.stages.preprocess import IMAGES, STATS
 from pipeline.stages.train import SNAPSHOTS, load_generator, load_snapshots, run_file, to_uint8
 
 METRICS = "metrics.json"
 FID_CURVE = "fid_curve.csv"
 PAIRS = "memorisation.png"
-UNBIASED_FID_SAMPLES = 2048
 
 
 def generate_uint8(G, z_dim: int, n: int, seed: int, batch_size: int, class_counts: list[int] = ()) -> np.ndarray:
