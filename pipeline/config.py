@@ -30,6 +30,18 @@ class DataCfg(Section):
     raw_dir: str = "data/raw"
     processed_dir: str = "data/processed"
     label: str = ""  # a manifest column whose values become classes (conditional training); "" = none
+    sha256: str = ""  # url: the archive's SHA-256 (a mismatch is an error); "" = not pinned (a warning)
+    filter: dict[str, str | int | float | bool] = Field(default_factory=dict)  # hf: keep rows where column == value
+    timeout: PosFloat = 60.0  # url/hf/torchvision downloads: seconds to wait for the server before giving up
+    download_dir: str = ".artgan/downloads"  # downloads and dataset caches; outside DVC's outputs
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v and (len(v) != 64 or any(c not in "0123456789abcdef" for c in v)):
+            raise ValueError(f"must be 64 hexadecimal digits (the output of `sha256sum FILE`) or '', got {v!r}")
+        return v
 
     @field_validator("image_size")
     @classmethod

@@ -12,21 +12,28 @@ COLUMNS = ["path", "name", "sha256", "width", "height", "mode", "format", "bytes
 
 def describe(root: Path, rows: list[dict]) -> pd.DataFrame:
     """Open every image once (header only) and record what it is."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     from pipeline.data.sources import file_sha256
+    from pipeline.errors import ArtganError
 
     records = []
     for row in rows:
         path = root / str(row["path"])
-        with Image.open(path) as im:
-            width, height, mode, fmt = im.width, im.height, im.mode, im.format
+        try:
+            with Image.open(path) as im:
+                width, height, mode, fmt = im.width, im.height, im.mode, im.format
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ArtganError(f"image {row['name']!r} of the source ({row['path']} in data.raw_dir) is not a "
+                              f"readable image ({exc.__class__.__name__}); remove or replace it") from None
         records.append(
             {**row, "sha256": file_sha256(path), "width": width, "height": height, "mode": mode,
              "format": fmt, "bytes": path.stat().st_size}
         )
-    df = pd.DataFrame.from_records(records, columns=COLUMNS)
-    df["label"] = df["label"].astype("string")
+    extra = list(dict.fromkeys(k for row in rows for k in row if k not in COLUMNS))  # e.g. an hf label column
+    df = pd.DataFrame.from_records(records, columns=COLUMNS + extra)
+    for col in ["label", *extra]:
+        df[col] = df[col].astype("string")
     return df
 
 

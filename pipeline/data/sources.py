@@ -1,7 +1,15 @@
 """`data.source` schemes -> functions that materialise a dataset as image files plus a manifest.
 
-A source writes into a fresh directory and returns one row per image it wrote; the fetch stage turns
-those rows into the manifest. SOURCES is the plain-dict registry.
+A source `fn(cfg, out_dir)` writes into the fresh directory `out_dir` and returns one row per image
+it wrote (path relative to out_dir, name, label, and optionally further columns); the fetch stage
+turns those rows into the manifest. SOURCES is the plain-dict registry. The user's own files are
+only ever read: folder sources are copied, archives are extracted into out_dir.
+
+  openmoji              the built-in OpenMoji set, rendered offline
+  folder:<path>         a folder tree of images; labels = first-level sub-folder names
+  url:<http(s)://...>   a zip or tar(.gz) archive, pinned by data.sha256, extracted safely
+  hf:<dataset>          a Hugging Face dataset (data.filter, data.label)
+  torchvision:<Name>    MNIST, FashionMNIST, CIFAR10, CelebA
 """
 from __future__ import annotations
 
@@ -19,9 +27,10 @@ def source_scheme(source: str) -> str:
     return source.split(":", 1)[0]
 
 
-def fetch_openmoji(spec: str, out_dir: Path, render_size: int, max_images: int) -> list[Row]:
+def fetch_openmoji(cfg, out_dir: Path) -> list[Row]:
     from pipeline.data import openmoji
 
+    spec, render_size, max_images = cfg.data.source, cfg.fetch.render_size, cfg.data.max_images
     if spec != "openmoji":
         raise ArtganError(f"data.source {spec!r}: the built-in OpenMoji source takes no argument; use 'openmoji'")
     seen: set[str] = set()
@@ -40,9 +49,76 @@ def fetch_openmoji(spec: str, out_dir: Path, render_size: int, max_images: int) 
     return rows
 
 
-SOURCES: dict[str, Callable[[str, Path, int, int], list[Row]]] = {
+def _what(cfg) -> str:
+    return f"data.source {cfg.data.source!r}"
+
+
+def fetch_folder(cfg, out_dir: Path) -> list[Row]:
+    from pipeline.data import folder
+
+    path = cfg.data.source.split(":", 1)[1]
+    if not path:
+        raise ArtganError(f"{_what(cfg)}: name the folder, e.g. folder:art/ (sub-folders become labels)")
+    found = folder.scan(Path(path).expanduser(), _what(cfg), path)
+    return folder.copy_into(found, out_dir, cfg.data.max_images)
+
+
+def fetch_url(cfg, out_dir: Path) -> list[Row]:
+    import shutil
+
+    from pipeline.data import archive, folder, remote
+
+    url = cfg.data.source.split(":", 1)[1]
+    if not url.startswith(("http://", "https://")):
+        raise ArtganError(f"{_what(cfg)}: expected url:http://... or url:https://... (a zip or tar archive)")
+    local = remote.download(url, Path(cfg.data.download_dir) / "url", cfg.data.sha256, cfg.data.timeout,
+                            _what(cfg))
+    staging = out_dir / ".extract"
+    try:
+        archive.extract(local, staging, _what(cfg))
+        root = staging
+        while True:  # an archive of one top folder (art/...): its sub-folders are the labels
+            entries = [e for e in root.iterdir() if e.name not in folder.SKIPPED_DIRS]
+            if len(entries) == 1 and entries[0].is_dir():
+                root = entries[0]
+            else:
+                break
+        found = folder.scan(root, _what(cfg), f"{url}!{root.relative_to(staging).as_posix()}".rstrip("."))
+        return folder.copy_into(found, out_dir, cfg.data.max_images, move=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def fetch_hf(cfg, out_dir: Path) -> list[Row]:
+    from pipeline.data import hf
+
+    return hf.fetch_hf(cfg, out_dir)
+
+
+def fetch_torchvision(cfg, out_dir: Path) -> list[Row]:
+    from pipeline.data import tvision
+
+    return tvision.fetch_torchvision(cfg, out_dir)
+
+
+SOURCES: dict[str, Callable[..., list[Row]]] = {
     "openmoji": fetch_openmoji,
+    "folder": fetch_folder,
+    "url": fetch_url,
+    "hf": fetch_hf,
+    "torchvision": fetch_torchvision,
 }
+
+
+def check_applicable(cfg) -> None:
+    """Keys that only one scheme reads must not be set for another: they would be silently ignored."""
+    scheme = source_scheme(cfg.data.source)
+    if cfg.data.sha256 and scheme != "url":
+        raise ArtganError(f"data.sha256 pins url: downloads only, but data.source is {cfg.data.source!r}; "
+                          "set data.sha256 to ''")
+    if cfg.data.filter and scheme != "hf":
+        raise ArtganError(f"data.filter applies to hf: datasets only, but data.source is {cfg.data.source!r}; "
+                          "set data.filter to {}")
 
 
 def file_sha256(path: Path) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.data import manifest
-from pipeline.data.sources import SOURCES, source_scheme
+from pipeline.data.sources import SOURCES, check_applicable, source_scheme
 from pipeline.errors import ArtganError
 from pipeline.io import atomic_dir
 from pipeline import tracking
@@ -14,13 +14,20 @@ MANIFEST = "manifest.parquet"
 
 
 def run(cfg: Config) -> dict:
-    fetch = SOURCES[source_scheme(cfg.data.source)]
+    scheme = source_scheme(cfg.data.source)
+    if scheme not in SOURCES:
+        raise ArtganError(f"data.source: unknown source {cfg.data.source!r}; known: {', '.join(SOURCES)}")
+    check_applicable(cfg)
+    fetch = SOURCES[scheme]
     raw = Path(cfg.data.raw_dir)
     with atomic_dir(raw) as tmp:
-        rows = fetch(cfg.data.source, tmp, cfg.fetch.render_size, cfg.data.max_images)
+        rows = fetch(cfg, tmp)
         if not rows:
             raise ArtganError(f"data.source {cfg.data.source!r} produced no images")
         df = manifest.describe(tmp, rows)
+        if cfg.data.label and cfg.data.label not in df.columns:
+            raise ArtganError(f"data.label: unknown column {cfg.data.label!r} for data.source {cfg.data.source!r}; "
+                              f"the manifest has: {', '.join(df.columns)}")
         manifest.write(df, tmp / MANIFEST)
     figures = {"images": len(df), "bytes": int(df["bytes"].sum()), "distinct_sha256": int(df["sha256"].nunique())}
     tracking.log_data_stage("fetch", cfg.flat(), figures, [raw / "manifest.csv"])
