@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+import pipeline.metrics.inception as inception
 from pipeline.metrics.inception import (
     FEATURE_DIM,
     FastInception,
+    FusedHeads,
     extract_features,
     load_shipped,
     tf1_resize,
@@ -52,6 +54,26 @@ def test_extract_features_in_several_batches_equals_one_batch(networks):
     several = extract_features(fast, images, batch_size=3)
     assert one.shape == (4, FEATURE_DIM) and one.dtype == np.float32
     np.testing.assert_allclose(several, one, rtol=1e-5, atol=1e-5 * np.abs(one).max())
+
+
+def test_fused_heads_and_stem_batches_give_the_unfused_features(networks, monkeypatch):
+    shipped, fast = networks
+    assert sum(isinstance(m, FusedHeads) for m in fast.modules()) == 10  # every block but mixed_6a
+    plain = FastInception(shipped, fuse=False, stem_batch=0)
+    assert not any(isinstance(m, FusedHeads) for m in plain.modules())
+    x = to_network_input(random_uint8(7, 32, seed=3))
+    fast.stem_batch = 3  # 7 images: stem chunks of 3, 3, 1
+    try:
+        with torch.inference_mode():
+            ours, ref = fast(x), plain(x)
+            # the unfused oneDNN conv + separate ReLU path (used off CPU and when the fused op is missing)
+            monkeypatch.setattr(inception, "FUSED_CPU_CONV", False)
+            fallback = fast(x)
+    finally:
+        fast.stem_batch = 10
+    scale = ref.abs().max()
+    assert ((ours - ref).abs().max() / scale).item() < 1e-5
+    assert ((fallback - ref).abs().max() / scale).item() < 1e-5
 
 
 # ---- preprocessing ---------------------------------------------------------------------------------
