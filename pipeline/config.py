@@ -56,14 +56,56 @@ class FetchCfg(Section):
 
 
 class ValidateCfg(Section):
-    min_images: PosInt = 1000
-    min_side: PosInt = 16
-    max_side: PosInt = 8192
-    modes: tuple[str, ...] = ("RGB", "RGBA", "L", "LA", "P")
+    min_images: PosInt = 1000  # images left after quarantine (status ok) the dataset must keep
+    min_side: PosInt = 16  # narrower or lower images are quarantined
+    max_side: PosInt = 8192  # wider or taller images are quarantined
+    formats: tuple[str, ...] = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF")  # Pillow format names
+    # Pillow modes preprocess converts faithfully to RGB (16-bit I;16 / I / F would be clipped, not scaled)
+    modes: tuple[str, ...] = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK")
+    aspect_ratio: tuple[PosFloat, PosFloat] = (0.25, 4.0)  # [min, max] of width / height
+    max_duplicate_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05  # byte-identical copies / all images
+    min_images_per_class: PosInt = 10  # ok images of every data.label class (only when data.label is set)
+    on_bad_file: Literal["quarantine", "fail"] = "quarantine"  # a bad file is set aside with its reason, or stops
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from PIL import Image
+
+        Image.init()
+        v = tuple(f.upper() for f in v)
+        known = set(Image.OPEN) | {"MPO"}  # MPO (multi-picture JPEG from cameras) opens through JPEG's opener
+        bad = [f for f in v if f not in known]
+        if bad:
+            raise ValueError(f"unknown Pillow format {bad[0]!r}; known: {', '.join(sorted(known))}")
+        return v
+
+    @field_validator("modes")
+    @classmethod
+    def _modes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from PIL import ImageMode
+
+        for mode in v:
+            try:
+                ImageMode.getmode(mode)
+            except KeyError:
+                raise ValueError(f"unknown Pillow mode {mode!r} (e.g. RGB, RGBA, L, LA, P, CMYK, I;16)") from None
+        return v
+
+    @field_validator("aspect_ratio")
+    @classmethod
+    def _ratio_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"must be [min, max] with min <= max, got {list(v)}")
+        return v
 
 
 class PreprocessCfg(Section):
-    background: tuple[int, int, int] = (255, 255, 255)  # alpha is composited onto this colour
+    background: tuple[int, int, int] = (255, 255, 255)  # alpha is composited onto this colour (and pad fills with it)
+    resize: Literal["center-crop", "pad", "stretch"] = "center-crop"  # how a non-square image becomes square
+    near_duplicate_distance: Annotated[int, Field(ge=0, le=16)] = 4  # max Hamming distance of 64-bit pHashes; 0 = identical hash only
+    near_duplicate_max_diff: Annotated[float, Field(ge=-1, le=255)] = 1.0  # and max mean |difference| of 16×16 RGB thumbnails (0..255); -1 = no near-duplicate removal
+    workers: NonNegInt = 0  # decode/resize processes; 0 = all cores, 1 = in-process
     fid_real_images: NonNegInt = 0  # real images in the FID reference statistics; 0 = all (the protocol)
     fid_batch_size: PosInt = 50
 

@@ -16,6 +16,7 @@ from pipeline.errors import ArtganError
 
 EXPERIMENT = "artgan"
 DATA_EXPERIMENT = "artgan-data"
+MLFLOW_DIGEST_CHARS = 32  # MLflow's dataset digest column holds 36 characters; a sha256 is 64 hex digits
 
 
 def tracking_uri() -> str:
@@ -80,6 +81,17 @@ class Run:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._mlflow.set_tags(tags)
+
+    def log_dataset(self, df, name: str, source: str, digest: str, context: str = "training") -> None:
+        """The dataset behind this run as an MLflow dataset input (its schema and row count, not the data).
+
+        MLflow stores at most 36 characters of digest, so the dataset carries the first 32 hex digits and
+        the input's tag `sha256` (and the run tag `dataset_digest`) the whole one."""
+        from mlflow.data.pandas_dataset import from_pandas
+
+        dataset = from_pandas(df, source=source, name=name, digest=digest[:MLFLOW_DIGEST_CHARS])
+        self._mlflow.log_input(dataset, context=context, tags={"sha256": digest})
+        self._mlflow.set_tags({"dataset_digest": digest})
 
 
 @contextlib.contextmanager
@@ -154,10 +166,13 @@ def run_data(run_id: str) -> dict:
             "status": run.info.status, "name": run.info.run_name}
 
 
-def log_data_stage(stage: str, params: dict[str, object], figures: dict, artifacts: list[Path] = ()) -> str:
+def log_data_stage(stage: str, params: dict[str, object], figures: dict, artifacts: list[Path] = (),
+                   tags: dict[str, str] | None = None) -> str:
     """One small run per data stage (fetch, validate, preprocess) in the data experiment."""
     with new_run(stage, params, experiment=DATA_EXPERIMENT) as run:
         run.log_metrics({k: v for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        if tags:
+            run.set_tags(tags)
         for path in artifacts:
             run.log_artifact(path)
         return run.run_id

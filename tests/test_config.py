@@ -48,6 +48,23 @@ def test_validate_section_is_read_by_its_yaml_name():
     assert cfg.validate_cfg.modes == ("RGB",)
 
 
+@pytest.mark.parametrize("validate, needles", [
+    ({"on_bad_file": "delete"}, ("'validate.on_bad_file'", "quarantine", "fail")),
+    ({"aspect_ratio": [4.0, 0.25]}, ("'validate.aspect_ratio'", "min <= max")),
+    ({"formats": ["PNG", "JPG"]}, ("'validate.formats'", "'JPG'", "JPEG")),
+    ({"modes": ["RGB", "RGBB"]}, ("'validate.modes'", "'RGBB'")),
+    ({"max_duplicate_fraction": 1.5}, ("'validate.max_duplicate_fraction'",)),
+])
+def test_bad_validate_values_are_one_line_naming_the_key(validate, needles):
+    msg = parse_error({"validate": validate})
+    for needle in needles:
+        assert needle in msg, msg
+
+
+def test_validate_formats_are_pillow_names_in_any_case():
+    assert parse({"validate": {"formats": ["png", "Jpeg"]}}).validate_cfg.formats == ("PNG", "JPEG")
+
+
 def test_config_is_frozen():
     cfg = parse({})
     with pytest.raises(pydantic.ValidationError, match="frozen"):
@@ -177,7 +194,8 @@ def test_flat_gives_dotted_keys_for_mlflow():
     assert flat["train.loss"] == "hinge"
     assert flat["validate.min_images"] == 12
     assert flat["reports_dir"] == "reports"
-    assert flat["validate.modes"] == ["RGB", "RGBA", "L", "LA", "P"]
+    assert flat["validate.modes"] == ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK"]
+    assert flat["validate.aspect_ratio"] == [0.25, 4.0]
     assert flat["preprocess.background"] == [255, 255, 255]
     assert not any(k.startswith("validate_") for k in flat)
     assert all(not isinstance(v, dict) for v in flat.values())

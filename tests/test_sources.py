@@ -499,11 +499,17 @@ def test_torchvision_unknown_dataset(fetch):
     fetch_error(fetch, "torchvision:ImageNet", "ImageNet", "MNIST, FashionMNIST, CIFAR10, CelebA")
 
 
-def test_a_file_that_only_looks_like_an_image_is_named(fetch, tmp_path):
+def test_a_file_that_only_looks_like_an_image_is_kept_for_validate_to_quarantine(fetch, tmp_path):
     root = tmp_path / "user" / "art"
     root.mkdir(parents=True)
     (root / "ok.png").write_bytes(png_bytes(0))
     (root / "fake.jpg").write_text("not a picture")
+    (root / "zero.png").write_bytes(b"")
     before = snapshot(root)
-    fetch_error(fetch, f"folder:{root}", "'fake'", "not a readable image")
+    df = fetch(f"folder:{root}").set_index("path")
+    assert list(df.index) == ["images/fake.jpg", "images/ok.png", "images/zero.png"]
+    for name in ("fake.jpg", "zero.png"):  # a row with no header fields: validate quarantines it
+        assert df.loc[f"images/{name}", ["width", "height", "mode", "format"]].isna().all()
+    assert df.loc["images/ok.png", "width"] == 20 and df.loc["images/ok.png", "format"] == "PNG"
+    assert (fetch.raw / "images" / "fake.jpg").read_text() == "not a picture"
     assert snapshot(root) == before

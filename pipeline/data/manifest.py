@@ -1,4 +1,4 @@
-"""The manifest: one row per image (path, sha256, width, height, mode, label, ...) as parquet + CSV."""
+"""The manifest: one row per image (path, sha256, width, height, mode, source, ...) as parquet + CSV."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,32 +7,51 @@ import pandas as pd
 
 from pipeline.io import atomic_path
 
-COLUMNS = ["path", "name", "sha256", "width", "height", "mode", "format", "bytes", "label"]
+COLUMNS = ["path", "name", "sha256", "width", "height", "mode", "format", "bytes", "label", "source"]
 
 
-def describe(root: Path, rows: list[dict]) -> pd.DataFrame:
-    """Open every image once (header only) and record what it is."""
-    from PIL import Image, UnidentifiedImageError
+def _header(path: Path) -> tuple[int | None, int | None, str | None, str | None]:
+    """(width, height, mode, format) from the file's header, or all None when Pillow cannot open it.
 
+    A file Pillow cannot open at all (a zero-byte file, text named .jpg) still gets its row, so validate can
+    quarantine it with a reason; a decompression bomb is described from its header (never decoded here).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.width, im.height, im.mode, im.format
+    except Image.DecompressionBombError:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # only the header is read; validate quarantines it
+        try:
+            with Image.open(path) as im:
+                return im.width, im.height, im.mode, im.format
+        except Exception:
+            return None, None, None, None
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    except Exception:  # UnidentifiedImageError, OSError, SyntaxError, ...: validate names the reason
+        return None, None, None, None
+
+
+def describe(root: Path, rows: list[dict], source: str = "") -> pd.DataFrame:
+    """Open every image once (header only) and record what it is; `source` is data.source."""
     from pipeline.data.sources import file_sha256
-    from pipeline.errors import ArtganError
 
     records = []
     for row in rows:
         path = root / str(row["path"])
-        try:
-            with Image.open(path) as im:
-                width, height, mode, fmt = im.width, im.height, im.mode, im.format
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ArtganError(f"image {row['name']!r} of the source ({row['path']} in data.raw_dir) is not a "
-                              f"readable image ({exc.__class__.__name__}); remove or replace it") from None
+        width, height, mode, fmt = _header(path)
         records.append(
             {**row, "sha256": file_sha256(path), "width": width, "height": height, "mode": mode,
-             "format": fmt, "bytes": path.stat().st_size}
+             "format": fmt, "bytes": path.stat().st_size, "source": source}
         )
     extra = list(dict.fromkeys(k for row in rows for k in row if k not in COLUMNS))  # e.g. an hf label column
     df = pd.DataFrame.from_records(records, columns=COLUMNS + extra)
-    for col in ["label", *extra]:
+    for col in ["width", "height"]:
+        df[col] = df[col].astype("Int64")  # null where Pillow cannot read the header
+    for col in ["mode", "format", "label", "source", *extra]:
         df[col] = df[col].astype("string")
     return df
 

@@ -24,7 +24,7 @@ def run(cfg: Config) -> dict:
         rows = fetch(cfg, tmp)
         if not rows:
             raise ArtganError(f"data.source {cfg.data.source!r} produced no images")
-        df = manifest.describe(tmp, rows)
+        df = manifest.describe(tmp, rows, source=cfg.data.source)
         if cfg.data.label and cfg.data.label not in df.columns:
             raise ArtganError(f"data.label: unknown column {cfg.data.label!r} for data.source {cfg.data.source!r}; "
                               f"the manifest has: {', '.join(df.columns)}")

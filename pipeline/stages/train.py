@@ -75,6 +75,19 @@ def data_digest(images: np.ndarray, labels: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
+def log_dataset(cfg: Config, mlrun) -> None:
+    """The processed manifest as the run's MLflow dataset input (context "training"), under its digest."""
+    from pipeline.data import manifest
+    from pipeline.stages.preprocess import dataset_digest
+
+    path = Path(cfg.data.processed_dir) / MANIFEST
+    if not path.exists():  # images.npy without a manifest (made by hand): nothing to describe
+        return
+    df = manifest.read(path)
+    mlrun.log_dataset(df, name=f"{cfg.data.source}@{cfg.data.image_size}px", source=str(path.resolve()),
+                      digest=dataset_digest(df))
+
+
 def to_uint8(x):
     """[-1, 1] float NCHW -> uint8 NHWC, as a PNG of the sample would store it."""
     import torch
@@ -142,6 +155,7 @@ def run(cfg: Config) -> dict:
             if world.main:
                 mlrun.set_tags({"data_digest": digest, "checkpoint_key": key,
                                 "device": str(device), "world_size": str(world.size)})
+                log_dataset(cfg, mlrun)
 
             def on_sample(step: int) -> None:
                 G = trainer.sampler()
