@@ -20,6 +20,8 @@ from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 INDEX = "index.html"
 MANIFEST = "manifest.parquet"
 VALIDATION = "validation.json"
+VALIDATION_SUMMARY = "validation_summary.json"
+DUPLICATES = "duplicates.csv"
 METRICS = "metrics.json"
 RENDER = "render"
 MEMORISATION = "memorisation.png"
@@ -93,7 +95,20 @@ def dataset_section(cfg: Config) -> str:
         df = pd.read_parquet(path)
     except Exception:  # missing or unreadable: the rest of the report still renders
         return _table(rows, ("", "")) + _na(f"manifest ({path.name})")
-    rows.insert(0, ("images", int(len(df))))
+    rows.insert(0, ("images (after validation and de-duplication)", int(len(df))))
+    reports = Path(cfg.reports_dir)
+    summary = _read_json(reports / VALIDATION_SUMMARY)
+    if summary is not None:
+        reasons = ", ".join(f"{k}: {v}" for k, v in (summary.get("by_reason") or {}).items())
+        rows.insert(1, ("fetched / ok / quarantined", f"{summary.get('images', '?')} / {summary.get('ok', '?')} / "
+                                                        f"{summary.get('quarantined', '?')}" + (f" ({reasons})" if reasons else "")))
+    if (reports / DUPLICATES).is_file():
+        import pandas as pd
+
+        dups = pd.read_csv(reports / DUPLICATES)
+        kinds = dups["kind"].value_counts().to_dict() if "kind" in dups else {}
+        rows.insert(2, ("duplicates removed", f"{len(dups)} (" + ", ".join(f"{k}: {v}" for k, v in kinds.items())
+                        + f"; listed in {DUPLICATES})"))
     out = _table(rows, ("", ""))
     label = cfg.data.label
     if label:

@@ -99,7 +99,10 @@ def test_render_writes_every_picture(pipeline_run):
         assert gif.n_frames == 32 and gif.info["loop"] == 0
     with Image.open(d / "progress.png") as prog:
         assert prog.width == 2 * (SIZE + 4) * 2  # one column per snapshot (steps 3 and 6), 2× upscaled
-    assert (Path(cfg.reports_dir) / "index.html").is_file()
+    html = (Path(cfg.reports_dir) / "index.html").read_text()
+    summary = json.loads((Path(cfg.reports_dir) / "validation_summary.json").read_text())
+    assert f"<td>{summary['images']} / {summary['ok']} / {summary['quarantined']}" in html  # what validation set aside
+    assert "duplicates removed" in html and 'src="render/progress.png"' in html
 
 
 def test_render_is_the_same_picture_every_time(pipeline_run, tmp_path, monkeypatch):

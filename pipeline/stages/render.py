@@ -114,18 +114,20 @@ def curves_figures(reports: Path):
     rows = _read_csv(reports / CURVES)
     loss_fig = None
     if rows:
-        loss_fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        loss_fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
         steps = [r["step"] for r in rows]
-        for key in ("loss_d", "loss_g", "loss", "rec", "kl"):
-            if key in rows[0]:
-                axes[0].plot(steps, [r[key] for r in rows], label=key, lw=0.8)
-        axes[0].set(xlabel="step", title="losses")
-        axes[0].legend()
-        for key, label in (("d_real", "D(x)"), ("d_fake", "D(G(z))"), ("grad_norm_d", "|grad D|"), ("grad_norm_g", "|grad G|")):
-            if key in rows[0]:
-                axes[1].plot(steps, [r[key] for r in rows], label=label, lw=0.8)
-        axes[1].set(xlabel="step", title="discriminator outputs, gradient norms")
-        axes[1].legend()
+        panels = (("losses", (("loss_d", "loss_d"), ("loss_g", "loss_g"), ("loss", "loss"), ("rec", "rec"), ("kl", "kl"))),
+                  ("discriminator outputs", (("d_real", "D(x)"), ("d_fake", "D(G(z))"))),
+                  ("gradient norms", (("grad_norm_d", "|grad D|"), ("grad_norm_g", "|grad G|"))))
+        for ax, (title, keys) in zip(axes, panels):
+            for key, label in keys:
+                if key in rows[0]:
+                    ax.plot(steps, [r[key] for r in rows], label=label, lw=0.8)
+            ax.set(xlabel="step", title=title)
+            if ax.lines:
+                ax.legend()
+        if axes[2].lines:
+            axes[2].set_yscale("log")
         loss_fig.tight_layout()
     fid_rows = _read_csv(reports / FID_CURVE)
     fid_fig = None
