@@ -49,13 +49,13 @@ def fetch(params: Path = PARAMS) -> None:
 
 @app.command()
 def validate(params: Path = PARAMS) -> None:
-    """Check the manifest with a great-expectations suite; fail on any critical expectation."""
+    """Quarantine bad files with a reason, then a great-expectations suite over the manifest (data/validated/)."""
     _run_stage("validate", params)
 
 
 @app.command()
 def preprocess(params: Path = PARAMS) -> None:
-    """Resize to data.image_size into one uint8 array and compute the real FID statistics."""
+    """Every ok image to RGB at data.image_size, duplicates removed, and the real FID statistics."""
     _run_stage("preprocess", params)
 
 
@@ -78,13 +78,13 @@ def train(
 
 @app.command()
 def evaluate(params: Path = PARAMS) -> None:
-    """FID and KID of eval.n_samples generated images against the real statistics."""
+    """FID, KID, precision/recall and memorisation of the generator; FID over the training snapshots."""
     _run_stage("evaluate", params)
 
 
 @app.command()
 def render(params: Path = PARAMS) -> None:
-    """An 8x8 sample grid from fixed seeds under reports/."""
+    """Sample grids, interpolation, progress strip and curves under reports/render/, then reports/index.html."""
     _run_stage("render", params)
 
 

@@ -165,7 +165,7 @@ class TrainCfg(Section):
 
 
 class EvalCfg(Section):
-    n_samples: Annotated[int, Field(ge=2)] = 1024
+    n_samples: Annotated[int, Field(ge=2)] = 2048  # generated images for FID, KID, precision/recall, memorisation; below 2,048 FID warns
     batch_size: PosInt = 50
     seed: NonNegInt = 12345
     kid_subsets: PosInt = 10
