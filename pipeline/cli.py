@@ -88,5 +88,28 @@ def render(params: Path = PARAMS) -> None:
     _run_stage("render", params)
 
 
+@app.command()
+def retrain(
+    remote: str = typer.Option(None, "--remote", "-r", help="DVC remote to pull from and push to (default: the default remote)."),
+    push: bool = typer.Option(True, "--push/--no-push", help="Push the new outputs to the DVC remote."),
+    pull: bool = typer.Option(True, "--pull/--no-pull", help="Pull the cached outputs first (missing ones are rebuilt)."),
+    summary: Path = typer.Option(None, "--summary", help="Write the `dvc metrics diff --md` markdown here too."),
+    baseline: str = typer.Option("HEAD", "--baseline", help="Git revision whose committed metrics the diff compares to."),
+    overrides: list[str] = typer.Option(None, "--set", "-S", help="Change a param first, e.g. -S train.steps=3000 (repeatable)."),
+    params: Path = PARAMS,
+) -> None:
+    """The scheduled retraining job: dvc pull -> dvc repro -> dvc push, then the metrics diff against HEAD."""
+    from pipeline import retrain as job
+    from pipeline.errors import ArtganError
+
+    try:
+        figures = job.run(remote=remote, push=push, pull=pull, summary=summary, baseline=baseline,
+                         overrides=overrides or [], params=params, echo=typer.echo)
+    except ArtganError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"retrain: {json.dumps(figures, sort_keys=True)}")
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

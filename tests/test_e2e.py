@@ -84,7 +84,10 @@ def test_repro_runs_all_six_stages_and_writes_every_declared_output(repo):
     assert validation["summary"]["success"] is True
 
     images = np.load(root / "data/processed/images.npy")
-    assert images.shape == (256, 16, 16, 3) and images.dtype == np.uint8
+    kept = pd.read_parquet(root / "data/processed/manifest.parquet")
+    duplicates = pd.read_csv(root / "reports/duplicates.csv")
+    assert len(kept) + len(duplicates) == 256 and len(kept) >= 250  # near duplicates removed and listed
+    assert images.shape == (len(kept), 16, 16, 3) and images.dtype == np.uint8
     stats = np.load(root / "data/processed/fid_stats.npz")
     assert stats["mu"].shape == (2048,) and stats["sigma"].shape == (2048, 2048)
 
@@ -95,7 +98,7 @@ def test_repro_runs_all_six_stages_and_writes_every_declared_output(repo):
 
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert np.isfinite(metrics["fid"]) and metrics["fid"] > 0
-    assert metrics["fid_n_fake"] == 64 and metrics["fid_n_real"] == 256
+    assert metrics["fid_n_fake"] == 64 and metrics["fid_n_real"] == len(kept)  # every training image
     assert np.isfinite(metrics["kid_mean"])
 
     assert {"precision", "recall", "copy_rate", "copy_rate_heldout_real"} <= set(metrics)
