@@ -60,8 +60,8 @@ class ValidateCfg(Section):
     min_side: PosInt = 16  # narrower or lower images are quarantined
     max_side: PosInt = 8192  # wider or taller images are quarantined
     formats: tuple[str, ...] = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF")  # Pillow format names
-    # Pillow modes preprocess converts faithfully to RGB (16-bit I;16 / I / F would be clipped, not scaled)
-    modes: tuple[str, ...] = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK")
+    # Pillow modes preprocess converts faithfully to RGB (16-bit greyscale I;16 / I;16B / I is scaled by 1/257)
+    modes: tuple[str, ...] = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "I;16", "I;16B", "I")
     aspect_ratio: tuple[PosFloat, PosFloat] = (0.25, 4.0)  # [min, max] of width / height
     max_duplicate_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05  # byte-identical copies / all images
     min_images_per_class: PosInt = 10  # ok images of every data.label class (only when data.label is set)

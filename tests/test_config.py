@@ -194,7 +194,7 @@ def test_flat_gives_dotted_keys_for_mlflow():
     assert flat["train.loss"] == "hinge"
     assert flat["validate.min_images"] == 12
     assert flat["reports_dir"] == "reports"
-    assert flat["validate.modes"] == ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK"]
+    assert flat["validate.modes"] == ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "I;16", "I;16B", "I"]
     assert flat["validate.aspect_ratio"] == [0.25, 4.0]
     assert flat["preprocess.background"] == [255, 255, 255]
     assert not any(k.startswith("validate_") for k in flat)

@@ -182,6 +182,7 @@ def make_art(root: Path) -> tuple[list[str], dict[str, str]]:
     pal = _noise("P", 24, 24, 21)
     files["palette_alpha.png"] = _png(pal, transparency=0)
     files["gray.png"] = _png(_noise("L", 24, 24, 22))
+    files["sixteen_bit.png"] = _png(Image.fromarray((np.arange(24 * 24).reshape(24, 24) * 100).astype(np.uint16)))
     good = sorted(files)
 
     truncated_jpeg = _png(_noise("RGB", 64, 64, 30), format="JPEG", quality=95)
@@ -194,8 +195,6 @@ def make_art(root: Path) -> tuple[list[str], dict[str, str]]:
         "text.jpg": (b"this is not a picture\n", "not an image"),
         "bomb.png": (decompression_bomb(side),
                      f"decompression bomb ({side * side} pixels > Pillow's limit {Image.MAX_IMAGE_PIXELS})"),
-        "sixteen_bit.png": (_png(Image.fromarray((np.arange(24 * 24).reshape(24, 24) * 100).astype(np.uint16))),
-                            "mode I;16 not in validate.modes"),
         "one_pixel.png": (_png(_noise("RGB", 1, 1, 40)), "smaller than validate.min_side (1×1)"),
         "strip.png": (_png(_noise("RGB", 640, 16, 41)), "aspect ratio 40.0 outside validate.aspect_ratio [0.25, 4.0]"),
         "ppm_named.png": (_png(_noise("RGB", 24, 24, 42), format="PPM"), "format PPM not in validate.formats"),
@@ -288,7 +287,7 @@ def test_bad_files_are_quarantined_with_their_reason_and_nothing_is_touched(art,
     assert (summary["images"], summary["ok"], summary["quarantined"]) == (len(good) + len(bad), len(good), len(bad))
     assert summary["animated"] == 1
     assert summary["by_reason"] == {
-        "aspect_ratio": 1, "decompression_bomb": 1, "duplicate": 1, "format": 1, "mode": 1, "not_an_image": 1,
+        "aspect_ratio": 1, "decompression_bomb": 1, "duplicate": 1, "format": 1, "not_an_image": 1,
         "too_small": 1, "truncated": 2, "zero_byte": 1,
     }
     assert read_json(tmp_path / "reports" / "validation_summary.json") == {
@@ -300,9 +299,10 @@ def test_bad_files_are_quarantined_with_their_reason_and_nothing_is_touched(art,
 
 
 def test_allowed_modes_come_from_params(art, art_raw, tmp_path):
-    run_art(tmp_path, art, modes=["L", "P", "RGB", "CMYK", "RGBA", "I;16"])
+    run_art(tmp_path, art, modes=["L", "P", "RGB", "CMYK", "RGBA"])  # no 16-bit greyscale
     out = pd.read_parquet(tmp_path / "data" / "validated" / "manifest.parquet").set_index("path")
-    assert out.loc["images/sixteen_bit.png", "status"] == "ok"
+    assert out.loc["images/sixteen_bit.png", "status"] == "quarantined"
+    assert out.loc["images/sixteen_bit.png", "reason"] == "mode I;16 not in validate.modes"
 
 
 def test_on_bad_file_fail_stops_with_one_line_per_bad_file(art, art_raw, tmp_path):
