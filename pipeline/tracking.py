@@ -31,9 +31,33 @@ def git_commit() -> str:
         return "unknown"
 
 
+_REACHABLE: set[str] = set()
+
+
+def check_reachable(timeout: float = 5.0) -> None:
+    """With a tracking server (an http/https URI), one quick request before any work: an unreachable or
+    stalled server is a one-line error within `timeout` seconds, not after minutes of MLflow's retries."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")) or uri in _REACHABLE:
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        pass  # it answered (an auth proxy's 401, an old server's 404): reachable
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise ArtganError(f"MLflow tracking server {uri} is unreachable ({reason}); start it, fix "
+                          "MLFLOW_TRACKING_URI, or unset it to track in ./mlflow.db") from None
+    _REACHABLE.add(uri)
+
+
 def _mlflow():
     import logging
 
+    check_reachable()
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)

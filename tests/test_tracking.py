@@ -1,0 +1,53 @@
+"""An unreachable or stalled tracking server is one clear line before training starts, within seconds."""
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import tiny_cfg
+
+from pipeline.config import parse
+from pipeline.errors import ArtganError
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "data" / "processed"
+    d.mkdir(parents=True)
+    np.save(d / "images.npy", np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8))
+    return parse(tiny_cfg(tmp_path, train={"out_dir": str(tmp_path / "models"),
+                                           "checkpoint_dir": str(tmp_path / "ckpt")}))
+
+
+def _train_fails_fast(cfg, uri: str, monkeypatch) -> str:
+    from pipeline.stages import train
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    t = time.perf_counter()
+    with pytest.raises(ArtganError) as exc:
+        train.run(cfg)
+    assert time.perf_counter() - t < 60  # MLflow's own retries take minutes (4 min measured)
+    message = str(exc.value)
+    assert len(message.splitlines()) == 1 and uri in message and "unreachable" in message
+    assert not (Path(cfg.train.out_dir) / "checkpoint.pt").exists()  # nothing trained, nothing written
+    return message
+
+
+def test_a_refused_connection_is_one_line_before_any_training(cfg, monkeypatch):
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    message = _train_fails_fast(cfg, f"http://127.0.0.1:{port}", monkeypatch)
+    assert "refused" in message.lower()
+
+
+def test_a_server_that_never_answers_times_out_with_one_line(cfg, monkeypatch):
+    with socket.socket() as s:  # listens (the connection opens) but never replies
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        message = _train_fails_fast(cfg, f"http://127.0.0.1:{s.getsockname()[1]}", monkeypatch)
+    assert "timed out" in message.lower()
