@@ -68,3 +68,22 @@ def write_params(path: Path, raw: dict | str) -> Path:
     """A params file: a mapping dumped as YAML, or literal text."""
     path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def copy_project(dst: Path, overrides: dict, skip: tuple[str, ...] = ("tests/", "dvc.lock")) -> None:
+    """The project's files (tracked or not ignored; not its data, models or MLflow store) copied to `dst`,
+    with params.yaml's sections updated by `overrides` (a tiny pipeline for end-to-end tests)."""
+    import shutil
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if rel.startswith(skip) or not (REPO / rel).is_file():
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dst / rel)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

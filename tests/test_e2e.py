@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from helpers import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -36,18 +35,7 @@ def _sh(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 def repo(tmp_path_factory):
     """A git repository holding the project's files (not its data, models or MLflow store) + tiny params."""
     dst = tmp_path_factory.mktemp("e2e") / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for rel in files:
-        if rel.startswith(("tests/", "dvc.lock")) or not (ROOT / rel).is_file():
-            continue
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, dst / rel)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_project(dst, TINY)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"

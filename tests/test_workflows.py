@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -144,17 +145,7 @@ TINY = {  # as tests/test_e2e.py, smaller still: the retrain test runs the whole
 @pytest.mark.e2e
 def test_retrain_pulls_reproduces_pushes_and_diffs_against_a_local_remote(tmp_path):
     repo, remote, summary = tmp_path / "repo", tmp_path / "remote", tmp_path / "metrics-diff.md"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if rel.startswith(("tests/", "dvc.lock", "reports/")) or not (ROOT / rel).is_file():
-            continue
-        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, repo / rel)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_project(repo, TINY, skip=("tests/", "dvc.lock", "reports/"))
     env = _env()
     for cmd in (["git", "init", "-q"], [BIN / "dvc", "remote", "add", "-d", "local", remote],
                 ["git", "add", "-A"], ["git", "commit", "-q", "-m", "tiny"]):
