@@ -6,6 +6,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export GX_ANALYTICS_ENABLED := False
 # Debian's headless Chromium, for the report test (tests/test_report.py opens reports/index.html in it)
 CHROMIUM := /usr/bin/chromium
+# Debian's PostgreSQL server, for the team-tracking-server test (tests/test_team_server.py runs initdb and pg_ctl
+# from /usr/lib/postgresql/<version>/bin). pg_ctlcluster is postgresql-common's, which only the server packages
+# pull in (postgresql -> postgresql-<version> -> postgresql-common): a client-only install does not count.
+POSTGRES := /usr/bin/pg_ctlcluster
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup repro test clean
@@ -19,7 +23,10 @@ $(BIN)/artgan: pyproject.toml
 $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium'
 
-setup: $(BIN)/artgan $(CHROMIUM)
+$(POSTGRES):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql'
+
+setup: $(BIN)/artgan $(CHROMIUM) $(POSTGRES)
 
 repro: setup
 	$(BIN)/dvc repro

@@ -111,5 +111,102 @@ def retrain(
     typer.echo(f"retrain: {json.dumps(figures, sort_keys=True)}")
 
 
+def _fail(exc: Exception) -> None:
+    for line in str(exc).splitlines():
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(1) from None
+
+
+@app.command()
+def generate(
+    model: str = typer.Option("models/checkpoint.pt", "--model", "-m",
+                              help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/generator, or a checkpoint path."),
+    n: int = typer.Option(64, "--n", min=1, max=4096, help="Images to draw: seeds SEED .. SEED+N-1, one image each."),
+    seed: int = typer.Option(0, "--seed", min=0, help="The first seed (the image of a seed is the same everywhere)."),
+    out: str = typer.Option("grid.png", "--out", "-o", help="A PNG grid, or a folder (ends in /) for one PNG per seed."),
+    nrow: int = typer.Option(8, "--nrow", min=1, help="Images per row of the grid."),
+    label: str = typer.Option(None, "--label", help="Conditional models: a class name or index for every image (default: seed mod classes)."),
+    raw: bool = typer.Option(False, "--raw", help="The raw generator instead of the EMA one."),
+) -> None:
+    """Draw images from a trained generator: a local checkpoint or a model from the MLflow registry."""
+    import os
+
+    from pipeline.errors import ArtganError
+    from pipeline.generate import Sampler, grid
+    from pipeline.io import atomic_path
+    from pipeline.registry import local_checkpoint
+
+    try:
+        with local_checkpoint(model) as checkpoint:
+            sampler = Sampler.from_file(checkpoint, ema=not raw)
+        seeds = list(range(seed, seed + n))
+        images = sampler.images(seeds, [label] * n if label is not None else None)
+        if out.endswith(("/", os.sep)) or Path(out).is_dir():
+            for s, img in zip(seeds, images):
+                with atomic_path(Path(out) / f"seed{s:06d}.png") as tmp:
+                    grid(img[None], 1, padding=0).save(tmp, format="PNG")
+        else:
+            if Path(out).suffix.lower() != ".png":
+                raise ArtganError(f"--out {out}: write a .png file (or a folder ending in /)")
+            with atomic_path(out) as tmp:
+                grid(images, nrow).save(tmp, format="PNG")
+    except ArtganError as exc:
+        _fail(exc)
+    typer.echo(f"generate: {json.dumps({'model': model, 'n': n, 'seeds': [seed, seed + n - 1], 'out': str(out), 'step': sampler.step})}")
+
+
+@app.command()
+def promote(
+    version: str = typer.Argument(..., help="The registered version to promote, e.g. 3."),
+    name: str = typer.Option(None, "--name", help="Registered model (default: registry.name in the params)."),
+    alias: str = typer.Option("champion", "--alias", help="The alias to move."),
+    params: Path = PARAMS,
+) -> None:
+    """Point <name>@champion (or --alias) at a registered version by hand."""
+    from pipeline import registry
+    from pipeline.errors import ArtganError
+
+    try:
+        if name is None:  # the params' registry.name; outside a project (no params.yaml) the default one
+            from pipeline.config import RegistryCfg, load
+
+            name = load(params).registry.name if params.exists() else RegistryCfg().name
+        figures = registry.promote(name, version, alias)
+    except ArtganError as exc:
+        _fail(exc)
+    typer.echo(f"promote: {json.dumps(figures)}")
+
+
+@app.command()
+def export(
+    onnx: bool = typer.Option(False, "--onnx", help="Export to ONNX (z[, y] -> images in [-1, 1]), checked with onnxruntime."),
+    model: str = typer.Option("models/checkpoint.pt", "--model", "-m",
+                              help="A checkpoint path, or an MLflow model URI (models:/<name>@<alias>, models:/<name>/<version>, runs:/...)."),
+    out: Path = typer.Option(Path("models/generator.onnx"), "--out", "-o", help="Where to write the model."),
+    raw: bool = typer.Option(False, "--raw", help="The raw generator weights instead of the EMA ones."),
+    opset: int = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's; below 18 uses torch's TorchScript exporter)."),
+) -> None:
+    """Export the trained generator (default: EMA weights of models/checkpoint.pt) for use outside torch."""
+    from pipeline.errors import ArtganError
+
+    if not onnx:
+        typer.echo("error: choose an export format: --onnx (the only one so far)", err=True)
+        raise typer.Exit(1)
+    try:
+        from pipeline.export import export_onnx
+        from pipeline.registry import local_checkpoint
+
+        with local_checkpoint(model) as checkpoint:
+            figures = export_onnx(checkpoint, out, ema=not raw, opset=opset)
+    except ArtganError as exc:
+        for line in str(exc).splitlines():
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo(f"error: export interrupted; {out} was not written", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"export: {json.dumps(figures, sort_keys=True, default=str)}")
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

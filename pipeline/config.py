@@ -180,6 +180,18 @@ class RenderCfg(Section):
     nrow: Annotated[int, Field(ge=1, le=32)] = 8
 
 
+class RegistryCfg(Section):
+    name: Annotated[str, Field(min_length=1, max_length=256)] = "artgan-generator"  # MLflow registered model
+    enabled: bool = True  # evaluate registers the generator (and moves @champion when its FID is better)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v != v.strip() or "/" in v or "@" in v or ":" in v:
+            raise ValueError(f"a registered model name without '/', '@', ':' or surrounding spaces, got {v!r}")
+        return v
+
+
 class Config(Section):
     data: DataCfg = DataCfg()
     fetch: FetchCfg = FetchCfg()
@@ -189,6 +201,7 @@ class Config(Section):
     train: TrainCfg = TrainCfg()
     eval: EvalCfg = EvalCfg()
     render: RenderCfg = RenderCfg()
+    registry: RegistryCfg = RegistryCfg()
     reports_dir: str = "reports"
 
     model_config = ConfigDict(extra="forbid", frozen=True)

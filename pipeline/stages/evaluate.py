@@ -15,6 +15,9 @@ take the same path through the TF-Inception network as the real images did in pr
   images should not exceed by much. The closest pairs are drawn side by side in reports/memorisation.png.
 - FID curve: every generator snapshot training kept (`train.snapshot_every`) scored with
   `eval.curve_samples` samples -> reports/fid_curve.csv (DVC plot) and MLflow metric steps.
+- Registry (`registry.register`): the generator is logged to the run as an MLflow pyfunc model (seeds -> PNG)
+  and registered as a new version of `registry.name`; `@champion` moves to it only when its FID beats the
+  champion's on the same data digest and protocol (pipeline/registry.py).
 """
 from __future__ import annotations
 
@@ -24,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import tracking
+from pipeline import registry, tracking
 from pipeline.config import Config, set_threads
 from pipeline.io import atomic_path, require, write_json
 from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 from pipeline.stages.preprocess import IMAGES, STATS
-from pipeline.stages.train import SNAPSHOTS, load_generator, load_snapshots, run_file, to_uint8
+from pipeline.stages.train import CHECKPOINT, SNAPSHOTS, load_generator, load_snapshots, run_file, to_uint8
 
 METRICS = "metrics.json"
 FID_CURVE = "fid_curve.csv"
@@ -106,6 +109,8 @@ def run(cfg: Config) -> dict:
     require(Path(cfg.train.out_dir) / SNAPSHOTS, "train")  # fail now, not after minutes of work
     model = FastInception()
     with tracking.resume_run("evaluate", run_file(cfg)) as mlrun:
+        if cfg.registry.enabled:
+            registry.check_name(cfg.registry.name)  # a name collision fails now, not after minutes of work
         curve = fid_curve(cfg, model, stats, class_counts)
         fake = generate_uint8(G, z_dim, e.n_samples, e.seed, e.batch_size, class_counts)
         fid, feats = _fid(model, fake, stats, e.batch_size, progress="fake FID features")
@@ -138,6 +143,8 @@ def run(cfg: Config) -> dict:
             print(f"evaluate: warning: FID from {e.n_samples} < {UNBIASED_FID_SAMPLES} generated samples is biased "
                   "upwards; compare FID only at equal eval.n_samples (KID is unbiased)", file=sys.stderr)
 
+        registered = register(cfg, mlrun.run_id, metrics) if cfg.registry.enabled else {}
+
         # every number is in hand: only now do the outputs appear, each written atomically
         reports = Path(cfg.reports_dir)
         with atomic_path(reports / PAIRS) as tmp:
@@ -152,4 +159,21 @@ def run(cfg: Config) -> dict:
         for row in curve:
             mlrun.log_metrics({"fid_curve": row["fid"]}, step=row["step"])
         mlrun.log_image(pairs, key="memorisation", artifact_file=PAIRS)
-    return {**metrics, "fid_curve": [(r["step"], r["fid"]) for r in curve]}
+    return {**metrics, "fid_curve": [(r["step"], r["fid"]) for r in curve], **registered}
+
+
+def register(cfg: Config, run_id: str, metrics: dict) -> dict:
+    """The generator (EMA weights when trained with them) as a pyfunc model of the run, then a registry version."""
+    import tempfile
+
+    import torch
+
+    from pipeline.generate import generator_only, read_checkpoint
+
+    ckpt = read_checkpoint(Path(cfg.train.out_dir) / CHECKPOINT)
+    digest = tracking.run_data(run_id)["tags"].get("data_digest", "unknown")
+    with tempfile.TemporaryDirectory(prefix="artgan-model-") as tmp:
+        path = Path(tmp) / "generator.pt"
+        torch.save(generator_only(ckpt), path)
+        uri = tracking.log_generator_model(path, conditional=bool(ckpt.get("classes")))
+    return registry.publish(cfg.registry.name, uri, run_id, metrics["fid"], digest, registry.protocol(metrics))

@@ -215,10 +215,16 @@ def load_generator(cfg: Config, ema: bool = True):
 
     path = require(Path(cfg.train.out_dir) / CHECKPOINT, "train")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    G = generator_from(ckpt, ema)
+    return G, ckpt["config"]["model"]["z_dim"], len(ckpt.get("classes") or []), list(ckpt.get("class_counts") or [])
+
+
+def generator_from(ckpt: dict, ema: bool = True):
+    """The generator a checkpoint dict holds (EMA weights when asked for and present), in eval mode."""
     G = new_generator(ckpt)
     weights = ckpt["generator_ema"] if ema and ckpt.get("generator_ema") is not None else ckpt["generator"]
     G.load_state_dict(weights)
-    return G.eval(), ckpt["config"]["model"]["z_dim"], len(ckpt.get("classes") or []), list(ckpt.get("class_counts") or [])
+    return G.eval()
 
 
 def new_generator(ckpt: dict):

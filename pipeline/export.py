@@ -1,0 +1,163 @@
+"""`artgan export --onnx`: the trained generator as an ONNX model, checked against torch with onnxruntime.
+
+The model has the input `z` (N×z_dim float32) and, for a class-conditional generator, `y` (N int64 class
+indices in [0, n_classes)); its output `images` is N×3×S×S float32 in [-1, 1] (the generator's tanh), the
+batch dimension N dynamic. What a consumer needs to drive it is in the model's metadata_props: z_dim,
+n_classes, classes (a JSON list, index = label), image_size, arch, step, weights (ema | raw), mlflow_run_id.
+
+Exporter: torch.export + onnxscript (`torch.onnx.export(dynamo=True)`, torch's default since 2.9) for the
+default opset and any opset >= 18; the TorchScript exporter (`dynamo=False`, deprecated in torch but the
+only one that writes older opsets) for `--opset` below 18, for runtimes that predate opset 18.
+
+The file is written to a temporary sibling, run with onnxruntime (CPU) on seeded batches of several sizes
+and compared with the torch generator; only when every output is within TOLERANCE is it renamed into
+place, so a failed export or check never leaves a complete-looking .onnx.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.errors import ArtganError
+from pipeline.generate import first_line as _first_line
+from pipeline.generate import read_checkpoint
+from pipeline.io import atomic_path
+
+# Max abs difference allowed between onnxruntime and torch on [-1, 1] outputs. Measured differences are
+# ~3e-8 (mlp, dcgan, vae) to ~2.5e-6 (resnet, 32 to 128 px); one uint8 level is 1/127.5 ≈ 7.8e-3.
+TOLERANCE = 1e-4
+EXPORT_BATCH = 2  # the example batch traced; the check runs other sizes too, so the dynamic axis is exercised
+CHECK_BATCHES = (1, 2, 7)
+CHECK_SEED = 0
+DYNAMO_MIN_OPSET = 18  # below this the torch.export-based exporter cannot write the opset
+
+
+def load_generator(ckpt: dict, path: Path, ema: bool = True):
+    """(G in eval mode, which weights: "ema" | "raw")."""
+    from pipeline.stages.train import generator_from
+
+    weights = "ema" if ema and ckpt.get("generator_ema") is not None else "raw"
+    try:
+        G = generator_from(ckpt, ema)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise ArtganError(f"{path}: its generator weights do not fit the architecture it records "
+                          f"({_first_line(exc)}); re-run `artgan train`") from None
+    return G, weights
+
+
+def _example(z_dim: int, n_classes: int, n: int, seed: int):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, z_dim, generator=g)
+    if not n_classes:
+        return (z,)
+    return z, torch.randint(0, n_classes, (n,), generator=g)
+
+
+def _export(G, z_dim: int, n_classes: int, opset: int | None):
+    """(onnx ModelProto, exporter name)."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    import onnx
+    import torch
+
+    args = _example(z_dim, n_classes, EXPORT_BATCH, seed=12345)
+    names = ["z", "y"][: len(args)]
+    dynamo = opset is None or opset >= DYNAMO_MIN_OPSET
+    buf = io.BytesIO()
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    with contextlib.ExitStack() as stack:
+        # deprecation / tracer warnings about the shape checks, axis naming, version-conversion tracebacks:
+        # the outcome is checked below and any failure is one line
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        stack.callback(lambda: [lg.setLevel(level) for lg, level in zip(loggers, levels)])
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+        if dynamo:
+            batch = torch.export.Dim("batch")
+            program = torch.onnx.export(G, args, None, input_names=names, output_names=["images"], dynamo=True,
+                                        opset_version=opset, dynamic_shapes=tuple({0: batch} for _ in args),
+                                        verbose=False)
+            return program.model_proto, "torch.export"
+        torch.onnx.export(G, args, buf, input_names=names, output_names=["images"], dynamo=False,
+                          opset_version=opset, dynamic_axes={n: {0: "batch"} for n in [*names, "images"]})
+    return onnx.load_from_string(buf.getvalue()), "torchscript"
+
+
+def _opset(proto) -> int:
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _check(path: Path, G, z_dim: int, n_classes: int) -> float:
+    """The max abs difference between onnxruntime on `path` and torch over seeded batches of CHECK_BATCHES."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for i, n in enumerate(CHECK_BATCHES):
+        args = _example(z_dim, n_classes, n, seed=CHECK_SEED + i)
+        with torch.no_grad():
+            ref = G(*args)
+        feeds = {name: a.numpy() for name, a in zip(["z", "y"], args)}
+        got = session.run(["images"], feeds)[0]
+        if got.shape != tuple(ref.shape):
+            raise ArtganError(f"ONNX output has shape {got.shape} for a batch of {n}, torch {tuple(ref.shape)}")
+        worst = max(worst, float(np.abs(got - ref.numpy()).max()))
+    return worst
+
+
+def export_onnx(checkpoint: Path, out: Path, ema: bool = True, opset: int | None = None, check: bool = True) -> dict:
+    """Export the generator of an artgan checkpoint to ONNX at `out`; with `check`, verify it with onnxruntime
+    against torch first (ArtganError above TOLERANCE, `out` then left as it was). Returns the figures."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    if opset is not None and opset < 7:
+        raise ArtganError(f"--opset {opset}: ONNX opsets start at 7; leave it out for the exporter's default")
+    if out.is_dir():
+        raise ArtganError(f"{out}: a directory; pass the file to write with --out (e.g. models/generator.onnx)")
+    ckpt = read_checkpoint(checkpoint)
+    G, weights = load_generator(ckpt, checkpoint, ema)
+    m = ckpt["config"]["model"]
+    z_dim, classes = int(m["z_dim"]), [str(c) for c in (ckpt.get("classes") or [])]
+    n_classes = len(classes)
+    try:
+        proto, exporter = _export(G, z_dim, n_classes, opset)
+    except Exception as exc:
+        raise ArtganError(f"{checkpoint}: ONNX export failed{f' at opset {opset}' if opset else ''} "
+                          f"({_first_line(exc)})") from None
+    got_opset = _opset(proto)
+    if opset is not None and got_opset != opset:
+        raise ArtganError(f"--opset {opset}: the exporter could not write that opset (it wrote {got_opset}); "
+                          "leave --opset out for the exporter's default")
+    meta = {
+        "z_dim": z_dim, "n_classes": n_classes, "classes": json.dumps(classes),
+        "image_size": int(ckpt["config"]["data"]["image_size"]), "arch": m["arch"], "step": int(ckpt.get("step") or 0),
+        "weights": weights, "mlflow_run_id": ckpt.get("mlflow_run_id") or "",
+        "inputs": "z: N×z_dim float32 ~ N(0, 1)" + ("; y: N int64 class indices" if n_classes else ""),
+        "outputs": "images: N×3×S×S float32 in [-1, 1] (RGB; (x + 1) * 127.5 gives 0..255)",
+    }
+    import onnx
+
+    onnx.helper.set_model_props(proto, {k: str(v) for k, v in meta.items()})
+    proto.doc_string = f"artgan {m['arch']} generator ({weights} weights, step {meta['step']})"
+    data = proto.SerializeToString()
+    diff = None
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+        if check:
+            diff = _check(tmp, G, z_dim, n_classes)
+            if not diff <= TOLERANCE:  # NaN fails too
+                raise ArtganError(f"{out}: onnxruntime output differs from torch by {diff:.3g} (tolerance "
+                                  f"{TOLERANCE:g}); the ONNX model was not written")
+    return {"path": str(out), "bytes": len(data), "opset": got_opset, "exporter": exporter, "weights": weights,
+            "arch": m["arch"], "z_dim": z_dim, "n_classes": n_classes, "image_size": meta["image_size"],
+            "max_abs_diff": diff, "tolerance": TOLERANCE,
+            "check_batches": list(CHECK_BATCHES) if check else []}

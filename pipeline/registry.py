@@ -1,0 +1,135 @@
+"""The Model Registry side of artgan: which version is `@champion`, and where a model URI's generator lives.
+
+evaluate logs every trained generator as an MLflow model (pyfunc: seeds -> PNG) and registers it as a new
+version of `registry.name`. Each version carries its FID, the digest of the training images and the
+evaluation protocol (network, sample counts, resolution) as tags. `@champion` moves to the new version only
+when the champion's FID was measured on the same data digest under the same protocol and the new FID is
+lower (or there is no champion yet): FIDs of different datasets or sample counts are not comparable.
+`artgan promote` moves it by hand. MLflow calls live in pipeline/tracking.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from pipeline import tracking
+from pipeline.errors import ArtganError
+
+CHAMPION = "champion"
+OWNER_TAG = ("artgan", "generator")  # marks registered models artgan made (name collisions are refused)
+FID_NETWORK = "tf-inception-2015-12-05"
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
+
+
+def protocol(metrics: dict) -> str:
+    """What makes two FIDs comparable besides the data: network, sample counts, image size."""
+    return (f"{FID_NETWORK} n_fake={metrics['fid_n_fake']} n_real={metrics['fid_n_real']} "
+            f"size={metrics['image_size']}")
+
+
+def check_name(name: str) -> None:
+    """Refuse a registered model another project made (a name collision), before any work."""
+    rm = tracking.registered_model(name)
+    if rm is not None and rm["tags"].get(OWNER_TAG[0]) != OWNER_TAG[1]:
+        raise ArtganError(f"registry.name: the registered model {name!r} at {tracking.tracking_uri()} was not made "
+                          "by artgan (no tag artgan=generator); choose another registry.name in params.yaml")
+
+
+def _ensure_model(name: str) -> None:
+    check_name(name)
+    if tracking.registered_model(name) is None:
+        tracking.create_registered_model(name, {OWNER_TAG[0]: OWNER_TAG[1]},
+                                         "artgan generators (pyfunc: seeds -> PNG images); @champion has the best FID "
+                                         "on its dataset digest and protocol")
+
+
+def publish(name: str, model_uri: str, run_id: str, fid: float, digest: str, proto: str) -> dict:
+    """Register `model_uri` as a new version of `name`; move @champion when it is better. Returns figures."""
+    _ensure_model(name)
+    tags = {"fid": f"{fid:.4f}", "data_digest": digest, "fid_protocol": proto, "run_id": run_id}
+    version = tracking.register_version(name, model_uri, tags)
+    champion = tracking.model_version(name, alias=CHAMPION)
+    if champion is None:
+        promote_to, why = True, "first version"
+    elif champion["tags"].get("data_digest") != digest or champion["tags"].get("fid_protocol") != proto:
+        promote_to, why = False, (f"champion v{champion['version']} was scored on other data or another protocol; "
+                                  f"not comparable (`artgan promote --version {version}` to choose it)")
+    else:
+        best = float(champion["tags"].get("fid", "inf"))
+        promote_to = fid < best
+        why = f"FID {fid:.4f} {'<' if promote_to else '>='} champion v{champion['version']}'s {best:.4f}"
+    if promote_to:
+        tracking.set_alias(name, CHAMPION, version)
+    return {"registered": f"{name}/{version}", "champion": version if promote_to else champion["version"],
+            "champion_moved": promote_to, "champion_reason": why}
+
+
+def promote(name: str, version: str, alias: str = CHAMPION) -> dict:
+    """Point `name@alias` at `version` (by hand), with one-line errors for a missing model or version."""
+    if tracking.registered_model(name) is None:
+        raise ArtganError(_no_model(name))
+    if tracking.model_version(name, version=version) is None:
+        raise ArtganError(_no_version(name, version))
+    before = tracking.model_version(name, alias=alias)
+    tracking.set_alias(name, alias, version)
+    return {"model": name, "alias": alias, "version": str(version),
+            "previous": before["version"] if before else None}
+
+
+def _no_model(name: str) -> str:
+    known = tracking.registered_model_names()
+    return (f"registered model {name!r} does not exist at {tracking.tracking_uri()}; "
+            + (f"registered models: {', '.join(known)}" if known else "nothing is registered yet (run `dvc repro`)"))
+
+
+def _no_version(name: str, version: str) -> str:
+    versions = tracking.model_versions(name)
+    return f"{name!r} has no version {version}; versions: {', '.join(versions) or 'none'}"
+
+
+def check_models_uri(uri: str) -> None:
+    """A one-line error when a models:/ URI names no model, version or alias (before any download)."""
+    m = MODELS_URI.match(uri)
+    if not m:
+        raise ArtganError(f"model URI {uri!r}: expected models:/<name>@<alias>, models:/<name>/<version>, "
+                          "runs:/<run id>/generator or a checkpoint path")
+    name, alias, version = m["name"], m["alias"], m["version"]
+    rm = tracking.registered_model(name)
+    if rm is None:
+        if name.startswith("m-") and not alias and not version:  # a logged model id: models:/m-...
+            return
+        raise ArtganError(_no_model(name))
+    if alias and alias not in rm["aliases"]:
+        have = ", ".join(f"@{a} (v{v})" for a, v in sorted(rm["aliases"].items())) or "none"
+        raise ArtganError(f"{name!r} has no alias @{alias}; its aliases: {have} (`artgan promote` sets one)")
+    if version and (not version.isdigit() or tracking.model_version(name, version=version) is None):
+        raise ArtganError(_no_version(name, version))
+    if not alias and not version:
+        raise ArtganError(f"model URI {uri!r}: add a version or alias, e.g. models:/{name}@{CHAMPION}")
+
+
+@contextlib.contextmanager
+def local_checkpoint(model: str) -> Iterator[Path]:
+    """A generator checkpoint on local disk for a checkpoint path or an MLflow model URI (models:/, runs:/):
+    a model is downloaded to a temporary folder, removed on exit."""
+    import yaml
+
+    from pipeline.generate import CHECKPOINT_ARTIFACT
+
+    if not model.startswith(("models:/", "runs:/")) and "://" not in model:
+        yield Path(model)
+        return
+    if model.startswith("models:/"):
+        check_models_uri(model)
+    with tempfile.TemporaryDirectory(prefix="artgan-model-") as tmp:
+        local = tracking.download_model(model, Path(tmp))
+        try:
+            flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+            rel = flavor["artifacts"][CHECKPOINT_ARTIFACT]["path"]
+        except (OSError, KeyError, TypeError, yaml.YAMLError):
+            raise ArtganError(f"model {model}: not an artgan generator model (no {CHECKPOINT_ARTIFACT} "
+                              "artifact in its MLmodel)") from None
+        yield local / rel
