@@ -20,7 +20,7 @@ MLFLOW_DIGEST_CHARS = 32  # MLflow's dataset digest column holds 36 characters; 
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def git_commit() -> str:
@@ -144,7 +144,7 @@ def new_run(stage: str, params: dict[str, object], experiment: str = EXPERIMENT,
     turns on MLflow's CPU/memory/GPU sampling for the run's lifetime."""
     mlflow = _mlflow()
     try:
-        mlflow.set_experiment(experiment)
+        _set_experiment(mlflow, experiment)
     except Exception as exc:
         raise ArtganError(f"MLflow tracking at {tracking_uri()!r} failed: {str(exc).splitlines()[0]}") from None
     name = os.environ.get("DVC_EXP_NAME") or None
@@ -326,3 +326,48 @@ def log_data_stage(stage: str, params: dict[str, object], figures: dict, artifac
         for path in artifacts:
             run.log_artifact(path)
         return run.run_id
+
+
+# --- DVC: where the store lives under `dvc exp run --queue` / `--temp`, and what dvc.lock says ----------------
+
+
+def project_root() -> Path:
+    """The repository the runs belong to: DVC exports it as DVC_ROOT to every stage it runs, pointing at the
+    user's repository even when a queued (`dvc exp run --queue`, `--temp`) experiment runs in a temporary
+    copy under `.dvc/tmp/exps/` that is deleted afterwards; the working directory outside DVC."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd())
+
+
+def _set_experiment(mlflow, name: str) -> None:
+    """mlflow.set_experiment, except that an experiment created from a DVC temporary workspace with a
+    SQLite store keeps its artifacts under the repository's ./mlruns (MLflow would resolve its default
+    ./mlruns against the temporary workspace, deleted when the experiment ends)."""
+    root = project_root().resolve()
+    if tracking_uri().startswith("sqlite:") and root != Path.cwd().resolve():
+        if mlflow.get_experiment_by_name(name) is None:
+            try:
+                mlflow.create_experiment(name, artifact_location=str(root / "mlruns" / name))
+            except Exception:  # another queue worker created it meanwhile
+                if mlflow.get_experiment_by_name(name) is None:
+                    raise
+    mlflow.set_experiment(name)
+
+
+DVC_LOCK_ARTIFACT = "dvc/dvc.lock"
+
+
+def log_dvc_lock(run: Run, lock_file: str | os.PathLike = "dvc.lock") -> dict[str, str]:
+    """Tag the run with the hash of every stage that dvc.lock records for this run (`dvc.stage.<name>`,
+    pipeline/dvclock.py) and log the lock file as the artifact `dvc/dvc.lock`; returns the hashes.
+
+    Only under DVC (DVC_STAGE names the running stage, whose own, previous entry is left out) and only
+    where there is a dvc.lock: a stage run by hand logs nothing."""
+    from pipeline import dvclock
+
+    record = dvclock.current(lock_file, running=os.environ.get("DVC_STAGE"))
+    if record is None:
+        return {}
+    hashes, text = record
+    run.set_tags(dvclock.tags(hashes))
+    run._mlflow.log_text(text, DVC_LOCK_ARTIFACT)
+    return hashes

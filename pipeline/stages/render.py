@@ -8,6 +8,8 @@ Under reports/render/ (one DVC output; each file also goes to the MLflow run):
 - progress.png: the same latents drawn by every training snapshot (columns, labelled with the step);
 - loss_curves.png and fid_curve.png from reports/train_curves.csv and reports/fid_curve.csv.
 Then reports/index.html, the self-contained report (pipeline/report.py).
+Under DVC it also tags the run with the hash of every earlier stage from dvc.lock and logs the lock file
+(`tracking.log_dvc_lock`): render is the last stage, so dvc.lock then holds the run's fetch ... evaluate.
 """
 from __future__ import annotations
 
@@ -180,4 +182,5 @@ def run(cfg: Config) -> dict:
         mlrun.log_artifacts(reports / RENDER_DIR, artifact_path=RENDER_DIR)
         report = write_report(cfg)
         mlrun.log_artifact(report)
+        tracking.log_dvc_lock(mlrun)  # under DVC: the stage hashes of this run + dvc.lock (pipeline/dvclock.py)
     return {"render": str(reports / RENDER_DIR), "files": sorted(written), "report": str(report), "classes": n_classes}
