@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from pipeline.metrics.fid import frechet_distance, statistics, trace_sqrt_product
+from pipeline.metrics.fid import Reference, frechet_distance, statistics, trace_sqrt_product
 from pipeline.metrics.kid import kid, mmd2_unbiased
 
 
@@ -174,3 +174,31 @@ def test_kid_is_seeded_and_uses_at_most_the_smaller_set():
 def test_kid_needs_two_samples():
     with pytest.raises(ValueError):
         kid(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+# ---- Reference: the real root once, FID of many generated sets -----------------------------------------------
+
+@pytest.mark.parametrize("n_fake", [12, 64, 200])  # below, at and above the feature dimension (64)
+def test_reference_fid_equals_the_exact_fid_of_the_features(n_fake):
+    rng = np.random.default_rng(n_fake)
+    real = rng.normal(size=(300, 64)) @ rng.normal(size=(64, 64)) * 0.3
+    fake = rng.normal(size=(n_fake, 64)) @ rng.normal(size=(64, 64)) * 0.3 + 0.2
+    (mr, sr), (mf, sf) = statistics(real), statistics(fake)
+    # exact: Tr((Sr Sf)^½) is the nuclear norm of Ar^T Af with S = A A^T (as in the rank-deficient test above)
+    ar, af = (real - mr).T / np.sqrt(len(real) - 1), (fake - mf).T / np.sqrt(len(fake) - 1)
+    exact = np.sum((mr - mf) ** 2) + np.trace(sr) + np.trace(sf) - 2 * np.linalg.svd(ar.T @ af, compute_uv=False).sum()
+    ref = Reference(mr, sr)
+    assert ref.fid(fake) == pytest.approx(exact, rel=1e-7)
+    assert ref.fid(fake) == pytest.approx(frechet_distance(mf, sf, mr, sr), rel=1e-6)
+    assert ref.fid(fake.astype(np.float32)) == pytest.approx(ref.fid(fake), rel=1e-5)  # float32 features in
+
+
+def test_reference_fid_of_the_real_features_themselves_is_zero():
+    real = np.random.default_rng(3).normal(size=(100, 32))
+    assert abs(Reference(*statistics(real)).fid(real)) < 1e-8 * 32
+
+
+def test_reference_refuses_features_of_another_dimension():
+    ref = Reference(np.zeros(8), np.eye(8))
+    with pytest.raises(ValueError, match=r"N×8 feature matrix"):
+        ref.fid(np.zeros((5, 7)))

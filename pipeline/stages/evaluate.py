@@ -74,27 +74,26 @@ def pairs_image(fake: np.ndarray, real: np.ndarray, ratios: np.ndarray, scale: i
     return canvas
 
 
-def _fid(model, images: np.ndarray, stats, batch_size: int, progress: str) -> tuple[float, np.ndarray]:
-    from pipeline.metrics.fid import frechet_distance, statistics
+def _fid(model, images: np.ndarray, reference, batch_size: int, progress: str) -> tuple[float, np.ndarray]:
     from pipeline.metrics.inception import extract_features
 
     feats = extract_features(model, images, batch_size, progress=progress)
-    mu, sigma = statistics(feats)
-    return frechet_distance(mu, sigma, stats["mu"], stats["sigma"]), feats
+    return reference.fid(feats), feats
 
 
-def fid_curve(cfg: Config, model, stats, class_counts: list[int]) -> list[dict]:
+def fid_curve(cfg: Config, model, reference, class_counts: list[int]) -> list[dict]:
     """FID of every training snapshot, all from the same latents (eval.seed)."""
     e = cfg.eval
     rows = []
     for step, G in load_snapshots(cfg) if e.curve_samples else ():
         fake = generate_uint8(G, G.z_dim, e.curve_samples, e.seed, e.batch_size, class_counts)
-        fid, _ = _fid(model, fake, stats, e.batch_size, progress=f"FID curve, step {step}")
+        fid, _ = _fid(model, fake, reference, e.batch_size, progress=f"FID curve, step {step}")
         rows.append({"step": step, "fid": round(fid, 4), "n_samples": e.curve_samples})
     return rows
 
 
 def run(cfg: Config) -> dict:
+    from pipeline.metrics.fid import Reference
     from pipeline.metrics.inception import FastInception
     from pipeline.metrics.kid import kid
     from pipeline.metrics.knn import heldout_copy_rate, memorisation, precision_recall
@@ -111,9 +110,10 @@ def run(cfg: Config) -> dict:
     with tracking.resume_run("evaluate", run_file(cfg)) as mlrun:
         if cfg.registry.enabled:
             registry.check_name(cfg.registry.name)  # a name collision fails now, not after minutes of work
-        curve = fid_curve(cfg, model, stats, class_counts)
+        reference = Reference(stats["mu"], stats["sigma"])  # the real covariance's root, once for every FID
+        curve = fid_curve(cfg, model, reference, class_counts)
         fake = generate_uint8(G, z_dim, e.n_samples, e.seed, e.batch_size, class_counts)
-        fid, feats = _fid(model, fake, stats, e.batch_size, progress="fake FID features")
+        fid, feats = _fid(model, fake, reference, e.batch_size, progress="fake FID features")
         kid_mean, kid_std = kid(real_feats, feats, e.kid_subsets, e.kid_subset_size, seed=e.seed)
 
         rng = np.random.default_rng(e.seed)
