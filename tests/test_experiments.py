@@ -164,8 +164,7 @@ def test_a_queued_workspace_tracks_into_the_repository_store(tmp_path, monkeypat
 
 
 def _tiny() -> dict:
-    """As tests/test_workflows.py's TINY; no FID curve (each point is a 2048×2048 eigendecomposition, ~25 s of
-    CPU here) and no Model Registry: neither is under test."""
+    """As tests/test_workflows.py's TINY; no FID curve and no Model Registry: neither is under test."""
     tiny = {
         "data": {"image_size": 16, "max_images": 128},
         "validate": {"min_images": 100},

@@ -26,8 +26,7 @@ DB_USER, DB_PASSWORD = "artgan", "db-pw-not-secret"
 ADMIN, ADMIN_PASSWORD = "admin", "admin-pw-not-secret"  # the auth app wants >= 12 characters
 USER, USER_PASSWORD = "alice", "alice-pw-not-secret"
 
-# Tiny and quick: each FID costs seconds on 2 cores whatever the sample count (a 2048x2048 eigendecomposition),
-# so no FID curve (curve_samples 0); the per-step losses carry the metric steps.
+# Tiny and quick: no FID curve (curve_samples 0, not under test here); the per-step losses carry the metric steps.
 TINY = {
     "data": {"image_size": 16, "max_images": 80},
     "validate": {"min_images": 50},
