@@ -5,6 +5,7 @@ Heavy libraries (torch, mlflow, great_expectations) are imported inside the comm
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import sys
@@ -23,21 +24,29 @@ app = typer.Typer(
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="The params file (one section per stage).")
 
 
-def _run_stage(stage: str, params: Path) -> None:
-    from pipeline.config import load
+@contextlib.contextmanager
+def _user_errors(interrupted: str):
+    """An ArtganError becomes its `error: ...` line(s) and exit 1; Ctrl-C says what was (not) written, exit 130."""
     from pipeline.errors import ArtganError
 
     try:
-        cfg = load(params)
-        module = importlib.import_module(f"pipeline.stages.{stage}")
-        figures = module.run(cfg)
+        yield
     except ArtganError as exc:
         for line in str(exc).splitlines():
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo(f"error: {stage} interrupted; its outputs were not updated", err=True)
+        typer.echo(f"error: {interrupted}", err=True)
         raise typer.Exit(130) from None
+
+
+def _run_stage(stage: str, params: Path) -> None:
+    from pipeline.config import load
+
+    with _user_errors(f"{stage} interrupted; its outputs were not updated"):
+        cfg = load(params)
+        module = importlib.import_module(f"pipeline.stages.{stage}")
+        figures = module.run(cfg)
     typer.echo(f"{stage}: {json.dumps(figures, sort_keys=True, default=str)}")
 
 
@@ -100,21 +109,11 @@ def retrain(
 ) -> None:
     """The scheduled retraining job: dvc pull -> dvc repro -> dvc push, then the metrics diff against HEAD."""
     from pipeline import retrain as job
-    from pipeline.errors import ArtganError
 
-    try:
+    with _user_errors("retrain interrupted"):
         figures = job.run(remote=remote, push=push, pull=pull, summary=summary, baseline=baseline,
                          overrides=overrides or [], params=params, echo=typer.echo)
-    except ArtganError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"retrain: {json.dumps(figures, sort_keys=True)}")
-
-
-def _fail(exc: Exception) -> None:
-    for line in str(exc).splitlines():
-        typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(1) from None
 
 
 @app.command()
@@ -136,7 +135,7 @@ def generate(
     from pipeline.io import atomic_path
     from pipeline.registry import local_checkpoint
 
-    try:
+    with _user_errors(f"generate interrupted; {out} was not (fully) written"):
         with local_checkpoint(model) as checkpoint:
             sampler = Sampler.from_file(checkpoint, ema=not raw)
         seeds = list(range(seed, seed + n))
@@ -150,8 +149,6 @@ def generate(
                 raise ArtganError(f"--out {out}: write a .png file (or a folder ending in /)")
             with atomic_path(out) as tmp:
                 grid(images, nrow).save(tmp, format="PNG")
-    except ArtganError as exc:
-        _fail(exc)
     typer.echo(f"generate: {json.dumps({'model': model, 'n': n, 'seeds': [seed, seed + n - 1], 'out': str(out), 'step': sampler.step})}")
 
 
@@ -164,16 +161,13 @@ def promote(
 ) -> None:
     """Point <name>@champion (or --alias) at a registered version by hand."""
     from pipeline import registry
-    from pipeline.errors import ArtganError
 
-    try:
+    with _user_errors("promote interrupted"):
         if name is None:  # the params' registry.name; outside a project (no params.yaml) the default one
             from pipeline.config import RegistryCfg, load
 
             name = load(params).registry.name if params.exists() else RegistryCfg().name
         figures = registry.promote(name, version, alias)
-    except ArtganError as exc:
-        _fail(exc)
     typer.echo(f"promote: {json.dumps(figures)}")
 
 
@@ -187,24 +181,15 @@ def export(
     opset: int = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's; below 18 uses torch's TorchScript exporter)."),
 ) -> None:
     """Export the trained generator (default: EMA weights of models/checkpoint.pt) for use outside torch."""
-    from pipeline.errors import ArtganError
-
     if not onnx:
         typer.echo("error: choose an export format: --onnx (the only one so far)", err=True)
         raise typer.Exit(1)
-    try:
+    with _user_errors(f"export interrupted; {out} was not written"):
         from pipeline.export import export_onnx
         from pipeline.registry import local_checkpoint
 
         with local_checkpoint(model) as checkpoint:
             figures = export_onnx(checkpoint, out, ema=not raw, opset=opset)
-    except ArtganError as exc:
-        for line in str(exc).splitlines():
-            typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo(f"error: export interrupted; {out} was not written", err=True)
-        raise typer.Exit(130) from None
     typer.echo(f"export: {json.dumps(figures, sort_keys=True, default=str)}")
 
 

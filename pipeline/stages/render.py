@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 
 from pipeline import tracking
 from pipeline.config import Config
