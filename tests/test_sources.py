@@ -6,7 +6,6 @@ user's files byte-identical.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.server
 import io
