@@ -127,7 +127,7 @@ class ModelCfg(Section):
 
 class TrainCfg(Section):
     seed: NonNegInt = 0
-    steps: PosInt = 1500
+    steps: PosInt = 3000
     batch_size: Annotated[int, Field(ge=2)] = 64  # batch norm needs two samples
     loss: str = "ns"
     n_critic: PosInt = 1  # discriminator steps per generator step
