@@ -30,17 +30,18 @@ def protocol(metrics: dict) -> str:
             f"size={metrics['image_size']}")
 
 
-def check_name(name: str) -> None:
-    """Refuse a registered model another project made (a name collision), before any work."""
+def check_name(name: str) -> dict | None:
+    """Refuse a registered model another project made (a name collision), before any work; returns the
+    registered model (None when there is none yet)."""
     rm = tracking.registered_model(name)
     if rm is not None and rm["tags"].get(OWNER_TAG[0]) != OWNER_TAG[1]:
         raise ArtganError(f"registry.name: the registered model {name!r} at {tracking.tracking_uri()} was not made "
                           "by artgan (no tag artgan=generator); choose another registry.name in params.yaml")
+    return rm
 
 
 def _ensure_model(name: str) -> None:
-    check_name(name)
-    if tracking.registered_model(name) is None:
+    if check_name(name) is None:
         tracking.create_registered_model(name, {OWNER_TAG[0]: OWNER_TAG[1]},
                                          "artgan generators (pyfunc: seeds -> PNG images); @champion has the best FID "
                                          "on its dataset digest and protocol")
@@ -56,7 +57,7 @@ def publish(name: str, model_uri: str, run_id: str, fid: float, digest: str, pro
         promote_to, why = True, "first version"
     elif champion["tags"].get("data_digest") != digest or champion["tags"].get("fid_protocol") != proto:
         promote_to, why = False, (f"champion v{champion['version']} was scored on other data or another protocol; "
-                                  f"not comparable (`artgan promote --version {version}` to choose it)")
+                                  f"not comparable (`artgan promote {version}` to choose it)")
     else:
         best = float(champion["tags"].get("fid", "inf"))
         promote_to = fid < best

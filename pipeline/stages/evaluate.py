@@ -15,7 +15,7 @@ take the same path through the TF-Inception network as the real images did in pr
   images should not exceed by much. The closest pairs are drawn side by side in reports/memorisation.png.
 - FID curve: every generator snapshot training kept (`train.snapshot_every`) scored with
   `eval.curve_samples` samples -> reports/fid_curve.csv (DVC plot) and MLflow metric steps.
-- Registry (`registry.register`): the generator is logged to the run as an MLflow pyfunc model (seeds -> PNG)
+- Registry (`registry.enabled`): the generator is logged to the run as an MLflow pyfunc model (seeds -> PNG)
   and registered as a new version of `registry.name`; `@champion` moves to it only when its FID beats the
   champion's on the same data digest and protocol (pipeline/registry.py).
 """
