@@ -127,8 +127,8 @@ class ModelCfg(Section):
 
 class TrainCfg(Section):
     seed: NonNegInt = 0
-    steps: PosInt = 3000
-    batch_size: Annotated[int, Field(ge=2)] = 64  # batch norm needs two samples
+    steps: PosInt = 6000
+    batch_size: Annotated[int, Field(ge=2)] = 32  # batch norm needs two samples
     loss: str = "ns"
     n_critic: PosInt = 1  # discriminator steps per generator step
     clip_value: PosFloat = 0.01  # WGAN weight clipping (loss wgan)
@@ -136,7 +136,7 @@ class TrainCfg(Section):
     r1_gamma: NonNegFloat = 0.0  # R1 penalty weight gamma; 0 = off
     r1_every: PosInt = 16  # lazy R1: applied every N discriminator steps, scaled by N
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999  # EMA generator; 0 = off
-    augment: tuple[str, ...] = ()  # DiffAugment policies: color, translation, cutout
+    augment: tuple[str, ...] = ("translation", "cutout")  # DiffAugment policies: color, translation, cutout
     augment_p: Annotated[float, Field(ge=0, le=1)] = 1.0  # probability per sample and policy
     vae_beta: NonNegFloat = 1.0  # KL weight of the vae baseline's ELBO
     lr_g: PosFloat = 2e-4  # different lr_g / lr_d = TTUR
@@ -146,7 +146,7 @@ class TrainCfg(Section):
     log_every: PosInt = 1
     sample_every: PosInt = 100
     checkpoint_every: PosInt = 100  # resumable checkpoint interval (steps)
-    snapshot_every: NonNegInt = 500  # keep the sampling generator every K steps (FID curve, progress strip); 0 = final only
+    snapshot_every: NonNegInt = 1000  # keep the sampling generator every K steps (FID curve, progress strip); 0 = final only
     checkpoint_dir: str = ".artgan/checkpoints"  # one sub-folder per configuration; outside DVC's outputs
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda -> mps -> cpu, at run time
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, off elsewhere
