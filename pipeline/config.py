@@ -173,6 +173,7 @@ class EvalCfg(Section):
     pr_k: PosInt = 3  # k of the k-NN manifolds of precision and recall
     curve_samples: NonNegInt = 256  # generated images per training snapshot for the FID curve; 0 = no curve
     memorisation_pairs: PosInt = 8  # closest generated/training pairs drawn in reports/memorisation.png
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # FID features (preprocess's real ones too) and samples; auto = cuda -> cpu
 
 
 class RenderCfg(Section):

@@ -110,6 +110,7 @@ def test_unknown_key_under_validate_lists_the_validate_keys():
         ({"preprocess": {"background": [0, 0, 256]}}, "preprocess.background"),
         ({"train": {"batch_size": 1}}, "train.batch_size"),
         ({"data": {"raw_dir": {"a": 1}}}, "data.raw_dir"),
+        ({"eval": {"device": "tpu"}}, "eval.device"),
     ],
 )
 def test_ill_typed_or_out_of_range_value_names_the_key(raw, key):

@@ -11,6 +11,7 @@ from pipeline.metrics.inception import (
     FastInception,
     FusedHeads,
     extract_features,
+    feature_device,
     load_shipped,
     tf1_resize,
     tf1_resize_matrix,
@@ -54,6 +55,41 @@ def test_extract_features_in_several_batches_equals_one_batch(networks):
     several = extract_features(fast, images, batch_size=3)
     assert one.shape == (4, FEATURE_DIM) and one.dtype == np.float32
     np.testing.assert_allclose(several, one, rtol=1e-5, atol=1e-5 * np.abs(one).max())
+
+
+def test_feature_device_auto_is_cuda_only_when_cuda_is_there():
+    assert feature_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert feature_device("cpu").type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_it_is_a_one_line_error_naming_the_param():
+    from pipeline.errors import ArtganError
+
+    with pytest.raises(ArtganError, match=r"eval\.device is 'cuda' but no CUDA device is available"):
+        feature_device("cuda")
+
+
+def test_extraction_runs_in_true_fp32_and_restores_the_tf32_flags(networks, monkeypatch):
+    # TF32 convolutions (cuDNN's default) move features by ~1e-2 relative: off while extracting, then as before
+    _, fast = networks
+    seen = []
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    real_forward = fast.forward
+    monkeypatch.setattr(fast, "forward", lambda x: (seen.append(
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)), real_forward(x))[1])
+    extract_features(fast, random_uint8(2, 32, seed=3).numpy(), batch_size=2)
+    assert seen == [(False, False)]
+    assert torch.backends.cudnn.allow_tf32 is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_features_on_cuda_equal_the_cpu_features(networks):
+    _, fast = networks
+    images = random_uint8(6, 32, seed=11).numpy()
+    cpu = extract_features(fast, images, batch_size=3)
+    gpu = extract_features(FastInception(networks[0]).cuda(), images, batch_size=3)
+    assert np.abs(gpu - cpu).max() / np.abs(cpu).max() < 1e-4
 
 
 def test_fused_heads_and_stem_batches_give_the_unfused_features(networks, monkeypatch):

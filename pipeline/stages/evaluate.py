@@ -44,15 +44,18 @@ def generate_uint8(G, z_dim: int, n: int, seed: int, batch_size: int, class_coun
     set's class frequencies, so the samples are compared with a like-for-like real distribution."""
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
+    from pipeline.metrics.inception import model_device, true_fp32
+
+    device = model_device(G)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same latents whatever G's device
     weights = torch.tensor(list(class_counts), dtype=torch.float64) if len(class_counts) else None
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), true_fp32():
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             z = torch.randn(b, z_dim, generator=gen)
             y = torch.multinomial(weights, b, replacement=True, generator=gen) if weights is not None else None
-            out.append(to_uint8(G(z, y)).numpy())
+            out.append(to_uint8(G(z.to(device), y.to(device) if y is not None else None)).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -83,10 +86,13 @@ def _fid(model, images: np.ndarray, reference, batch_size: int, progress: str) -
 
 def fid_curve(cfg: Config, model, reference, class_counts: list[int]) -> list[dict]:
     """FID of every training snapshot, all from the same latents (eval.seed)."""
+    from pipeline.metrics.inception import model_device
+
     e = cfg.eval
     rows = []
+    device = model_device(model)
     for step, G in load_snapshots(cfg) if e.curve_samples else ():
-        fake = generate_uint8(G, G.z_dim, e.curve_samples, e.seed, e.batch_size, class_counts)
+        fake = generate_uint8(G.to(device), G.z_dim, e.curve_samples, e.seed, e.batch_size, class_counts)
         fid, _ = _fid(model, fake, reference, e.batch_size, progress=f"FID curve, step {step}")
         rows.append({"step": step, "fid": round(fid, 4), "n_samples": e.curve_samples})
     return rows
@@ -94,7 +100,7 @@ def fid_curve(cfg: Config, model, reference, class_counts: list[int]) -> list[di
 
 def run(cfg: Config) -> dict:
     from pipeline.metrics.fid import Reference
-    from pipeline.metrics.inception import FastInception
+    from pipeline.metrics.inception import FastInception, feature_device
     from pipeline.metrics.kid import kid
     from pipeline.metrics.knn import heldout_copy_rate, memorisation, precision_recall
 
@@ -104,9 +110,11 @@ def run(cfg: Config) -> dict:
     stats = np.load(require(processed / STATS, "preprocess"))
     images = np.load(require(processed / IMAGES, "preprocess"), mmap_mode="r")
     real_feats = stats["features"]
+    device = feature_device(e.device)
     G, z_dim, _, class_counts = load_generator(cfg)
+    G = G.to(device)
     require(Path(cfg.train.out_dir) / SNAPSHOTS, "train")  # fail now, not after minutes of work
-    model = FastInception()
+    model = FastInception().to(device)
     with tracking.resume_run("evaluate", run_file(cfg)) as mlrun:
         if cfg.registry.enabled:
             registry.check_name(cfg.registry.name)  # a name collision fails now, not after minutes of work

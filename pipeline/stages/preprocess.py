@@ -441,16 +441,17 @@ def reference_indices(n: int, limit: int, seed: int = 0) -> np.ndarray:
 
 def run(cfg: Config) -> dict:
     from pipeline.metrics.fid import statistics
-    from pipeline.metrics.inception import FastInception, extract_features
+    from pipeline.metrics.inception import FastInception, extract_features, feature_device
 
     size = cfg.data.image_size
+    device = feature_device(cfg.eval.device)  # a bad value fails now, before the images are built
     with atomic_dir(cfg.data.processed_dir) as tmp:
         built = build(cfg, tmp)
         images = np.load(tmp / IMAGES, mmap_mode="r")  # read in batches; never one whole copy in memory
         set_threads(cfg)
         ref = reference_indices(len(images), cfg.preprocess.fid_real_images)
         subset = images if len(ref) == len(images) else images[ref]
-        feats = extract_features(FastInception(), subset, cfg.preprocess.fid_batch_size, progress="real FID features")
+        feats = extract_features(FastInception().to(device), subset, cfg.preprocess.fid_batch_size, progress="real FID features")
         mu, sigma = statistics(feats)
         np.savez(tmp / STATS, mu=mu, sigma=sigma, features=feats, indices=ref, image_size=size,
                  digest=np.array(built["dataset_digest"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,8 @@ def run(cfg: Config) -> dict:
     key = checkpoint.config_key(cfg, digest)
 
     device = pick_device(t.device)
+    if device.type == "cuda":  # deterministic cuBLAS (read when its first handle is made): bitwise resume on GPU too
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     world = dist.init(device.type)
     try:
         if device.type == "cuda":

@@ -77,7 +77,9 @@ class Trainer:
         self.z_dim = m.z_dim
         self.loss = LOSSES[t.loss]
         self.amp = device.type == "cuda" and t.amp in ("auto", "bf16")
-        self.channels_last = device.type == "cuda"
+        # channels_last for cuDNN's NHWC kernels; not under torch.compile, which picks its own layouts (and in
+        # torch 2.11 failed a stride assertion in the backward of G's first transposed convolution with it)
+        self.channels_last = device.type == "cuda" and not t.compile
 
         torch.manual_seed(t.seed)
         G, D = build(m.arch, cfg.data.image_size, m.z_dim, m.g_channels, m.d_channels,
