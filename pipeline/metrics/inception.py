@@ -363,6 +363,6 @@ def extract_features(model: nn.Module, images: np.ndarray, batch_size: int = 50,
     starts = range(0, len(images), batch_size)
     with torch.inference_mode(), true_fp32():
         for s in tqdm(starts, desc=progress, unit="batch", disable=progress is None, leave=False):
-            batch = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(device)
+            batch = torch.from_numpy(np.array(images[s : s + batch_size])).to(device)  # a copy: a read-only memmap stays unwritten
             out[s : s + len(batch)] = model(to_network_input(batch)).float().cpu().numpy()
     return out
