@@ -124,6 +124,8 @@ def test_evaluate_and_render_log_into_the_training_run(pipeline_run):
     run_id = out["train"]["run_id"]
     metrics = client.get_run(run_id).data.metrics
     assert {"fid", "kid_mean", "kid_std", "precision", "recall", "copy_rate"} <= set(metrics)
+    # eval.device is auto: the run says where the features were computed
+    assert client.get_run(run_id).data.tags["eval_device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {"memorisation.png", "index.html", "render"} <= top
     rendered = {a.path for a in client.list_artifacts(run_id, "render")}

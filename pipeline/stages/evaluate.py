@@ -116,6 +116,7 @@ def run(cfg: Config) -> dict:
     require(Path(cfg.train.out_dir) / SNAPSHOTS, "train")  # fail now, not after minutes of work
     model = FastInception().to(device)
     with tracking.resume_run("evaluate", run_file(cfg)) as mlrun:
+        mlrun.set_tags({"eval_device": device.type})  # eval.device may say auto: record where it ran
         if cfg.registry.enabled:
             registry.check_name(cfg.registry.name)  # a name collision fails now, not after minutes of work
         reference = Reference(stats["mu"], stats["sigma"])  # the real covariance's root, once for every FID
