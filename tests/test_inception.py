@@ -70,17 +70,28 @@ def test_asking_for_cuda_without_it_is_a_one_line_error_naming_the_param():
         feature_device("cuda")
 
 
-def test_extraction_runs_in_true_fp32_and_restores_the_tf32_flags(networks, monkeypatch):
-    # TF32 convolutions (cuDNN's default) move features by ~1e-2 relative: off while extracting, then as before
-    _, fast = networks
-    seen = []
+def cuda_flags():
+    c = torch.backends.cudnn
+    return c.allow_tf32, c.deterministic, c.benchmark, torch.get_float32_matmul_precision()
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_exact_gpu_turns_tf32_off_on_cuda_and_restores_every_setting(monkeypatch, deterministic):
+    # TF32 convolutions (cuDNN's default) move FID features by ~1e-2 relative: off on CUDA, then as before.
+    # The flags are process-wide settings that exist without a GPU, so this runs anywhere.
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    real_forward = fast.forward
-    monkeypatch.setattr(fast, "forward", lambda x: (seen.append(
-        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)), real_forward(x))[1])
-    extract_features(fast, random_uint8(2, 32, seed=3).numpy(), batch_size=2)
-    assert seen == [(False, False)]
-    assert torch.backends.cudnn.allow_tf32 is True
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        with inception.exact_gpu(torch.device("cpu"), deterministic):
+            assert cuda_flags() == (True, False, True, "high")  # not on CUDA: nothing changes
+        with inception.exact_gpu(torch.device("cuda"), deterministic):
+            assert cuda_flags() == (False, deterministic, not deterministic, "highest")
+        assert cuda_flags() == (True, False, True, "high")
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

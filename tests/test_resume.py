@@ -1,7 +1,7 @@
 """Resume and multi-process training, through the real command in subprocesses.
 
 - SIGKILL at a random step, run `artgan train` again: the final weights are bitwise those of a run
-  that was never interrupted (CPU).
+  that was never interrupted (CPU; on CUDA, bench/cuda_check.py checks the same on a GPU).
 - torchrun with 2 gloo processes gives the weights of 1 process with the same global batch (float
   tolerance), and a checkpoint written at one world size resumes at another.
 """
@@ -117,3 +117,15 @@ def test_two_gloo_processes_match_one_process_and_resume_across_world_sizes(work
     r = artgan(["train", "--params", str(rest)], tmp_path, env)
     assert r.returncode == 0 and "resuming from step 3" in r.stdout, r.stdout[-1000:] + r.stderr[-2000:]
     _close(a, weights(tmp_path, "mixed"), tol=1e-3)
+
+
+@pytest.mark.parametrize("preset, expected", [(None, ":4096:8"), (":16:8", ":16:8")])
+def test_importing_the_package_asks_for_deterministic_cublas_and_keeps_a_users_choice(preset, expected):
+    # cuBLAS reads CUBLAS_WORKSPACE_CONFIG once, at its first handle: set on import, before any CUDA work,
+    # so a resumed GPU run can end bitwise where an uninterrupted one would (checked on an H200)
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    if preset:
+        env["CUBLAS_WORKSPACE_CONFIG"] = preset
+    out = subprocess.run([sys.executable, "-c", "import os, pipeline; print(os.environ['CUBLAS_WORKSPACE_CONFIG'])"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

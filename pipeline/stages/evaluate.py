@@ -44,13 +44,13 @@ def generate_uint8(G, z_dim: int, n: int, seed: int, batch_size: int, class_coun
     set's class frequencies, so the samples are compared with a like-for-like real distribution."""
     import torch
 
-    from pipeline.metrics.inception import model_device, true_fp32
+    from pipeline.metrics.inception import exact_gpu, model_device
 
     device = model_device(G)
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same latents whatever G's device
     weights = torch.tensor(list(class_counts), dtype=torch.float64) if len(class_counts) else None
     out = []
-    with torch.no_grad(), true_fp32():
+    with torch.no_grad(), exact_gpu(device, deterministic=True):  # the same samples on every run
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             z = torch.randn(b, z_dim, generator=gen)
@@ -93,6 +93,7 @@ def fid_curve(cfg: Config, model, reference, class_counts: list[int]) -> list[di
     device = model_device(model)
     for step, G in load_snapshots(cfg) if e.curve_samples else ():
         fake = generate_uint8(G.to(device), G.z_dim, e.curve_samples, e.seed, e.batch_size, class_counts)
+        G.cpu()  # one snapshot on the device at a time
         fid, _ = _fid(model, fake, reference, e.batch_size, progress=f"FID curve, step {step}")
         rows.append({"step": step, "fid": round(fid, 4), "n_samples": e.curve_samples})
     return rows

@@ -2,7 +2,7 @@
 
 Resumes automatically: the state is checkpointed every `train.checkpoint_every` steps under
 `train.checkpoint_dir/<key>/`, where the key hashes the configuration and the data; a killed run picks
-up from there and ends bitwise where an uninterrupted run would (CPU). Multi-process: `artgan train
+up from there and ends bitwise where an uninterrupted run would (CPU; on CUDA too, checked on an H200). Multi-process: `artgan train
 --nproc N` (torchrun); rank 0 alone logs and writes.
 """
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -127,9 +126,7 @@ def run(cfg: Config) -> dict:
     digest = data_digest(images, labels)
     key = checkpoint.config_key(cfg, digest)
 
-    device = pick_device(t.device)
-    if device.type == "cuda":  # deterministic cuBLAS (read when its first handle is made): bitwise resume on GPU too
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    device = pick_device(t.device)  # CUBLAS_WORKSPACE_CONFIG is set on import of the package (pipeline/__init__.py)
     world = dist.init(device.type)
     try:
         if device.type == "cuda":
