@@ -24,15 +24,13 @@ from pathlib import Path
 
 
 def config(root: Path, device: str, steps: int, compile_: bool, every: int):
-    from pipeline.config import load
+    from pipeline.config import load, parse
 
     raw = load().model_dump(by_alias=True)
     raw["train"].update(device=device, steps=steps, compile=compile_, checkpoint_every=every, snapshot_every=0,
                         sample_every=10**9, log_every=max(1, steps // 10), checkpoint_dir=str(root / "checkpoints"),
                         out_dir=str(root / "models"))
     raw["reports_dir"] = str(root / "reports")
-    from pipeline.config import parse
-
     return parse(raw)
 
 

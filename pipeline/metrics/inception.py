@@ -330,12 +330,11 @@ class FastInception(nn.Module):
 
 
 def feature_device(name: str = "auto") -> torch.device:
-    """Where FID features (and evaluate's samples) are computed: 'auto' is CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ArtganError("eval.device is 'cuda' but no CUDA device is available; use eval.device=auto or cpu")
-    return torch.device(name)
+    """Where FID features (and evaluate's samples) are computed (`eval.device`): 'auto' is CUDA when available,
+    else CPU (not MPS, which has no float64)."""
+    from pipeline.device import pick_device
+
+    return pick_device(name, key="eval.device", mps=False)
 
 
 @contextlib.contextmanager

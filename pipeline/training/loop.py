@@ -18,24 +18,10 @@ import torch
 from torch import nn
 
 from pipeline.augment import diff_augment
+from pipeline.device import pick_device  # noqa: F401  (re-exported: the stage and the benches import it from here)
 from pipeline.errors import ArtganError
 from pipeline.losses import LOSSES, clip_weights, gradient_penalty, r1_penalty
 from pipeline.training import checkpoint, dist
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ArtganError("train.device is 'cuda' but no CUDA device is available; use train.device=auto or cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ArtganError("train.device is 'mps' but MPS is not available; use train.device=auto or cpu")
-    return torch.device(name)
 
 
 def grad_norm(module: nn.Module) -> torch.Tensor:
