@@ -66,7 +66,8 @@ def compare(a: dict, b: dict) -> tuple[bool, float]:
 
 def eval_check(n: int) -> None:
     """evaluate's two device-dependent steps, on the GPU and on the CPU: samples of one generator (same
-    latents) and their FID features; then FID of each against the other device's statistics' source."""
+    latents), then the FID features of the same samples on each device and, per device, the FID of the
+    first half of the samples against the second half."""
     import numpy as np
     import torch
 
