@@ -5,6 +5,8 @@ Resize/CenterCrop/ToTensor/Normalize, a DataLoader (2 workers, shuffled), BCE on
 D passes per iteration with D's weight gradients computed in G's step too. Both train the same DCGAN
 (64 px, 64 channels, z 100, batch 64) with the same losses (non-saturating), measured in the same run.
 The ceiling is the step's FLOPs (torch's FLOP counter) at this machine's measured fp32 matmul rate.
+artgan also runs with `train.amp` the other way from its default: on a CPU with bf16 autocast (oneDNN runs
+it on AMX or AVX512-BF16 where the CPU has them; a second ceiling row at the bf16 matmul rate), on CUDA in fp32.
 
     python bench/train_throughput.py [--steps 15] [--repeats 3] [--size 64] [--channels 64] [--compile]
 Needs data/raw (`dvc repro fetch`).
@@ -23,8 +25,8 @@ from torch import nn
 RAW = Path("data/raw")
 
 
-def peak_gflops(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def peak_gflops(n: int = 2048, reps: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     t0 = time.perf_counter()
     for _ in range(reps):
@@ -95,13 +97,15 @@ def load_uint8(size: int, n: int) -> np.ndarray:
     return np.stack([to_rgb_square(p, size, (255, 255, 255)) for p in paths])
 
 
-def artgan_trainer(size: int, ch: int, batch: int, device: torch.device, compile_: bool, images: np.ndarray):
+def artgan_trainer(size: int, ch: int, batch: int, device: torch.device, compile_: bool, images: np.ndarray,
+                   amp: str = "auto"):
     from pipeline.config import parse
     from pipeline.training.dist import World
     from pipeline.training.loop import Data, Trainer
 
     cfg = parse({"data": {"image_size": size}, "model": {"arch": "dcgan", "g_channels": ch, "d_channels": ch},
-                 "train": {"batch_size": batch, "loss": "ns", "ema_decay": 0.0, "augment": [], "compile": compile_}})
+                 "train": {"batch_size": batch, "loss": "ns", "ema_decay": 0.0, "augment": [], "compile": compile_,
+                           "amp": amp}})
     data = Data(images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device), labels=None, n_classes=0)
     return Trainer(cfg, data, World(), device)
 
@@ -159,6 +163,10 @@ def main() -> None:
     trainer = artgan_trainer(args.size, args.channels, args.batch, device, False, images)
     add("artgan Trainer.gan_step", artgan_loop(trainer, args.steps, args.repeats, args.batch, device))
     flops = step_flops(trainer)
+    other = "off" if device.type == "cuda" else "bf16"  # the default's opposite: fp32 on CUDA, bf16 autocast on a CPU
+    add(f"artgan Trainer.gan_step, train.amp: {other}",
+        artgan_loop(artgan_trainer(args.size, args.channels, args.batch, device, False, images, other),
+                    args.steps, args.repeats, args.batch, device))
     if args.compile:
         try:
             ct = artgan_trainer(args.size, args.channels, args.batch, device, True, images)
@@ -180,6 +188,8 @@ def main() -> None:
         peak = 2 * 8192**3 * 10 / (time.perf_counter() - t0) / 1e9
     else:
         peak = peak_gflops()
+    # the ceiling of bf16 autocast (the amp row on a CPU): the step's FLOPs at the measured bf16 matmul rate
+    peak16 = None if device.type == "cuda" else peak_gflops(dtype=torch.bfloat16)
     ceiling = peak * 1e9 / (flops / args.batch)
     ref_med = statistics.median(ref)
     print(f"\nstep: {flops / 1e9:.1f} GFLOP per batch of {args.batch} ({flops / args.batch / 1e9:.2f} GFLOP/img); "
@@ -188,7 +198,11 @@ def main() -> None:
     for name, rates in rows:
         med = statistics.median(rates)
         print(f"| {name} | {med:.1f} ({min(rates):.1f}–{max(rates):.1f}) | {med / ref_med:.2f} | {100 * med / ceiling:.0f}% |")
-    print(f"| FLOP ceiling | {ceiling:.0f} | {ceiling / ref_med:.2f} | 100% |")
+    print(f"| FLOP ceiling (fp32) | {ceiling:.0f} | {ceiling / ref_med:.2f} | 100% |")
+    if peak16:
+        c16 = peak16 * 1e9 / (flops / args.batch)
+        print(f"| FLOP ceiling (bf16, {peak16:.0f} GFLOP/s; oneDNN bf16 support: "
+              f"{torch.ops.mkldnn._is_mkldnn_bf16_supported()}) | {c16:.0f} | {c16 / ref_med:.2f} | |")
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ class TrainCfg(Section):
     snapshot_every: NonNegInt = 1000  # keep the sampling generator every K steps (FID curve, progress strip); 0 = final only
     checkpoint_dir: str = ".artgan/checkpoints"  # one sub-folder per configuration; outside DVC's outputs
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda -> mps -> cpu, at run time
-    amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, off elsewhere
+    amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, off elsewhere; bf16: on any device
     compile: bool = False  # torch.compile G and D (GPU; slow to start on CPU)
     threads: NonNegInt = 0  # 0 = all cores; also bounds preprocess and evaluate
     out_dir: str = "models"

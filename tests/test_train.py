@@ -312,3 +312,32 @@ def test_gradient_penalty_trains_a_critic_without_batch_norm(processed, tmp_path
     _, out_w, _ = train(tmp_path, "w", train={"loss": "wgan", "steps": 1})
     assert not any("running_mean" in k for k in load_ckpt(out_gp)["discriminator"])
     assert any("running_mean" in k for k in load_ckpt(out_w)["discriminator"])
+
+
+def test_bf16_autocast_on_cpu_when_asked_and_it_still_resumes_bitwise(processed, tmp_path):
+    # train.amp: bf16 runs G and D under CPU autocast (oneDNN uses AMX / AVX512-BF16 where the CPU has them);
+    # `auto` keeps the CPU in fp32. Weights and optimiser state stay fp32, and a resume is still bitwise.
+    from pipeline.training.dist import World
+    from pipeline.training.loop import Data, Trainer
+
+    images = torch.from_numpy(np.load(processed / "images.npy")).permute(0, 3, 1, 2).contiguous()
+    seen = {}
+    for amp in ("auto", "bf16"):
+        cfg = parse(tiny_cfg(tmp_path, train={"amp": amp, "augment": []}))
+        trainer = Trainer(cfg, Data(images=images, labels=None, n_classes=0), World(), torch.device("cpu"))
+        convs = [m for m in trainer.D.modules() if isinstance(m, torch.nn.Conv2d)]
+        convs[-1].register_forward_hook(lambda m, i, o, amp=amp: seen.setdefault(amp, o.dtype) and None)
+        out = trainer.gan_step(1)
+        assert all(math.isfinite(v.item()) for v in out.values())
+        assert {p.dtype for p in trainer.G.parameters()} == {torch.float32}
+    assert seen == {"auto": torch.float32, "bf16": torch.bfloat16}
+
+    common = {"amp": "bf16", "checkpoint_every": 4}
+    _, out_long, _ = train(tmp_path, "long16", train={"steps": 8, **common})
+    train(tmp_path, "part16", train={"steps": 4, "checkpoint_dir": str(tmp_path / "ckpt16"), **common})
+    _, out_part, _ = train(tmp_path, "part16", train={"steps": 8, "checkpoint_dir": str(tmp_path / "ckpt16"), **common})
+    _, out_fp32, _ = train(tmp_path, "fp32", train={"steps": 8, "checkpoint_every": 4})
+    a, b, c = load_ckpt(out_long), load_ckpt(out_part), load_ckpt(out_fp32)
+    for key in ("generator", "discriminator"):
+        assert same_weights(a[key], b[key]), key
+    assert not same_weights(a["generator"], c["generator"])  # bf16 really changed the arithmetic

@@ -62,10 +62,12 @@ class Trainer:
         self.lo = world.rank * self.local
         self.z_dim = m.z_dim
         self.loss = LOSSES[t.loss]
-        self.amp = device.type == "cuda" and t.amp in ("auto", "bf16")
-        # channels_last for cuDNN's NHWC kernels; not under torch.compile, which picks its own layouts (and in
-        # torch 2.11 failed a stride assertion in the backward of G's first transposed convolution with it)
-        self.channels_last = device.type == "cuda" and not t.compile
+        # bf16 autocast: `auto` on CUDA; `bf16` anywhere (on a CPU with AMX or AVX512-BF16 oneDNN runs it natively)
+        self.amp = t.amp == "bf16" or (t.amp == "auto" and device.type == "cuda")
+        # channels_last for cuDNN's NHWC kernels, and for oneDNN's AMX bf16 ones on a CPU (fp32 on the CPU stays
+        # NCHW, as the default's published numbers were made); not under torch.compile, which picks its own layouts
+        # (and in torch 2.11 failed a stride assertion in the backward of G's first transposed convolution with it)
+        self.channels_last = (device.type == "cuda" or (device.type == "cpu" and self.amp)) and not t.compile
 
         torch.manual_seed(t.seed)
         G, D = build(m.arch, cfg.data.image_size, m.z_dim, m.g_channels, m.d_channels,
@@ -112,7 +114,7 @@ class Trainer:
         return diff_augment(x, self.t.augment, self.t.augment_p, self.gen, total=self.t.batch_size, offset=self.lo)
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
 
     # ---------------------------------------------------------------- one optimisation step
     def _check(self, values: dict[str, torch.Tensor], step: int) -> None:
