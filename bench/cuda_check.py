@@ -95,12 +95,12 @@ def eval_check(n: int) -> None:
     fids = []
     for model in (FastInception(), FastInception().to(dev)):
         t0 = time.perf_counter()
-        feats = extract_features(model, on_cpu, cfg.eval.batch_size)
+        feats = extract_features(model, on_cpu, cfg.eval.batch_size, precision=cfg.eval.fid_precision)
         dt = time.perf_counter() - t0
         (m1, s1), (m2, s2) = statistics(feats[:half]), statistics(feats[half:])
         fids.append((frechet_distance(m1, s1, m2, s2), feats, n / dt))
     (fc, fcpu, rc), (fd, fdev, rd) = fids
-    print(f"check: features of the same {n} samples on {dev} vs the CPU: max rel diff "
+    print(f"check: features ({cfg.eval.fid_precision}) of the same {n} samples on {dev} vs the CPU: max rel diff "
           f"{np.abs(fdev - fcpu).max() / np.abs(fcpu).max():.1e}; FID (first half vs second half) {fd:.6f} vs "
           f"{fc:.6f}, relative difference {abs(fd - fc) / fc:.1e}; extract_features {rd:.0f} vs {rc:.1f} img/s",
           flush=True)

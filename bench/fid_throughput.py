@@ -7,14 +7,15 @@ All paths get the same uint8 images (OpenMoji glyphs, 32 px, rendered offline) a
 - the TorchScript network as shipped, fed `to_network_input` (it has no resize of its own);
 - torch-fidelity's `inception-v3-compat` extractor with the shipped weights converted to its layout
   (uint8 N×3×H×W in, its own TF1 resize), as `calculate_metrics` runs it;
-- optionally (--cleanfid) clean-fid's legacy_tensorflow `InceptionV3W` (NVIDIA's grid_sample resize).
+- optionally (--cleanfid) clean-fid's legacy_tensorflow `InceptionV3W` (NVIDIA's grid_sample resize);
+- optionally (--fp16) artgan with `eval.fid_precision: fp16` (float16 autocast: GPU tensor cores).
 Paths alternate within each repeat after a warm-up batch each, so load on the machine hits them alike.
 The features' max relative difference is max|f - f_shipped| / max|f_shipped| over all images.
 The ceiling is the network's FLOPs per image (torch's FLOP counter: 2 per multiply-add, 11.4 G; the often
 quoted "5.7 GFLOPs" of Inception-v3 are multiply-adds) at the measured fp32 matmul rate (2·n³ per product).
 On a GPU (or with --fid) it also compares FID of two image sets, artgan vs torch-fidelity end to end.
 
-    python bench/fid_throughput.py [--n 32] [--batch 16] [--repeats 3] [--device auto] [--threads N]
+    python bench/fid_throughput.py [--n 32] [--batch 16] [--repeats 3] [--device auto] [--threads N] [--fp16]
     python bench/fid_throughput.py --n 512 --save-images sets.npz   # then --images sets.npz elsewhere
 """
 from __future__ import annotations
@@ -95,7 +96,7 @@ def flops_per_image(tf_extractor: torch.nn.Module, device: torch.device) -> floa
     return float(fc.get_total_flops())
 
 
-def make_paths(device: torch.device, cache: Path, with_cleanfid: bool):
+def make_paths(device: torch.device, cache: Path, with_cleanfid: bool, fp16: bool = False):
     """name -> (function of one uint8 batch, the input layout it takes); each returns float32 features on CPU."""
     from pipeline.metrics import references
     from pipeline.metrics.inception import FEATURE_DIM, FastInception, extract_features, load_shipped, to_network_input
@@ -114,6 +115,9 @@ def make_paths(device: torch.device, cache: Path, with_cleanfid: bool):
             lambda x: shipped(to_network_input(x)).reshape(-1, FEATURE_DIM).cpu(), "nhwc"),
         "torch-fidelity inception-v3-compat": (lambda x: tf(x)[0].cpu(), "nchw"),
     }
+    if fp16:  # eval.fid_precision: fp16 (float16 autocast; tensor cores on a GPU)
+        paths["artgan FastInception, fp16"] = (
+            lambda x: torch.from_numpy(extract_features(fast, x.numpy(), batch_size=len(x), precision="fp16")), "host")
     if with_cleanfid:
         cf = references.cleanfid_extractor(cache, device)
         paths["clean-fid legacy_tensorflow"] = (lambda x: cf(x.float()).cpu(), "nchw")
@@ -147,9 +151,11 @@ def fid_comparison(paths, images_a: np.ndarray, batch: int, device: torch.device
     from pipeline.metrics.fid import frechet_distance, statistics
 
     images_b = second_set(len(images_a), images_a.shape[1])
-    fn, layout = paths["artgan FastInception"]
-    (m1, s1), (m2, s2) = (statistics(features(fn, im, layout, batch, device)) for im in (images_a, images_b))
-    ours = frechet_distance(m1, s1, m2, s2)
+    ours = {}
+    for name in (n for n in paths if n.startswith("artgan")):
+        fn, layout = paths[name]
+        (m1, s1), (m2, s2) = (statistics(features(fn, im, layout, batch, device)) for im in (images_a, images_b))
+        ours[name] = frechet_distance(m1, s1, m2, s2)
     with tempfile.TemporaryDirectory() as tmp:
         dirs = []
         for name, imgs in (("a", images_a), ("b", images_b)):
@@ -159,8 +165,8 @@ def fid_comparison(paths, images_a: np.ndarray, batch: int, device: torch.device
                 Image.fromarray(np.ascontiguousarray(im)).save(d / f"{i:04d}.png")
             dirs.append(d)
         theirs = references.torch_fidelity_fid(dirs[0], dirs[1], cache, device=device.type, batch_size=batch)
-    return (f"FID of two sets of {len(images_a)} images: artgan {ours:.6f}, torch-fidelity {theirs:.6f}, "
-            f"relative difference {abs(ours - theirs) / abs(theirs):.2e}")
+    return "\n".join(f"FID of two sets of {len(images_a)} images: {name} {fid:.6f}, torch-fidelity {theirs:.6f}, "
+                     f"relative difference {abs(fid - theirs) / abs(theirs):.2e}" for name, fid in ours.items())
 
 
 def main() -> None:
@@ -174,6 +180,7 @@ def main() -> None:
     ap.add_argument("--cleanfid", action="store_true", help="also time clean-fid's extractor")
     ap.add_argument("--fid", action="store_true", help="compare FID with torch-fidelity on CPU too (always on GPU)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 on GPU for the reference paths (artgan's extract_features stays fp32)")
+    ap.add_argument("--fp16", action="store_true", help="also time artgan with eval.fid_precision: fp16 (and its FID)")
     ap.add_argument("--cache", default=None, help="directory for the converted reference weights (default: temp)")
     ap.add_argument("--images", default=None, help="read the two image sets from this .npz (see --save-images)")
     ap.add_argument("--save-images", default=None, help="write the two image sets (--n, --size) to this .npz and stop")
@@ -198,7 +205,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(args.cache) if args.cache else Path(tmp)
-        paths, tf = make_paths(device, cache, args.cleanfid)
+        paths, tf = make_paths(device, cache, args.cleanfid, args.fp16)
         nhwc = torch.from_numpy(images)
         inputs = {"host": list(nhwc.split(args.batch)),  # extract_features uploads each batch itself
                   "nhwc": [b.to(device) for b in nhwc.split(args.batch)],
@@ -213,7 +220,7 @@ def main() -> None:
                 rate, f = run_path(fn, inputs[layout], device)
                 rates[name].append(rate)
                 feats.setdefault(name, f)
-            print("  " + ", ".join(f"{k.split()[0]} {v[-1]:.1f}" for k, v in rates.items()) + " img/s", flush=True)
+            print("  " + ", ".join(f"{k.split()[0]}{' fp16' if 'fp16' in k else ''} {v[-1]:.1f}" for k, v in rates.items()) + " img/s", flush=True)
 
         flops = flops_per_image(tf, device)
         peak = peak_gflops(device)
@@ -224,7 +231,7 @@ def main() -> None:
         # FLOPs as torch counts them: 2 per multiply-add, as in the matmul rate (2·n³ per n×n product)
         print(f"\nnetwork: {flops / 1e9:.2f} GFLOP ({flops / 2e9:.2f} G multiply-adds) per 299×299 image; "
               f"fp32 matmul measured {peak:.0f} GFLOP/s -> ceiling {ceiling:.1f} img/s\n")
-        print("| path | img/s median (min–max) | × torch-fidelity | % of ceiling | max rel diff of features vs shipped |")
+        print("| path | img/s median (min–max) | × torch-fidelity | % of fp32 ceiling | max rel diff of features vs shipped |")
         print("|---|---:|---:|---:|---:|")
         for name, r in rates.items():
             med = statistics.median(r)

@@ -194,7 +194,7 @@ def main() -> None:
     ref_med = statistics.median(ref)
     print(f"\nstep: {flops / 1e9:.1f} GFLOP per batch of {args.batch} ({flops / args.batch / 1e9:.2f} GFLOP/img); "
           f"fp32 matmul peak measured {peak:.0f} GFLOP/s -> ceiling {ceiling:.0f} img/s\n")
-    print("| loop | img/s median (min–max) | × reference | % of ceiling |\n|---|---:|---:|---:|")
+    print("| loop | img/s median (min–max) | × reference | % of fp32 ceiling |\n|---|---:|---:|---:|")
     for name, rates in rows:
         med = statistics.median(rates)
         print(f"| {name} | {med:.1f} ({min(rates):.1f}–{max(rates):.1f}) | {med / ref_med:.2f} | {100 * med / ceiling:.0f}% |")

@@ -24,10 +24,11 @@ FID_NETWORK = "tf-inception-2015-12-05"
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
 
 
-def protocol(metrics: dict) -> str:
-    """What makes two FIDs comparable besides the data: network, sample counts, image size."""
+def protocol(metrics: dict, precision: str = "fp32") -> str:
+    """What makes two FIDs comparable besides the data: network, sample counts, image size, and the features'
+    precision when it is not fp32 (fp32 protocols read as they did before `eval.fid_precision` existed)."""
     return (f"{FID_NETWORK} n_fake={metrics['fid_n_fake']} n_real={metrics['fid_n_real']} "
-            f"size={metrics['image_size']}")
+            f"size={metrics['image_size']}" + ("" if precision == "fp32" else f" precision={precision}"))
 
 
 def check_name(name: str) -> dict | None:

@@ -111,6 +111,7 @@ def test_unknown_key_under_validate_lists_the_validate_keys():
         ({"train": {"batch_size": 1}}, "train.batch_size"),
         ({"data": {"raw_dir": {"a": 1}}}, "data.raw_dir"),
         ({"eval": {"device": "tpu"}}, "eval.device"),
+        ({"eval": {"fid_precision": "bf16"}}, "eval.fid_precision"),
     ],
 )
 def test_ill_typed_or_out_of_range_value_names_the_key(raw, key):

@@ -132,6 +132,22 @@ def test_evaluate_and_render_log_into_the_training_run(pipeline_run):
     assert {"render/grid.png", "render/interp.gif", "render/progress.png", "render/fid_curve.png"} <= rendered
 
 
+def test_real_statistics_of_another_precision_are_refused_before_any_work(pipeline_run):
+    from pipeline.errors import ArtganError
+    from pipeline.stages import evaluate
+
+    cfg, _, _ = pipeline_run
+    stats = Path(cfg.data.processed_dir) / "fid_stats.npz"
+    assert str(np.load(stats)["precision"]) == "fp32"  # preprocess records the precision of the real features
+    metrics = Path(cfg.reports_dir) / "metrics.json"
+    before = metrics.read_bytes()
+    raw = cfg.model_dump(by_alias=True, mode="json")
+    half = parse({**raw, "eval": {**raw["eval"], "fid_precision": "fp16"}})
+    with pytest.raises(ArtganError, match=r"eval.fid_precision is fp16 but .*fid_stats.npz holds fp32 features; rerun preprocess"):
+        evaluate.run(half)
+    assert metrics.read_bytes() == before
+
+
 def test_conditional_models_get_a_grid_per_class(pipeline_run, tmp_path, monkeypatch):
     from pipeline.data import manifest
     from pipeline.stages import evaluate, render, train

@@ -142,6 +142,20 @@ def test_fid_equals_the_reference_implementation(fids, other):
     assert abs(fids["artgan"] - fids[other]) <= FID_RTOL * abs(fids[other]), fids
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_fp16_features_give_the_references_fid_within_1e_3(sets, ours, fids, device):
+    # eval.fid_precision: fp16 (float16 autocast, meant for GPU tensor cores; on this CPU oneDNN runs it too):
+    # the features move (~1e-2), the FID of the same pair of sets stays within 1e-3 of torch-fidelity's
+    model = FastInception(load_shipped()).to(device)
+    half = [extract_features(model, load_uint8(d), batch_size=16, precision="fp16") for d in sets]
+    assert max_rel(half[0], ours["features"][0]) > FEATURE_RTOL  # fp16 really ran
+    (mu1, s1), (mu2, s2) = statistics(half[0]), statistics(half[1])
+    fid = frechet_distance(mu1, s1, mu2, s2)
+    print("fp16 FID:", fid, "features", max_rel(half[0], ours["features"][0]))  # shown with -s
+    assert abs(fid - fids["torch-fidelity"]) <= FID_RTOL * fids["torch-fidelity"], (fid, fids)
+
+
 def test_the_two_references_agree(fids):
     assert abs(fids["torch-fidelity"] - fids["clean-fid"]) <= FID_RTOL * abs(fids["clean-fid"]), fids
 

@@ -117,6 +117,14 @@ def test_champion_moves_only_for_a_better_fid_on_the_same_data_and_protocol(trai
     assert str(_client().get_model_version_by_alias(NAME, "champion").version) == "1"
 
 
+def test_fp16_features_are_another_protocol_and_fp32_reads_as_before():
+    from pipeline import registry
+
+    m = {"fid_n_fake": 2048, "fid_n_real": 4084, "image_size": 32}
+    assert registry.protocol(m) == registry.protocol(m, "fp32") == "tf-inception-2015-12-05 n_fake=2048 n_real=4084 size=32"
+    assert registry.protocol(m, "fp16") == registry.protocol(m) + " precision=fp16"
+
+
 def test_promote_by_hand_and_its_errors(trained):
     _, _, root, env = trained
     res = _artgan(env, root, "promote", "2", "--alias", "staging")

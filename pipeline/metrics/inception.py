@@ -110,13 +110,14 @@ def _has_fused_cpu_conv() -> bool:
 
 
 # oneDNN convolution with the ReLU applied in its epilogue (the op torch.compile emits for CPU); decided
-# once at import from the build, used per call only for float32 CPU tensors that need no gradient
+# once at import from the build, used per call only for float32 CPU tensors that need no gradient, outside autocast
 FUSED_CPU_CONV = _has_fused_cpu_conv()
 
 
 def conv2d(x: torch.Tensor, conv: nn.Conv2d, relu: bool = True) -> torch.Tensor:
     """conv(x), then ReLU; on CPU one oneDNN call (no separate pass over the output for the ReLU)."""
-    if FUSED_CPU_CONV and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
+    if (FUSED_CPU_CONV and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+            and not torch.is_autocast_enabled("cpu")):  # autocast (eval.fid_precision: fp16) does not reach this op
         return torch.ops.mkldnn._convolution_pointwise(
             x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), 1,
             "relu" if relu else "none", [None], "",
@@ -364,15 +365,28 @@ def model_device(model: nn.Module) -> torch.device:
     return next(iter(model.parameters()), torch.empty(0)).device
 
 
-def extract_features(model: nn.Module, images: np.ndarray, batch_size: int = 50, progress: str | None = None) -> np.ndarray:
-    """2048-d float32 features of uint8 N×H×W×3 images, in batches, on the model's device."""
+PRECISIONS = ("fp32", "fp16")
+
+
+def extract_features(model: nn.Module, images: np.ndarray, batch_size: int = 50, progress: str | None = None,
+                     precision: str = "fp32") -> np.ndarray:
+    """2048-d float32 features of uint8 N×H×W×3 images, in batches, on the model's device.
+
+    `precision` (`eval.fid_precision`): fp32 is exact (`exact_gpu`); fp16 runs the network (not the resize) under
+    float16 autocast, for a GPU's tensor cores — features move ~1e-2 relative, FID ~3e-4 (measured on CPU with two
+    sets of 300 OpenMoji images; bf16 moved that FID 1e-2, so it is not offered)."""
     from tqdm import tqdm
 
+    if precision not in PRECISIONS:
+        raise ArtganError(f"eval.fid_precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
     device = model_device(model)
     out = np.empty((len(images), FEATURE_DIM), dtype=np.float32)
     starts = range(0, len(images), batch_size)
+    half = torch.autocast(device.type, dtype=torch.float16, enabled=precision == "fp16")
     with torch.inference_mode(), exact_gpu(device):
         for s in tqdm(starts, desc=progress, unit="batch", disable=progress is None, leave=False):
             batch = torch.from_numpy(np.array(images[s : s + batch_size])).to(device)  # a copy: a read-only memmap stays unwritten
-            out[s : s + len(batch)] = model(to_network_input(batch)).float().cpu().numpy()
+            x = to_network_input(batch)  # the TF1 resize in fp32 whatever the precision
+            with half:
+                out[s : s + len(batch)] = model(x).float().cpu().numpy()
     return out

@@ -29,6 +29,7 @@ import numpy as np
 
 from pipeline import registry, tracking
 from pipeline.config import Config, set_threads
+from pipeline.errors import ArtganError
 from pipeline.io import atomic_path, require, write_json
 from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 from pipeline.stages.preprocess import IMAGES, STATS
@@ -77,10 +78,11 @@ def pairs_image(fake: np.ndarray, real: np.ndarray, ratios: np.ndarray, scale: i
     return canvas
 
 
-def _fid(model, images: np.ndarray, reference, batch_size: int, progress: str) -> tuple[float, np.ndarray]:
+def _fid(model, images: np.ndarray, reference, batch_size: int, progress: str,
+         precision: str) -> tuple[float, np.ndarray]:
     from pipeline.metrics.inception import extract_features
 
-    feats = extract_features(model, images, batch_size, progress=progress)
+    feats = extract_features(model, images, batch_size, progress=progress, precision=precision)
     return reference.fid(feats), feats
 
 
@@ -94,7 +96,7 @@ def fid_curve(cfg: Config, model, reference, class_counts: list[int]) -> list[di
     for step, G in load_snapshots(cfg) if e.curve_samples else ():
         fake = generate_uint8(G.to(device), G.z_dim, e.curve_samples, e.seed, e.batch_size, class_counts)
         G.cpu()  # one snapshot on the device at a time
-        fid, _ = _fid(model, fake, reference, e.batch_size, progress=f"FID curve, step {step}")
+        fid, _ = _fid(model, fake, reference, e.batch_size, progress=f"FID curve, step {step}", precision=e.fid_precision)
         rows.append({"step": step, "fid": round(fid, 4), "n_samples": e.curve_samples})
     return rows
 
@@ -111,19 +113,23 @@ def run(cfg: Config) -> dict:
     stats = np.load(require(processed / STATS, "preprocess"))
     images = np.load(require(processed / IMAGES, "preprocess"), mmap_mode="r")
     real_feats = stats["features"]
+    made = str(stats["precision"]) if "precision" in stats.files else "fp32"  # statistics from before the param: fp32
+    if made != e.fid_precision:
+        raise ArtganError(f"eval.fid_precision is {e.fid_precision} but {processed / STATS} holds {made} features; "
+                          "rerun preprocess (`dvc repro preprocess`) so real and generated features match")
     device = feature_device(e.device)
     G, z_dim, _, class_counts = load_generator(cfg)
     G = G.to(device)
     require(Path(cfg.train.out_dir) / SNAPSHOTS, "train")  # fail now, not after minutes of work
     model = FastInception().to(device)
     with tracking.resume_run("evaluate", run_file(cfg)) as mlrun:
-        mlrun.set_tags({"eval_device": device.type})  # eval.device may say auto: record where it ran
+        mlrun.set_tags({"eval_device": device.type, "eval_fid_precision": e.fid_precision})  # eval.device may say auto
         if cfg.registry.enabled:
             registry.check_name(cfg.registry.name)  # a name collision fails now, not after minutes of work
         reference = Reference(stats["mu"], stats["sigma"])  # the real covariance's root, once for every FID
         curve = fid_curve(cfg, model, reference, class_counts)
         fake = generate_uint8(G, z_dim, e.n_samples, e.seed, e.batch_size, class_counts)
-        fid, feats = _fid(model, fake, reference, e.batch_size, progress="fake FID features")
+        fid, feats = _fid(model, fake, reference, e.batch_size, progress="fake FID features", precision=e.fid_precision)
         kid_mean, kid_std = kid(real_feats, feats, e.kid_subsets, e.kid_subset_size, seed=e.seed)
 
         rng = np.random.default_rng(e.seed)
@@ -186,4 +192,5 @@ def register(cfg: Config, run_id: str, metrics: dict) -> dict:
         path = Path(tmp) / "generator.pt"
         torch.save(generator_only(ckpt), path)
         uri = tracking.log_generator_model(path, conditional=bool(ckpt.get("classes")))
-    return registry.publish(cfg.registry.name, uri, run_id, metrics["fid"], digest, registry.protocol(metrics))
+    return registry.publish(cfg.registry.name, uri, run_id, metrics["fid"], digest,
+                            registry.protocol(metrics, cfg.eval.fid_precision))

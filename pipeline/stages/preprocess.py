@@ -16,7 +16,7 @@ data.raw_dir — and listed in reports/duplicates.csv.
 
 Outputs under data/processed/: images.npy (N×S×S×3 uint8, written row by row: the stage never holds
 the whole array), manifest.parquet (row i = image i), fid_stats.npz (mu, sigma and the features of the
-reference images, which KID needs; `digest` = the dataset digest). The dataset digest is a sha256 of
+reference images, which KID needs; `digest` = the dataset digest; `precision` = eval.fid_precision). The dataset digest is a sha256 of
 the processed manifest (path, sha256 and label columns, in order); train logs it as the MLflow dataset
 input of the training run.
 """
@@ -451,10 +451,11 @@ def run(cfg: Config) -> dict:
         set_threads(cfg)
         ref = reference_indices(len(images), cfg.preprocess.fid_real_images)
         subset = images if len(ref) == len(images) else images[ref]
-        feats = extract_features(FastInception().to(device), subset, cfg.preprocess.fid_batch_size, progress="real FID features")
+        feats = extract_features(FastInception().to(device), subset, cfg.preprocess.fid_batch_size,
+                                 progress="real FID features", precision=cfg.eval.fid_precision)
         mu, sigma = statistics(feats)
         np.savez(tmp / STATS, mu=mu, sigma=sigma, features=feats, indices=ref, image_size=size,
-                 digest=np.array(built["dataset_digest"]))
+                 digest=np.array(built["dataset_digest"]), precision=np.array(cfg.eval.fid_precision))
         del images, subset
     report = Path(cfg.reports_dir) / DUPLICATES
     write_duplicates(report, built["duplicates"])
