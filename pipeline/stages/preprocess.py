@@ -16,9 +16,9 @@ data.raw_dir — and listed in reports/duplicates.csv.
 
 Outputs under data/processed/: images.npy (N×S×S×3 uint8, written row by row: the stage never holds
 the whole array), manifest.parquet (row i = image i), fid_stats.npz (mu, sigma and the features of the
-reference images, which KID needs; `digest` = the dataset digest; `precision` = eval.fid_precision). The dataset digest is a sha256 of
-the processed manifest (path, sha256 and label columns, in order); train logs it as the MLflow dataset
-input of the training run.
+reference images, which KID needs; `digest` = the dataset digest; `precision` = eval.fid_precision, which
+evaluate checks). The dataset digest is a sha256 of the processed manifest (path, sha256 and label
+columns, in order); train logs it as the MLflow dataset input of the training run.
 """
 from __future__ import annotations
 
