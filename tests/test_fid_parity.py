@@ -146,7 +146,7 @@ def test_fid_equals_the_reference_implementation(fids, other):
     not torch.cuda.is_available(), reason="needs a CUDA device"))])
 def test_fp16_features_give_the_references_fid_within_1e_3(sets, ours, fids, device):
     # eval.fid_precision: fp16 (float16 autocast, meant for GPU tensor cores; on this CPU oneDNN runs it too):
-    # the features move (~1e-2), the FID of the same pair of sets stays within 1e-3 of torch-fidelity's
+    # the features move (~3e-3), the FID of the same pair of sets stays within 1e-3 of torch-fidelity's
     model = FastInception(load_shipped()).to(device)
     half = [extract_features(model, load_uint8(d), batch_size=16, precision="fp16") for d in sets]
     assert max_rel(half[0], ours["features"][0]) > FEATURE_RTOL  # fp16 really ran
