@@ -7,6 +7,7 @@ D passes per iteration with D's weight gradients computed in G's step too. Both 
 The ceiling is the step's FLOPs (torch's FLOP counter) at this machine's measured fp32 matmul rate.
 artgan also runs with `train.amp` the other way from its default: on a CPU with bf16 autocast (oneDNN runs
 it on AMX or AVX512-BF16 where the CPU has them; a second ceiling row at the bf16 matmul rate), on CUDA in fp32.
+The loops take turns round by round, so a shared machine's changes of speed reach every row alike.
 
     python bench/train_throughput.py [--steps 15] [--repeats 3] [--size 64] [--channels 64] [--compile]
 Needs data/raw (`dvc repro fetch`).
@@ -34,7 +35,8 @@ def peak_gflops(n: int = 2048, reps: int = 10, dtype: torch.dtype = torch.float3
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def reference_loop(size: int, ch: int, batch: int, steps: int, repeats: int, device: torch.device) -> list[float]:
+def reference_loop(size: int, ch: int, batch: int, steps: int, device: torch.device):
+    """The classic loop, set up; returns a function that runs `steps` iterations of it."""
     import torchvision.datasets as dset
     import torchvision.transforms as transforms
 
@@ -51,7 +53,6 @@ def reference_loop(size: int, ch: int, batch: int, steps: int, repeats: int, dev
     criterion = nn.BCEWithLogitsLoss()  # D returns logits; the example's Sigmoid+BCELoss is the same work
     optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    rates = []
     it = iter(loader)
 
     def batches():
@@ -63,8 +64,8 @@ def reference_loop(size: int, ch: int, batch: int, steps: int, repeats: int, dev
                 it = iter(loader)
 
     source = batches()
-    for rep in range(repeats + 1):  # the first round warms up (workers, allocator)
-        t0 = time.perf_counter()
+
+    def round_() -> None:
         for _ in range(steps):
             real = next(source)[0].to(device)
             b = real.size(0)
@@ -83,11 +84,8 @@ def reference_loop(size: int, ch: int, batch: int, steps: int, repeats: int, dev
             errG = criterion(netD(fake), label)
             errG.backward()
             optG.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if rep:
-            rates.append(steps * batch / (time.perf_counter() - t0))
-    return rates
+
+    return round_
 
 
 def load_uint8(size: int, n: int) -> np.ndarray:
@@ -110,17 +108,34 @@ def artgan_trainer(size: int, ch: int, batch: int, device: torch.device, compile
     return Trainer(cfg, data, World(), device)
 
 
-def artgan_loop(trainer, steps: int, repeats: int, batch: int, device: torch.device) -> list[float]:
-    rates, step = [], 0
-    for rep in range(repeats + 1):
-        t0 = time.perf_counter()
+def artgan_loop(trainer, steps: int):
+    """Returns a function that runs `steps` more of the trainer's G+D steps."""
+    done = 0
+
+    def round_() -> None:
+        nonlocal done
         for _ in range(steps):
-            step += 1
-            trainer.gan_step(step)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+            done += 1
+            trainer.gan_step(done)
+
+    return round_
+
+
+def timed_rounds(loops: dict, steps: int, repeats: int, batch: int, device: torch.device) -> dict[str, list[float]]:
+    """img/s of each loop over `repeats` rounds, the loops taking turns round by round, so that a shared
+    machine's drift in speed (this VM's moves by tens of % within minutes) reaches every row alike. A first
+    round of each warms up (DataLoader workers, allocator, oneDNN primitives) untimed."""
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    for rep in range(repeats + 1):
+        for name, run in loops.items():
+            t0 = time.perf_counter()
+            run()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if rep:
+                rates[name].append(steps * batch / (time.perf_counter() - t0))
         if rep:
-            rates.append(steps * batch / (time.perf_counter() - t0))
+            print(f"  round {rep}: " + ", ".join(f"{r[-1]:.1f}" for r in rates.values()) + " img/s", flush=True)
     return rates
 
 
@@ -152,30 +167,24 @@ def main() -> None:
           f"batch {args.batch}, {args.steps} steps × {args.repeats} repeats", flush=True)
     images = load_uint8(args.size, 2048)
 
-    rows = []
-
-    def add(name: str, rates: list[float]) -> None:
-        rows.append((name, rates))
-        print(f"  {name}: {', '.join(f'{r:.1f}' for r in rates)} img/s", flush=True)
-
-    ref = reference_loop(args.size, args.channels, args.batch, args.steps, args.repeats, device)
-    add("classic DCGAN loop (DataLoader, 2 workers)", ref)
+    loops = {"classic DCGAN loop (DataLoader, 2 workers)": reference_loop(args.size, args.channels, args.batch, args.steps, device)}
     trainer = artgan_trainer(args.size, args.channels, args.batch, device, False, images)
-    add("artgan Trainer.gan_step", artgan_loop(trainer, args.steps, args.repeats, args.batch, device))
-    flops = step_flops(trainer)
+    loops["artgan Trainer.gan_step"] = artgan_loop(trainer, args.steps)
     other = "off" if device.type == "cuda" else "bf16"  # the default's opposite: fp32 on CUDA, bf16 autocast on a CPU
-    add(f"artgan Trainer.gan_step, train.amp: {other}",
-        artgan_loop(artgan_trainer(args.size, args.channels, args.batch, device, False, images, other),
-                    args.steps, args.repeats, args.batch, device))
+    loops[f"artgan Trainer.gan_step, train.amp: {other}"] = artgan_loop(
+        artgan_trainer(args.size, args.channels, args.batch, device, False, images, other), args.steps)
     if args.compile:
         try:
             ct = artgan_trainer(args.size, args.channels, args.batch, device, True, images)
             t0 = time.perf_counter()
-            artgan_loop(ct, 2, 0, args.batch, device)  # compile outside the timing
+            artgan_loop(ct, 2)()  # compile outside the timing
             print(f"  torch.compile: first two steps {time.perf_counter() - t0:.1f} s", flush=True)
-            add("artgan Trainer.gan_step + torch.compile", artgan_loop(ct, args.steps, args.repeats, args.batch, device))
+            loops["artgan Trainer.gan_step + torch.compile"] = artgan_loop(ct, args.steps)
         except Exception as exc:  # report and go on: the table of the other rows still stands
             print(f"  torch.compile failed: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
+    print("  rows in turn: " + " | ".join(loops), flush=True)
+    rows = list(timed_rounds(loops, args.steps, args.repeats, args.batch, device).items())
+    flops = step_flops(trainer)
 
     if device.type == "cuda":
         a, b = torch.randn(8192, 8192, device=device), torch.randn(8192, 8192, device=device)
@@ -191,13 +200,15 @@ def main() -> None:
     # the ceiling of bf16 autocast (the amp row on a CPU): the step's FLOPs at the measured bf16 matmul rate
     peak16 = None if device.type == "cuda" else peak_gflops(dtype=torch.bfloat16)
     ceiling = peak * 1e9 / (flops / args.batch)
-    ref_med = statistics.median(ref)
+    ref_med = statistics.median(rows[0][1])
     print(f"\nstep: {flops / 1e9:.1f} GFLOP per batch of {args.batch} ({flops / args.batch / 1e9:.2f} GFLOP/img); "
           f"fp32 matmul peak measured {peak:.0f} GFLOP/s -> ceiling {ceiling:.0f} img/s\n")
-    print("| loop | img/s median (min–max) | × reference | % of fp32 ceiling |\n|---|---:|---:|---:|")
+    print("| loop | img/s median (min–max) | × reference (per round: min–max) | % of fp32 ceiling |\n|---|---:|---:|---:|")
     for name, rates in rows:
         med = statistics.median(rates)
-        print(f"| {name} | {med:.1f} ({min(rates):.1f}–{max(rates):.1f}) | {med / ref_med:.2f} | {100 * med / ceiling:.0f}% |")
+        per_round = [r / q for r, q in zip(rates, rows[0][1])]
+        print(f"| {name} | {med:.1f} ({min(rates):.1f}–{max(rates):.1f}) | {med / ref_med:.2f} "
+              f"({min(per_round):.2f}–{max(per_round):.2f}) | {100 * med / ceiling:.0f}% |")
     print(f"| FLOP ceiling (fp32) | {ceiling:.0f} | {ceiling / ref_med:.2f} | 100% |")
     if peak16:
         c16 = peak16 * 1e9 / (flops / args.batch)

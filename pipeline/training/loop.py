@@ -75,6 +75,11 @@ class Trainer:
                      d_batch_norm=not self.loss.gp)  # the gradient penalty is per sample: no batch norm in D
         if world.size > 1:
             G, D = dist.convert_sync_bn(G), dist.convert_sync_bn(D)
+        if device.type == "cpu" and self.amp:  # oneDNN's bf16 weight gradients are slow on small maps
+            from pipeline.training.cpu_conv import use_gemm_weight_grads
+
+            use_gemm_weight_grads(G)
+            use_gemm_weight_grads(D)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.G, self.D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema_decay > 0 else None
