@@ -7,7 +7,8 @@ D passes per iteration with D's weight gradients computed in G's step too. Both 
 The ceiling is the step's FLOPs (torch's FLOP counter) at this machine's measured fp32 matmul rate.
 artgan also runs with `train.amp` the other way from its default: on a CPU with bf16 autocast (oneDNN runs
 it on AMX or AVX512-BF16 where the CPU has them; a second ceiling row at the bf16 matmul rate), on CUDA in fp32.
-The loops take turns round by round, so a shared machine's changes of speed reach every row alike.
+The loops take turns round by round (in a rotating order), so a shared machine's changes of speed reach
+every row alike.
 
     python bench/train_throughput.py [--steps 15] [--repeats 3] [--size 64] [--channels 64] [--compile]
 Needs data/raw (`dvc repro fetch`).
@@ -108,9 +109,9 @@ def artgan_trainer(size: int, ch: int, batch: int, device: torch.device, compile
     return Trainer(cfg, data, World(), device)
 
 
-def artgan_loop(trainer, steps: int):
-    """Returns a function that runs `steps` more of the trainer's G+D steps."""
-    done = 0
+def artgan_loop(trainer, steps: int, start: int = 0):
+    """Returns a function that runs `steps` more of the trainer's G+D steps (numbered on from `start`)."""
+    done = start
 
     def round_() -> None:
         nonlocal done
@@ -123,13 +124,16 @@ def artgan_loop(trainer, steps: int):
 
 def timed_rounds(loops: dict, steps: int, repeats: int, batch: int, device: torch.device) -> dict[str, list[float]]:
     """img/s of each loop over `repeats` rounds, the loops taking turns round by round, so that a shared
-    machine's drift in speed (this VM's moves by tens of % within minutes) reaches every row alike. A first
-    round of each warms up (DataLoader workers, allocator, oneDNN primitives) untimed."""
+    machine's drift in speed (this VM's moves by tens of % within minutes) reaches every row alike. The order
+    rotates each round, so that no row always follows the reference (whose DataLoader workers go on
+    prefetching a few batches after its round). A first round of each warms up (DataLoader workers,
+    allocator, oneDNN primitives) untimed."""
     rates: dict[str, list[float]] = {name: [] for name in loops}
+    names = list(loops)
     for rep in range(repeats + 1):
-        for name, run in loops.items():
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
             t0 = time.perf_counter()
-            run()
+            loops[name]()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if rep:
@@ -179,7 +183,7 @@ def main() -> None:
             t0 = time.perf_counter()
             artgan_loop(ct, 2)()  # compile outside the timing
             print(f"  torch.compile: first two steps {time.perf_counter() - t0:.1f} s", flush=True)
-            loops["artgan Trainer.gan_step + torch.compile"] = artgan_loop(ct, args.steps)
+            loops["artgan Trainer.gan_step + torch.compile"] = artgan_loop(ct, args.steps, start=2)
         except Exception as exc:  # report and go on: the table of the other rows still stands
             print(f"  torch.compile failed: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
     print("  rows in turn: " + " | ".join(loops), flush=True)

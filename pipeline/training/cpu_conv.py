@@ -8,9 +8,10 @@ and 11 ms as one matrix product over NHWC patches (im2col, 2 ms, then a bf16 GEM
 positions computes its weight gradient here; the forward pass and the input gradient stay with oneDNN,
 bit for bit as before. The GEMM accumulates in fp32 and rounds once, as oneDNN does; the order of the sum
 differs, so the weights differ from oneDNN's in the last bits, and the result is deterministic (a resume is
-bitwise). A/B of the whole bf16 step (interleaved rounds): 1.20–1.34× for DCGAN at 64 px, 1.10× at the
+bitwise). Only under CPU autocast: fp32 layers, and the fp32 passes of R1 and the gradient penalty, keep
+PyTorch's own path (the custom Function is twice differentiable all the same). A/B of the whole bf16 step (interleaved rounds): 1.20–1.34× for DCGAN at 64 px, 1.10× at the
 default 32 px model, 0.98× (noise) for resnet at 32 px, whose time goes to its 16×16 and 32×32 maps. In fp32
-the same change measured no gain (1.01×), so fp32 keeps oneDNN.
+the same change measured no gain (1.01×).
 
 `use_gemm_weight_grads(model)` switches a model's eligible layers in place (their class, not their
 parameters: state dicts and checkpoints are unchanged). Eligible: plain `nn.Conv2d` / `nn.ConvTranspose2d`
@@ -76,13 +77,14 @@ def _eligible(m: nn.Module) -> bool:
 
 
 def _apply(m: nn.Module, x: torch.Tensor, small_positions: int):
-    """The GEMM-gradient path when it pays (training, CPU, small map), else None."""
+    """The GEMM-gradient path when it pays (training under CPU autocast, small map), else None. Outside
+    autocast (fp32, and the R1 / gradient-penalty passes, which the trainer runs in fp32) PyTorch's own."""
     w, b = m.weight, m.bias
-    if not (torch.is_grad_enabled() and w.requires_grad and x.device.type == "cpu" and small_positions <= MAX_POSITIONS):
+    if not (torch.is_grad_enabled() and w.requires_grad and x.device.type == "cpu"
+            and torch.is_autocast_enabled("cpu") and small_positions <= MAX_POSITIONS):
         return None
-    if torch.is_autocast_enabled("cpu"):
-        dtype = torch.get_autocast_dtype("cpu")
-        x, w, b = x.to(dtype), w.to(dtype), (b.to(dtype) if b is not None else None)
+    dtype = torch.get_autocast_dtype("cpu")
+    x, w, b = x.to(dtype), w.to(dtype), (b.to(dtype) if b is not None else None)
     with torch.autocast("cpu", enabled=False):
         return _Conv.apply(x, w, b, m.stride[0], m.padding[0], isinstance(m, nn.ConvTranspose2d))
 

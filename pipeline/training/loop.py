@@ -75,7 +75,7 @@ class Trainer:
                      d_batch_norm=not self.loss.gp)  # the gradient penalty is per sample: no batch norm in D
         if world.size > 1:
             G, D = dist.convert_sync_bn(G), dist.convert_sync_bn(D)
-        if device.type == "cpu" and self.amp:  # oneDNN's bf16 weight gradients are slow on small maps
+        if device.type == "cpu" and self.amp and not t.compile:  # oneDNN's bf16 weight gradients: slow on small maps
             from pipeline.training.cpu_conv import use_gemm_weight_grads
 
             use_gemm_weight_grads(G)
