@@ -171,7 +171,8 @@ def main() -> None:
           f"batch {args.batch}, {args.steps} steps × {args.repeats} repeats", flush=True)
     images = load_uint8(args.size, 2048)
 
-    loops = {"classic DCGAN loop (DataLoader, 2 workers)": reference_loop(args.size, args.channels, args.batch, args.steps, device)}
+    loops = {"classic DCGAN loop (DataLoader, 2 workers)":
+             reference_loop(args.size, args.channels, args.batch, args.steps, device)}
     trainer = artgan_trainer(args.size, args.channels, args.batch, device, False, images)
     loops["artgan Trainer.gan_step"] = artgan_loop(trainer, args.steps)
     other = "off" if device.type == "cuda" else "bf16"  # the default's opposite: fp32 on CUDA, bf16 autocast on a CPU

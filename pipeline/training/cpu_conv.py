@@ -9,9 +9,9 @@ positions computes its weight gradient here; the forward pass and the input grad
 bit for bit as before. The GEMM accumulates in fp32 and rounds once, as oneDNN does; the order of the sum
 differs, so the weights differ from oneDNN's in the last bits, and the result is deterministic (a resume is
 bitwise). Only under CPU autocast: fp32 layers, and the fp32 passes of R1 and the gradient penalty, keep
-PyTorch's own path (the custom Function is twice differentiable all the same). A/B of the whole bf16 step (interleaved rounds): 1.20–1.34× for DCGAN at 64 px, 1.10× at the
-default 32 px model, 0.98× (noise) for resnet at 32 px, whose time goes to its 16×16 and 32×32 maps. In fp32
-the same change measured no gain (1.01×).
+PyTorch's own path (the custom Function is twice differentiable all the same). A/B of the whole bf16 step
+(interleaved rounds): 1.20–1.34× for DCGAN at 64 px, 1.10× at the default 32 px model, 0.98× (noise) for
+resnet at 32 px, whose time goes to its 16×16 and 32×32 maps. In fp32 the same change measured no gain (1.01×).
 
 `use_gemm_weight_grads(model)` switches a model's eligible layers in place (their class, not their
 parameters: state dicts and checkpoints are unchanged). Eligible: plain `nn.Conv2d` / `nn.ConvTranspose2d`
