@@ -208,7 +208,8 @@ def main() -> None:
     ref_med = statistics.median(rows[0][1])
     print(f"\nstep: {flops / 1e9:.1f} GFLOP per batch of {args.batch} ({flops / args.batch / 1e9:.2f} GFLOP/img); "
           f"fp32 matmul peak measured {peak:.0f} GFLOP/s -> ceiling {ceiling:.0f} img/s\n")
-    print("| loop | img/s median (min–max) | × reference (per round: min–max) | % of fp32 ceiling |\n|---|---:|---:|---:|")
+    print("| loop | img/s median (min–max) | × reference (per round: min–max) | % of fp32 ceiling |\n"
+          "|---|---:|---:|---:|")
     for name, rates in rows:
         med = statistics.median(rates)
         per_round = [r / q for r, q in zip(rates, rows[0][1])]

@@ -152,7 +152,8 @@ def test_the_trainer_uses_it_for_bf16_on_the_cpu_penalties_included(tmp_path, mo
         return Trainer(parse(tiny_cfg(tmp_path, train=over)), Data(images, None, 0), World(), torch.device("cpu"))
 
     def switched(t):
-        return sum(isinstance(m, (GemmGradConv2d, GemmGradConvTranspose2d)) for net in (t.G, t.D) for m in net.modules())
+        fast = (GemmGradConv2d, GemmGradConvTranspose2d)
+        return sum(isinstance(m, fast) for net in (t.G, t.D) for m in net.modules())
 
     assert switched(trainer(amp="auto")) == switched(trainer(amp="bf16", compile=True)) == 0
     t = trainer(**train)
