@@ -1,4 +1,6 @@
 # The two commands of the README:  `make repro` (set up + run the pipeline)  and  `make test`.
+# `make install` (the .venv) is all `make repro` needs; `make setup`, which `make test` runs, also apt-installs
+# Debian's chromium and postgresql for two of the tests.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,7 +14,7 @@ CHROMIUM := /usr/bin/chromium
 POSTGRES := /usr/bin/pg_ctlcluster
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup repro test clean
+.PHONY: install setup repro test clean
 
 $(BIN)/artgan: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +28,11 @@ $(CHROMIUM):
 $(POSTGRES):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql'
 
-setup: $(BIN)/artgan $(CHROMIUM) $(POSTGRES)
+install: $(BIN)/artgan
 
-repro: setup
+setup: install $(CHROMIUM) $(POSTGRES)
+
+repro: install
 	$(BIN)/dvc repro
 
 test: setup

@@ -82,7 +82,7 @@ def test_retrain_is_scheduled_manual_serialised_and_opens_a_pull_request():
     runs = "\n".join(s.get("run", "") for s in steps)
     checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout@"))
     assert checkout["with"]["fetch-depth"] == 0  # dvc metrics diff against HEAD and the PR branch need history
-    assert "make setup" in runs and "artgan retrain" in runs and "--summary metrics-diff.md" in runs
+    assert "make install" in runs and "artgan retrain" in runs and "--summary metrics-diff.md" in runs
     assert 'cat metrics-diff.md >> "$GITHUB_STEP_SUMMARY"' in runs
     pr = next(s for s in steps if s.get("uses", "").startswith("peter-evans/create-pull-request@"))
     assert "dvc.lock" in pr["with"]["add-paths"]
