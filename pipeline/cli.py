@@ -136,17 +136,18 @@ def generate(
     from pipeline.registry import local_checkpoint
 
     with _user_errors(f"generate interrupted; {out} was not (fully) written"):
+        to_folder = out.endswith(("/", os.sep)) or Path(out).is_dir()
+        if not to_folder and Path(out).suffix.lower() != ".png":  # before any model is fetched or image drawn
+            raise ArtganError(f"--out {out}: write a .png file (or a folder ending in /)")
         with local_checkpoint(model) as checkpoint:
             sampler = Sampler.from_file(checkpoint, ema=not raw)
         seeds = list(range(seed, seed + n))
         images = sampler.images(seeds, [label] * n if label is not None else None)
-        if out.endswith(("/", os.sep)) or Path(out).is_dir():
+        if to_folder:
             for s, img in zip(seeds, images):
                 with atomic_path(Path(out) / f"seed{s:06d}.png") as tmp:
                     grid(img[None], 1, padding=0).save(tmp, format="PNG")
         else:
-            if Path(out).suffix.lower() != ".png":
-                raise ArtganError(f"--out {out}: write a .png file (or a folder ending in /)")
             with atomic_path(out) as tmp:
                 grid(images, nrow).save(tmp, format="PNG")
     typer.echo(f"generate: {json.dumps({'model': model, 'n': n, 'seeds': [seed, seed + n - 1], 'out': str(out), 'step': sampler.step})}")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from pipeline.errors import ArtganError
 
@@ -19,21 +19,39 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
+def _folder(v: str) -> str:
+    if os.path.normpath(v or ".") in (".", os.sep):
+        raise ValueError(f"{v!r} is the working directory or the root, which a stage would replace whole; "
+                         "name a folder of its own (e.g. data/raw)")
+    return v
+
+
+Folder = Annotated[str, AfterValidator(_folder)]  # a folder a stage writes (and may replace whole)
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, v: object, info: ValidationInfo) -> object:
+        # lax mode reads true/yes as 1: `steps: yes` would train one step, silently
+        if isinstance(v, bool) and cls.model_fields[info.field_name].annotation in (int, float):
+            raise ValueError(f"must be a number, got the boolean {v!r} (YAML reads true/false/yes/no/on/off as one)")
+        return v
 
 
 class DataCfg(Section):
     source: str = "openmoji"
     image_size: Annotated[int, Field(ge=8, le=1024)] = 32
     max_images: NonNegInt = 0  # 0 = all; a deterministic prefix (by sorted name) for quick runs
-    raw_dir: str = "data/raw"
-    processed_dir: str = "data/processed"
+    raw_dir: Folder = "data/raw"
+    processed_dir: Folder = "data/processed"
     label: str = ""  # a manifest column whose values become classes (conditional training); "" = none
     sha256: str = ""  # url: the archive's SHA-256 (a mismatch is an error); "" = not pinned (a warning)
     filter: dict[str, str | int | float | bool] = Field(default_factory=dict)  # hf: keep rows where column == value
     timeout: PosFloat = 60.0  # url/hf/torchvision downloads: seconds to wait for the server before giving up
-    download_dir: str = ".artgan/downloads"  # downloads and dataset caches; outside DVC's outputs
+    download_dir: Folder = ".artgan/downloads"  # downloads and dataset caches; outside DVC's outputs
 
     @field_validator("sha256")
     @classmethod
@@ -147,12 +165,12 @@ class TrainCfg(Section):
     sample_every: PosInt = 100
     checkpoint_every: PosInt = 100  # resumable checkpoint interval (steps)
     snapshot_every: NonNegInt = 1000  # keep the sampling generator every K steps (FID curve, progress strip); 0 = final only
-    checkpoint_dir: str = ".artgan/checkpoints"  # one sub-folder per configuration; outside DVC's outputs
+    checkpoint_dir: Folder = ".artgan/checkpoints"  # one sub-folder per configuration; outside DVC's outputs
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda -> mps -> cpu, at run time
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, off elsewhere; bf16: on the CPU too
     compile: bool = False  # torch.compile G and D (GPU; slow to start on CPU)
     threads: NonNegInt = 0  # 0 = all cores; also bounds preprocess and evaluate
-    out_dir: str = "models"
+    out_dir: Folder = "models"
 
     @field_validator("augment")
     @classmethod
@@ -204,7 +222,7 @@ class Config(Section):
     eval: EvalCfg = EvalCfg()
     render: RenderCfg = RenderCfg()
     registry: RegistryCfg = RegistryCfg()
-    reports_dir: str = "reports"
+    reports_dir: Folder = "reports"
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -277,16 +295,38 @@ def _check_names(cfg: Config, source: str) -> None:
         )
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(p: Path) -> object:
+    """A params file's YAML (duplicate keys refused); a file that is not UTF-8 text is a one-line error."""
+    try:
+        return yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeys)
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ArtganError(f"{p}: cannot be read as UTF-8 text ({exc.__class__.__name__}); save it as UTF-8") from None
+
+
 def load(path: str | os.PathLike = PARAMS_FILE) -> Config:
     p = Path(path)
     if not p.is_file():
         raise ArtganError(f"{p}: params file not found; run from the repository root or pass --params PATH")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = read_yaml(p) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ArtganError(f"{p}: not valid YAML{where}; fix the syntax") from None
+        what = f" ({exc.problem})" if str(getattr(exc, "problem", "")).startswith("duplicate key") else ""
+        raise ArtganError(f"{p}: not valid YAML{where}{what}; fix the syntax") from None
     return parse(raw, str(p))
 
 

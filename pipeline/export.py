@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from pipeline.errors import ArtganError
-from pipeline.generate import first_line as _first_line
+from pipeline.errors import first_line as _first_line
 from pipeline.generate import read_checkpoint
 from pipeline.io import atomic_path
 

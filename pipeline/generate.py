@@ -12,20 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import ArtganError
+from pipeline.errors import ArtganError, first_line
 
 CHECKPOINT_ARTIFACT = "checkpoint"  # the generator-only checkpoint inside a logged MLflow model
 GENERATOR_KEYS = ("generator", "generator_ema", "config", "classes", "class_counts", "kind", "step")
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, hint: str = "pass the models/checkpoint.pt that `artgan train` writes") -> dict:
     """The checkpoint dict `artgan train` wrote at `path` (a generator-only copy will do), or a one-line
-    ArtganError naming the file."""
+    ArtganError naming the file and saying what to do (`hint`)."""
     p = Path(path)
     if p.is_dir():
         raise ArtganError(f"{p}: a directory, not a checkpoint; pass the checkpoint file (models/checkpoint.pt)")
@@ -37,8 +32,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, truncated, or pickled objects weights_only refuses
-        raise ArtganError(f"{p}: not an artgan checkpoint ({first_line(exc)}); pass the models/checkpoint.pt "
-                          "that `artgan train` writes") from None
+        raise ArtganError(f"{p}: not an artgan checkpoint ({first_line(exc)}); {hint}") from None
     try:
         model, data = ckpt["config"]["model"], ckpt["config"]["data"]
         ok = isinstance(ckpt["generator"], dict) and all(k in model for k in ("arch", "z_dim", "g_channels",
@@ -46,8 +40,7 @@ def read_checkpoint(path: str | Path) -> dict:
     except (KeyError, TypeError, IndexError):
         ok = False
     if not ok:
-        raise ArtganError(f"{p}: not an artgan checkpoint (no generator weights and model config); pass the "
-                          "models/checkpoint.pt that `artgan train` writes")
+        raise ArtganError(f"{p}: not an artgan checkpoint (no generator weights and model config); {hint}")
     return ckpt
 
 
@@ -88,6 +81,9 @@ class Sampler:
         import torch
 
         if not self.classes:
+            if labels is not None:
+                raise ArtganError(f"label {labels[0]!r}: this generator is unconditional (trained without data.label); "
+                                  "leave the label out")
             return None
         n = len(self.classes)
         if labels is None:

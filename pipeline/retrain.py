@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from pipeline import config
 from pipeline.errors import ArtganError
+from pipeline.io import atomic_path
 
 
 class RetrainError(ArtganError):
@@ -38,11 +40,14 @@ def _step(name: str, args: list[str], cwd: Path, echo: Callable[[str], None], ca
 
 
 def set_params(params: Path, overrides: list[str]) -> None:
-    """Apply `key.sub=value` overrides to params.yaml in place, comments kept (as `dvc exp run -S` does)."""
+    """Apply `key.sub=value` overrides to params.yaml in place, comments kept (as `dvc exp run -S` does).
+
+    The result must pass the typed config check; if it does not, params.yaml is left as it was."""
     import yaml
     from dvc.utils.serialize import modify_yaml
 
-    with modify_yaml(params) as data:
+    config.load(params)  # the file as it stands must already be valid (a one-line error naming it otherwise)
+    with modify_yaml(params) as data:  # written only when this block ends without an error
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep or not key:
@@ -50,10 +55,16 @@ def set_params(params: Path, overrides: list[str]) -> None:
             *path, last = key.split(".")
             node = data
             for part in path:
-                if part not in node:
+                if not isinstance(node, dict) or part not in node:
                     raise RetrainError(f"--set {item!r}: params.yaml has no section {part!r}")
                 node = node[part]
-            node[last] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise RetrainError(f"--set {item!r}: {'.'.join(path)} is a value, not a section")
+            try:
+                node[last] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise RetrainError(f"--set {item!r}: the value is not valid YAML") from None
+        config.parse(data, f"--set ({params} with the overrides)")
 
 
 def run(
@@ -86,8 +97,7 @@ def run(
     markdown = f"## artgan retrain: metrics vs {baseline}\n\n" + (diff.strip() if changed else "No metric changed.") + "\n"
     echo(markdown)
     if summary is not None:
-        summary = Path(summary)
-        summary.parent.mkdir(parents=True, exist_ok=True)
-        summary.write_text(markdown)
+        with atomic_path(summary) as tmp:
+            tmp.write_text(markdown)
     return {"pulled": pulled, "pushed": push, "remote": remote or "default", "baseline": baseline,
             "summary": str(summary) if summary else None, "metrics_changed": changed}

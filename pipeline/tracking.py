@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.errors import ArtganError
+from pipeline.errors import ArtganError, first_line as _first_line
 
 EXPERIMENT = "artgan"
 DATA_EXPERIMENT = "artgan-data"
@@ -194,11 +194,6 @@ def run_data(run_id: str) -> dict:
 # --- the generator as an MLflow model, and the Model Registry (decisions in pipeline/registry.py) ----------------
 
 MODEL_NAME = "generator"  # the logged model's name inside its run
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", None) or exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _missing(exc: BaseException) -> bool:

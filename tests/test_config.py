@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,15 @@ def test_ill_typed_or_out_of_range_value_names_the_key(raw, key):
     assert f"'{key}'" in msg
 
 
+@pytest.mark.parametrize("section, key, value", [("train", "steps", True), ("train", "lr_g", False),
+                                                 ("eval", "n_samples", True), ("data", "timeout", True)])
+def test_a_boolean_for_a_number_is_an_error_not_one_or_zero(section, key, value):
+    with pytest.raises(ArtganError) as e:
+        parse({section: {key: value}})
+    assert str(e.value) == (f"params.yaml: '{section}.{key}': must be a number, got the boolean {value!r} "
+                            "(YAML reads true/false/yes/no/on/off as one)")
+
+
 def test_non_power_of_two_image_size_says_so():
     msg = parse_error({"data": {"image_size": 48}})
     assert "power of two" in msg and "48" in msg
@@ -187,6 +197,33 @@ def test_invalid_yaml_says_so_in_one_line(tmp_path):
         load(p)
     msg = str(info.value)
     assert "not valid YAML" in msg and str(p) in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("train:\n  steps: 3\ntrain:\n  loss: ns\n", "line 3 (duplicate key 'train')"),
+    ("train:\n  steps: 3\n  steps: 5\n", "line 3 (duplicate key 'steps')"),
+])
+def test_a_key_given_twice_is_an_error_not_the_last_one_winning(tmp_path, text, needle):
+    p = write_params(tmp_path / "p.yaml", text)
+    with pytest.raises(ArtganError, match=rf"^{p}: not valid YAML at {re.escape(needle)}; fix the syntax$"):
+        load(p)
+
+
+def test_a_params_file_that_is_not_utf8_is_one_line(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_bytes(b"\xff\xfe\x00t\x00r\x00a\x00i\x00n")
+    with pytest.raises(ArtganError, match=rf"^{p}: cannot be read as UTF-8 text \(UnicodeDecodeError\); save it as UTF-8$"):
+        load(p)
+
+
+@pytest.mark.parametrize("key", ["data.raw_dir", "data.processed_dir", "data.download_dir", "train.checkpoint_dir",
+                                 "train.out_dir", "reports_dir"])
+@pytest.mark.parametrize("value", ["", ".", "./", "/"])
+def test_a_stage_folder_cannot_be_the_working_directory_or_the_root(key, value):
+    *section, name = key.split(".")
+    raw = {section[0]: {name: value}} if section else {name: value}
+    msg = parse_error(raw)
+    assert msg.startswith(f"params.yaml: '{key}': {value!r} is the working directory or the root")
 
 
 # ---- flat() ----------------------------------------------------------------------------------------

@@ -87,10 +87,13 @@ def test_under_bf16_autocast_the_gemm_runs_and_matches_onednn(make, shape):
     assert b["fn"] == "_ConvBackward" and a["fn"] != b["fn"]  # the GEMM path really ran
     assert b["y"].dtype == torch.bfloat16 and b["w"].dtype == torch.float32  # bf16 arithmetic, fp32 parameters
     assert torch.equal(a["y"], b["y"]) and torch.equal(a["x"], b["x"])  # forward and input gradient: oneDNN's
-    assert rel(b["w"], a["w"]) < 1e-3  # the same bf16 products, summed in another order
-    assert rel(b["w"], exact["w"]) < 2e-2  # and as close to the fp32 gradient as bf16 allows
-    if "b" in a:
-        assert rel(b["b"], a["b"]) < 1e-3 and rel(b["b"], exact["b"]) < 2e-2
+    # bf16 products summed in fp32, as oneDNN's own bf16 weight gradient: on an AMX Xeon the two agree within 1e-3
+    # (the same products in another order); on an AVX2-only CPU (AMD EPYC here) oneDNN rounds its result to bf16
+    # and the two differ by about that rounding (2.8-3.6e-3, 2^-8 = 3.9e-3), the GEMM one being the closer to fp32
+    for key in ("w", "b") if "b" in a else ("w",):
+        assert rel(b[key], a[key]) < 2 ** -7  # within two bf16 roundings of PyTorch's own bf16 gradient
+        assert rel(b[key], exact[key]) <= 1.25 * rel(a[key], exact[key]) + 5e-4  # no further from fp32 than it
+        assert rel(b[key], exact[key]) < 2e-2  # and as close to the fp32 gradient as bf16 allows
 
 
 def test_fp32_large_maps_frozen_weights_and_inference_take_pytorchs_own_path():

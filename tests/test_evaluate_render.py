@@ -179,3 +179,55 @@ def test_slerp_ends_at_its_endpoints_and_keeps_the_norm_of_equal_norm_latents():
     mid = slerp(a, b, torch.full((3, 1), 0.5))
     torch.testing.assert_close(mid.norm(dim=1), a.norm(dim=1))  # a straight line would shrink it
     torch.testing.assert_close(slerp(a, a.clone(), torch.full((3, 1), 0.3)), a)  # parallel: no NaN
+
+
+GARBAGE = bytes(range(256)) * 8  # not a torch file
+
+
+def test_a_corrupt_checkpoint_is_one_line_naming_it_before_any_work(pipeline_run, tmp_path):
+    from pipeline.errors import ArtganError
+    from pipeline.stages import evaluate, render
+
+    cfg, _, _ = pipeline_run
+    models = tmp_path / "models"
+    shutil.copytree(cfg.train.out_dir, models)
+    (models / "checkpoint.pt").write_bytes(GARBAGE)
+    raw = cfg.model_dump(by_alias=True, mode="json")
+    broken = parse({**raw, "train": {**raw["train"], "out_dir": str(models)}, "reports_dir": str(tmp_path / "reports")})
+    for stage in (evaluate, render):
+        with pytest.raises(ArtganError, match=rf"^{models / 'checkpoint.pt'}: not an artgan checkpoint \(.*\); "
+                                              r"re-run `artgan train`") as info:
+            stage.run(broken)
+        assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
+    assert not (tmp_path / "reports").exists()
+
+
+def test_corrupt_snapshots_are_one_line_naming_the_file(pipeline_run, tmp_path):
+    from pipeline.errors import ArtganError
+    from pipeline.stages.train import load_snapshots
+
+    cfg, _, _ = pipeline_run
+    models = tmp_path / "models"
+    shutil.copytree(cfg.train.out_dir, models)
+    raw = cfg.model_dump(by_alias=True, mode="json")
+    copy = parse({**raw, "train": {**raw["train"], "out_dir": str(models)}})
+    assert [step for step, _ in load_snapshots(copy)] == [EVERY, STEPS]
+    (models / "snapshots.pt").write_bytes(GARBAGE[:700])
+    with pytest.raises(ArtganError, match=rf"^{models / 'snapshots.pt'}: unreadable \(\w+: .*\); re-run `artgan train`"):
+        load_snapshots(copy)
+
+
+def test_corrupt_real_statistics_are_one_line_naming_the_file(pipeline_run, tmp_path):
+    from pipeline.errors import ArtganError
+    from pipeline.stages import evaluate
+
+    cfg, _, _ = pipeline_run
+    processed = tmp_path / "processed"
+    shutil.copytree(cfg.data.processed_dir, processed)
+    (processed / "fid_stats.npz").write_bytes(GARBAGE)
+    raw = cfg.model_dump(by_alias=True, mode="json")
+    broken = parse({**raw, "data": {**raw["data"], "processed_dir": str(processed)},
+                    "reports_dir": str(tmp_path / "reports")})
+    with pytest.raises(ArtganError, match=rf"^{processed / 'fid_stats.npz'}: unreadable \(.*\); re-run `artgan preprocess`"):
+        evaluate.run(broken)
+    assert not (tmp_path / "reports").exists()

@@ -186,6 +186,24 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line(trained, tmp_path):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 1 and len(lines) == 1, res.stderr
     assert lines[0].startswith(f"error: {tmp_path / 'notes.pt'}: not an artgan checkpoint (")
+    assert "weights_only" not in lines[0]  # not torch's advice to unpickle an untrusted file
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_an_out_file_that_is_not_png_is_refused_before_the_model_is_fetched(trained, tmp_path):
+    _, _, root, env = trained  # the model does not exist either: the --out check comes first, before any work
+    res = _artgan(env, root, "generate", "--model", f"models:/{NAME}/42", "--out", tmp_path / "x.jpg")
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        f"error: --out {tmp_path / 'x.jpg'}: write a .png file (or a folder ending in /)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_label_for_an_unconditional_generator_is_an_error_not_ignored(trained, tmp_path):
+    cfg, _, root, env = trained
+    res = _artgan(env, root, "generate", "--model", Path(cfg.train.out_dir) / "checkpoint.pt", "--label", "cats",
+                  "--out", tmp_path / "x.png")
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        "error: label 'cats': this generator is unconditional (trained without data.label); leave the label out"]
     assert not (tmp_path / "x.png").exists()
 
 

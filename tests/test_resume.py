@@ -129,3 +129,17 @@ def test_importing_the_package_asks_for_deterministic_cublas_and_keeps_a_users_c
     out = subprocess.run([sys.executable, "-c", "import os, pipeline; print(os.environ['CUBLAS_WORKSPACE_CONFIG'])"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+def test_an_unreadable_resume_checkpoint_is_one_line_saying_what_to_do(tmp_path):
+    from pipeline.errors import ArtganError
+    from pipeline.training import checkpoint
+
+    latest = tmp_path / "abc123" / "latest.pt"
+    assert checkpoint.load(latest) is None  # none yet: train from the start
+    latest.parent.mkdir()
+    latest.write_bytes(b"PK\x03\x04" + bytes(100))  # a truncated zip, as a full disk could leave outside atomic writes
+    with pytest.raises(ArtganError, match=rf"^{latest}: unreadable \(RuntimeError: .*\); delete {latest.parent} to train") as info:
+        checkpoint.load(latest)
+    assert "\n" not in str(info.value)
+    assert latest.read_bytes() == b"PK\x03\x04" + bytes(100)  # left for the user to look at

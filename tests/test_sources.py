@@ -187,6 +187,30 @@ def test_bad_folders_are_one_clear_error_and_stay_untouched(fetch, tmp_path, mak
     assert snapshot(tmp_path / "user") == before
 
 
+@pytest.mark.parametrize("where", ["the source itself", "a folder of the user's", "inside the source"])
+def test_data_raw_dir_never_replaces_or_writes_into_the_users_folders(fetch, art, tmp_path, where):
+    """fetch replaces data.raw_dir whole: pointed at a folder artgan did not make, or into the source, it refuses
+    before copying anything, and every file of the user's stays as it was."""
+    mine = tmp_path / "user" / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    raw_dir, needle = {"the source itself": (art, "is not an artgan output"),
+                       "a folder of the user's": (mine, "is not an artgan output"),
+                       "inside the source": (art / "raw", "is inside the source folder")}[where]
+    before = snapshot(tmp_path / "user")
+    with pytest.raises(ArtganError, match=rf"^data\.raw_dir: {raw_dir}.* {needle}") as info:
+        fetch(f"folder:{art}", raw_dir=str(raw_dir))
+    assert "\n" not in str(info.value)
+    assert snapshot(tmp_path / "user") == before
+
+
+def test_a_fetched_folder_is_replaced_by_the_next_fetch(fetch, art):
+    first = fetch(f"folder:{art}")
+    (fetch.raw / "stale.txt").write_text("from an earlier run")
+    assert sorted(fetch(f"folder:{art}")["path"]) == sorted(first["path"])
+    assert not (fetch.raw / "stale.txt").exists()
+
+
 def test_missing_folder_is_named(fetch, tmp_path):
     fetch_error(fetch, f"folder:{tmp_path / 'nope'}", "does not exist", str(tmp_path / "nope"))
 

@@ -131,6 +131,26 @@ def test_set_overrides_params_and_keeps_the_comments(tmp_path):
         set_params(params, ["train.steps"])
 
 
+@pytest.mark.parametrize("override, error", [
+    ("train.steps=-5", r"'train\.steps': Input should be greater than 0"),
+    ("train.stepz=5", r"unknown key 'train\.stepz'"),
+    ("train.steps.x=1", r"train\.steps is a value, not a section"),
+    ("train.steps=[1,", r"the value is not valid YAML"),
+    ("nosuch.steps=1", r"params\.yaml has no section 'nosuch'"),
+])
+def test_a_bad_override_is_one_line_and_leaves_params_as_they_were(tmp_path, override, error):
+    from pipeline.errors import ArtganError
+    from pipeline.retrain import set_params
+
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    before = params.read_bytes()
+    with pytest.raises(ArtganError, match=error) as info:
+        set_params(params, ["train.loss=hinge", override])  # a good one first: it must not be written either
+    assert "\n" not in str(info.value)
+    assert params.read_bytes() == before
+
+
 TINY = {  # as tests/test_e2e.py, smaller still: the retrain test runs the whole pipeline twice
     "data": {"image_size": 16, "max_images": 128},
     "validate": {"min_images": 100},

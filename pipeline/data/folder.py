@@ -25,7 +25,7 @@ class Found:
     label: str | None
 
 
-def _inside(path: str, root: str) -> bool:
+def inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
@@ -87,7 +87,7 @@ def scan(root: Path, what: str, display_root: str | None = None) -> list[Found]:
                         raise ArtganError(f"{what}: {display} is a symlink loop; remove or fix the link") from None
                     raise ArtganError(f"{what}: {display} is a broken symlink (-> {os.readlink(path)}); "
                                       "remove or fix the link") from None
-                if not _inside(target, real_root):
+                if not inside(target, real_root):
                     raise ArtganError(
                         f"{what}: {display} is a symlink to {target}, outside the folder; artgan does not follow "
                         "links out of data.source: copy the file in or remove the link"

@@ -14,6 +14,7 @@ only ever read: folder sources are copied, archives are extracted into out_dir.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -59,7 +60,11 @@ def fetch_folder(cfg, out_dir: Path) -> list[Row]:
     path = cfg.data.source.split(":", 1)[1]
     if not path:
         raise ArtganError(f"{_what(cfg)}: name the folder, e.g. folder:art/ (sub-folders become labels)")
-    found = folder.scan(Path(path).expanduser(), _what(cfg), path)
+    root = Path(path).expanduser()
+    if root.is_dir() and folder.inside(os.path.realpath(out_dir), os.path.realpath(root)):
+        raise ArtganError(f"data.raw_dir: {cfg.data.raw_dir} is inside the source folder {path}; the source is only "
+                          "ever read, so point data.raw_dir outside it (the default is data/raw)")
+    found = folder.scan(root, _what(cfg), path)
     return folder.copy_into(found, out_dir, cfg.data.max_images)
 
 

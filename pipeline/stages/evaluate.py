@@ -30,7 +30,7 @@ import numpy as np
 from pipeline import registry, tracking
 from pipeline.config import Config, set_threads
 from pipeline.errors import ArtganError
-from pipeline.io import atomic_path, require, write_json
+from pipeline.io import atomic_path, read_input, require, write_json
 from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 from pipeline.stages.preprocess import IMAGES, STATS
 from pipeline.stages.train import CHECKPOINT, SNAPSHOTS, load_generator, load_snapshots, run_file, to_uint8
@@ -110,10 +110,10 @@ def run(cfg: Config) -> dict:
     e = cfg.eval
     set_threads(cfg)
     processed = Path(cfg.data.processed_dir)
-    stats = np.load(require(processed / STATS, "preprocess"))
-    images = np.load(require(processed / IMAGES, "preprocess"), mmap_mode="r")
+    stats = read_input(processed / STATS, "preprocess", lambda p: dict(np.load(p)))
+    images = read_input(processed / IMAGES, "preprocess", lambda p: np.load(p, mmap_mode="r"))
     real_feats = stats["features"]
-    made = str(stats["precision"]) if "precision" in stats.files else "fp32"  # statistics from before the param: fp32
+    made = str(stats["precision"]) if "precision" in stats else "fp32"  # statistics from before the param: fp32
     if made != e.fid_precision:
         raise ArtganError(f"eval.fid_precision is {e.fid_precision} but {processed / STATS} holds {made} features; "
                           "rerun preprocess (`dvc repro preprocess`) so real and generated features match")

@@ -35,7 +35,7 @@ from pipeline import tracking
 from pipeline.config import Config, set_threads
 from pipeline.data import manifest
 from pipeline.errors import ArtganError
-from pipeline.io import atomic_dir, atomic_path, require
+from pipeline.io import atomic_dir, atomic_path, check_replaceable, read_input
 from pipeline.stages.fetch import MANIFEST
 
 IMAGES = "images.npy"
@@ -272,7 +272,7 @@ def validated_manifest(cfg: Config) -> Path:
 def read_validated(cfg: Config) -> tuple[pd.DataFrame, int, Path]:
     """The rows validate passed (status "ok"), the number it quarantined, and the file read."""
     path = validated_manifest(cfg)
-    df = manifest.read(require(path, "validate"))
+    df = read_input(path, "validate", manifest.read)
     if "status" not in df.columns:
         raise ArtganError(f"{path}: no 'status' column; run `artgan validate` again")
     ok = df["status"].astype(str) == "ok"
@@ -445,7 +445,8 @@ def run(cfg: Config) -> dict:
 
     size = cfg.data.image_size
     device = feature_device(cfg.eval.device)  # a bad value fails now, before the images are built
-    with atomic_dir(cfg.data.processed_dir) as tmp:
+    check_replaceable(cfg.data.processed_dir, "data.processed_dir", IMAGES)  # so does a folder of the user's
+    with atomic_dir(cfg.data.processed_dir, "data.processed_dir", IMAGES) as tmp:
         built = build(cfg, tmp)
         images = np.load(tmp / IMAGES, mmap_mode="r")  # read in batches; never one whole copy in memory
         set_threads(cfg)

@@ -155,7 +155,7 @@ def run(cfg: Config) -> dict:
     reports = Path(cfg.reports_dir)
     written: list[str] = []
     with tracking.resume_run("render", run_file(cfg)) as mlrun:
-        with atomic_dir(reports / RENDER_DIR) as tmp:
+        with atomic_dir(reports / RENDER_DIR, "reports_dir", "grid.png") as tmp:
             def save(img, name: str, **kw) -> None:
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (img.savefig if hasattr(img, "savefig") else img.save)(tmp / name, **kw)  # a figure or a PIL image

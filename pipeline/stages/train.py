@@ -17,7 +17,7 @@ import numpy as np
 from pipeline import tracking
 from pipeline.config import Config, set_threads
 from pipeline.errors import ArtganError
-from pipeline.io import atomic_path, require, write_json
+from pipeline.io import atomic_path, read_input, require, torch_load, write_json
 from pipeline.stages.fetch import MANIFEST
 from pipeline.stages.preprocess import IMAGES
 
@@ -26,6 +26,7 @@ SNAPSHOTS = "snapshots.pt"
 RUN_FILE = "mlflow_run.json"
 CURVES = "train_curves.csv"
 N_FIXED = 64
+RERUN_TRAIN = "re-run `artgan train` (or `dvc repro`)"
 
 
 def run_file(cfg: Config) -> Path:
@@ -34,7 +35,7 @@ def run_file(cfg: Config) -> Path:
 
 def load_images(cfg: Config) -> np.ndarray:
     """uint8 N×S×S×3 as preprocess wrote it."""
-    arr = np.load(require(Path(cfg.data.processed_dir) / IMAGES, "preprocess"))
+    arr = read_input(Path(cfg.data.processed_dir) / IMAGES, "preprocess", np.load)
     if arr.shape[1] != cfg.data.image_size:
         raise ArtganError(
             f"{cfg.data.processed_dir}/{IMAGES}: images are {arr.shape[1]} px but data.image_size is "
@@ -211,10 +212,9 @@ def load_generator(cfg: Config, ema: bool = True):
     """The trained generator from models/checkpoint.pt (EMA weights when trained with them), in eval mode.
 
     Returns (G, z_dim, n_classes, class_counts)."""
-    import torch
+    from pipeline.generate import read_checkpoint
 
-    path = require(Path(cfg.train.out_dir) / CHECKPOINT, "train")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(require(Path(cfg.train.out_dir) / CHECKPOINT, "train"), RERUN_TRAIN)
     G = generator_from(ckpt, ema)
     return G, ckpt["config"]["model"]["z_dim"], len(ckpt.get("classes") or []), list(ckpt.get("class_counts") or [])
 
@@ -239,10 +239,10 @@ def new_generator(ckpt: dict):
 
 def load_snapshots(cfg: Config) -> list:
     """(step, generator in eval mode) for every snapshot training kept (models/snapshots.pt)."""
-    import torch
+    from pipeline.generate import read_checkpoint
 
-    ckpt = torch.load(require(Path(cfg.train.out_dir) / CHECKPOINT, "train"), map_location="cpu", weights_only=True)
-    snaps = torch.load(require(Path(cfg.train.out_dir) / SNAPSHOTS, "train"), map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(require(Path(cfg.train.out_dir) / CHECKPOINT, "train"), RERUN_TRAIN)
+    snaps = torch_load(require(Path(cfg.train.out_dir) / SNAPSHOTS, "train"), RERUN_TRAIN)
     out = []
     for step, weights in zip(snaps["steps"], snaps["generators"]):
         G = new_generator(ckpt)

@@ -35,12 +35,13 @@ from pipeline.config import Config, ValidateCfg
 from pipeline.data import manifest
 from pipeline.errors import ArtganError
 from pipeline import tracking
-from pipeline.io import atomic_dir, require, write_json
+from pipeline.io import atomic_dir, check_replaceable, read_input, write_json
 from pipeline.stages.fetch import MANIFEST
 
 REPORT = "validation.json"
 SUMMARY = "validation_summary.json"
 DOCS = "validation"
+DOCS_SIGNATURE = "index.html"  # the Data Docs site's front page
 OK, QUARANTINED = "ok", "quarantined"
 
 
@@ -238,7 +239,7 @@ def run_suite(cfg: Config, table: pd.DataFrame, docs: Path) -> dict:
         ))
         run = checkpoint.run(batch_parameters={"dataframe": table})
         result = next(iter(run.run_results.values())).to_json_dict()
-        with atomic_dir(docs) as out:
+        with atomic_dir(docs, "reports_dir", DOCS_SIGNATURE) as out:
             shutil.copytree(site, out, dirs_exist_ok=True)
     return result
 
@@ -282,8 +283,10 @@ def run(cfg: Config) -> dict:
     v = cfg.validate_cfg
     raw = Path(cfg.data.raw_dir)
     reports = Path(cfg.reports_dir)
-    df = manifest.read(require(raw / MANIFEST, "fetch"))
+    df = read_input(raw / MANIFEST, "fetch", manifest.read)
     out_dir = validated_dir(cfg)
+    check_replaceable(out_dir, "data.raw_dir", MANIFEST)  # data/validated sits beside data.raw_dir
+    check_replaceable(reports / DOCS, "reports_dir", DOCS_SIGNATURE)
     shutil.rmtree(out_dir, ignore_errors=True)  # a stale one must not outlive a failed run
 
     checked = check_all(raw, df, v)
@@ -312,7 +315,7 @@ def run(cfg: Config) -> dict:
             f"{raw / MANIFEST}: {len(failures)} critical expectation(s) failed "
             f"(details in {reports / REPORT}, Data Docs in {reports / DOCS}/index.html):\n" + "\n".join(failures)
         )
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "data.raw_dir", MANIFEST) as tmp:
         manifest.write(checked.drop(columns=["kind"]), tmp / MANIFEST)
     return summary
 

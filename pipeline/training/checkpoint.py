@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.config import Config
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, torch_load
 
 LATEST = "latest.pt"
 SNAPSHOTS = "snapshots"
@@ -64,8 +64,8 @@ def load(path: Path) -> dict | None:
     tuples, so this file is loaded with weights_only=False: only ever our own checkpoint folder."""
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("format") != FORMAT:
+    state = torch_load(path, f"delete {path.parent} to train this configuration from the start", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         return None
     return state
 
@@ -88,4 +88,5 @@ def snapshot_steps(folder_: Path, every: int, last: int) -> list[int]:
 
 
 def load_snapshot(folder_: Path, step: int) -> dict:
-    return torch.load(folder_ / SNAPSHOTS / f"step_{step:07d}.pt", map_location="cpu", weights_only=True)
+    path = folder_ / SNAPSHOTS / f"step_{step:07d}.pt"
+    return torch_load(path, f"delete it to go on without that snapshot, or {folder_} to train from the start")
