@@ -184,16 +184,21 @@ def test_slerp_ends_at_its_endpoints_and_keeps_the_norm_of_equal_norm_latents():
 GARBAGE = bytes(range(256)) * 8  # not a torch file
 
 
+def _on_a_copy(cfg, section: str, key: str, dst: Path, **top):
+    """cfg with the folder `section.key` copied to dst and pointed at there (plus top-level overrides)."""
+    raw = cfg.model_dump(by_alias=True, mode="json")
+    shutil.copytree(raw[section][key], dst)
+    return parse({**raw, section: {**raw[section], key: str(dst)}, **top})
+
+
 def test_a_corrupt_checkpoint_is_one_line_naming_it_before_any_work(pipeline_run, tmp_path):
     from pipeline.errors import ArtganError
     from pipeline.stages import evaluate, render
 
     cfg, _, _ = pipeline_run
     models = tmp_path / "models"
-    shutil.copytree(cfg.train.out_dir, models)
+    broken = _on_a_copy(cfg, "train", "out_dir", models, reports_dir=str(tmp_path / "reports"))
     (models / "checkpoint.pt").write_bytes(GARBAGE)
-    raw = cfg.model_dump(by_alias=True, mode="json")
-    broken = parse({**raw, "train": {**raw["train"], "out_dir": str(models)}, "reports_dir": str(tmp_path / "reports")})
     for stage in (evaluate, render):
         with pytest.raises(ArtganError, match=rf"^{models / 'checkpoint.pt'}: not an artgan checkpoint \(.*\); "
                                               r"re-run `artgan train`") as info:
@@ -208,9 +213,7 @@ def test_corrupt_snapshots_are_one_line_naming_the_file(pipeline_run, tmp_path):
 
     cfg, _, _ = pipeline_run
     models = tmp_path / "models"
-    shutil.copytree(cfg.train.out_dir, models)
-    raw = cfg.model_dump(by_alias=True, mode="json")
-    copy = parse({**raw, "train": {**raw["train"], "out_dir": str(models)}})
+    copy = _on_a_copy(cfg, "train", "out_dir", models)
     assert [step for step, _ in load_snapshots(copy)] == [EVERY, STEPS]
     (models / "snapshots.pt").write_bytes(GARBAGE[:700])
     with pytest.raises(ArtganError, match=rf"^{models / 'snapshots.pt'}: unreadable \(\w+: .*\); re-run `artgan train`"):
@@ -223,11 +226,8 @@ def test_corrupt_real_statistics_are_one_line_naming_the_file(pipeline_run, tmp_
 
     cfg, _, _ = pipeline_run
     processed = tmp_path / "processed"
-    shutil.copytree(cfg.data.processed_dir, processed)
+    broken = _on_a_copy(cfg, "data", "processed_dir", processed, reports_dir=str(tmp_path / "reports"))
     (processed / "fid_stats.npz").write_bytes(GARBAGE)
-    raw = cfg.model_dump(by_alias=True, mode="json")
-    broken = parse({**raw, "data": {**raw["data"], "processed_dir": str(processed)},
-                    "reports_dir": str(tmp_path / "reports")})
     with pytest.raises(ArtganError, match=rf"^{processed / 'fid_stats.npz'}: unreadable \(.*\); re-run `artgan preprocess`"):
         evaluate.run(broken)
     assert not (tmp_path / "reports").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from pipeline.augment import diff_augment
+from pipeline.device import CPU_BF16_WARNING, cpu_bf16_native
 from pipeline.device import pick_device  # noqa: F401  (re-exported: the stage and the benches import it from here)
 from pipeline.errors import ArtganError
 from pipeline.losses import LOSSES, clip_weights, gradient_penalty, r1_penalty
@@ -64,6 +66,8 @@ class Trainer:
         self.loss = LOSSES[t.loss]
         # bf16 autocast: `auto` on CUDA; `bf16` anywhere (on a CPU with AMX or AVX512-BF16 oneDNN runs it natively)
         self.amp = t.amp == "bf16" or (t.amp == "auto" and device.type == "cuda")
+        if device.type == "cpu" and self.amp and world.rank == 0 and not cpu_bf16_native():
+            print(CPU_BF16_WARNING.format(cap=torch.backends.cpu.get_cpu_capability()), file=sys.stderr)
         # channels_last for cuDNN's NHWC kernels, and for oneDNN's AMX bf16 ones on a CPU (fp32 on the CPU stays
         # NCHW, as the default's published numbers were made); not under torch.compile, which picks its own layouts
         # (and in torch 2.11 failed a stride assertion in the backward of G's first transposed convolution with it)
