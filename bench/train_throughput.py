@@ -6,11 +6,12 @@ D passes per iteration with D's weight gradients computed in G's step too. Both 
 (64 px, 64 channels, z 100, batch 64) with the same losses (non-saturating), measured in the same run.
 The ceiling is the step's FLOPs (torch's FLOP counter) at this machine's measured fp32 matmul rate.
 artgan also runs with `train.amp` the other way from its default: on a CPU with bf16 autocast (oneDNN runs
-it on AMX or AVX512-BF16 where the CPU has them; a second ceiling row at the bf16 matmul rate), on CUDA in fp32.
+it on AMX or AVX512-BF16 where the CPU has them; a second ceiling row at the bf16 matmul rate; on a CPU without
+them only with --bf16, as there it is emulated and slow), on CUDA in fp32.
 The loops take turns round by round (in a rotating order), so a shared machine's changes of speed reach
 every row alike.
 
-    python bench/train_throughput.py [--steps 15] [--repeats 3] [--size 64] [--channels 64] [--compile]
+    python bench/train_throughput.py [--steps 15] [--repeats 3] [--size 64] [--channels 64] [--compile] [--bf16]
 Needs data/raw (`dvc repro fetch`).
 """
 from __future__ import annotations
@@ -160,7 +161,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--compile", action="store_true", help="also time artgan with torch.compile")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--bf16", action="store_true", help="time bf16 on a CPU without native bf16 too (slow)")
     args = ap.parse_args()
+    from pipeline.device import cpu_bf16_native
     from pipeline.training.loop import pick_device
 
     device = pick_device(args.device)
@@ -176,8 +179,13 @@ def main() -> None:
     trainer = artgan_trainer(args.size, args.channels, args.batch, device, False, images)
     loops["artgan Trainer.gan_step"] = artgan_loop(trainer, args.steps)
     other = "off" if device.type == "cuda" else "bf16"  # the default's opposite: fp32 on CUDA, bf16 autocast on a CPU
-    loops[f"artgan Trainer.gan_step, train.amp: {other}"] = artgan_loop(
-        artgan_trainer(args.size, args.channels, args.batch, device, False, images, other), args.steps)
+    emulated = device.type == "cpu" and not cpu_bf16_native()
+    if emulated and not args.bf16:  # emulated bf16 runs at about 1/13 of fp32 (AVX2): rounds would take many minutes
+        print(f"  no train.amp: bf16 row: this CPU has no native bf16 (torch sees "
+              f"{torch.backends.cpu.get_cpu_capability()}); --bf16 times it all the same", flush=True)
+    else:
+        loops[f"artgan Trainer.gan_step, train.amp: {other}"] = artgan_loop(
+            artgan_trainer(args.size, args.channels, args.batch, device, False, images, other), args.steps)
     if args.compile:
         try:
             ct = artgan_trainer(args.size, args.channels, args.batch, device, True, images)
@@ -203,7 +211,7 @@ def main() -> None:
     else:
         peak = peak_gflops()
     # the ceiling of bf16 autocast (the amp row on a CPU): the step's FLOPs at the measured bf16 matmul rate
-    peak16 = None if device.type == "cuda" else peak_gflops(dtype=torch.bfloat16)
+    peak16 = None if device.type == "cuda" or (emulated and not args.bf16) else peak_gflops(dtype=torch.bfloat16)
     ceiling = peak * 1e9 / (flops / args.batch)
     ref_med = statistics.median(rows[0][1])
     print(f"\nstep: {flops / 1e9:.1f} GFLOP per batch of {args.batch} ({flops / args.batch / 1e9:.2f} GFLOP/img); "
