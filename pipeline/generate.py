@@ -27,12 +27,9 @@ def read_checkpoint(path: str | Path, hint: str = "pass the models/checkpoint.pt
     if not p.is_file():
         raise ArtganError(f"{p}: no such checkpoint; run `artgan train` (or `dvc repro`) first, or pass "
                           "--model PATH (or an MLflow model URI such as models:/<name>@champion)")
-    import torch
+    from pipeline.io import torch_load
 
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or pickled objects weights_only refuses
-        raise ArtganError(f"{p}: not an artgan checkpoint ({first_line(exc)}); {hint}") from None
+    ckpt = torch_load(p, hint, what="not an artgan checkpoint")
     try:
         model, data = ckpt["config"]["model"], ckpt["config"]["data"]
         ok = isinstance(ckpt["generator"], dict) and all(k in model for k in ("arch", "z_dim", "g_channels",

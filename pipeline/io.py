@@ -79,8 +79,8 @@ def read_json(path: str | os.PathLike) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def torch_load(path: str | os.PathLike, hint: str, weights_only: bool = True):
-    """torch.load onto the CPU, or a one-line ArtganError naming the file and saying what to do (`hint`)
+def torch_load(path: str | os.PathLike, hint: str, weights_only: bool = True, what: str = "unreadable"):
+    """torch.load onto the CPU, or a one-line ArtganError naming the file, `what` it is, and what to do (`hint`)
     when it is not a torch file, is truncated or holds what weights_only refuses."""
     import torch
 
@@ -89,7 +89,7 @@ def torch_load(path: str | os.PathLike, hint: str, weights_only: bool = True):
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:
-        raise ArtganError(f"{path}: unreadable ({first_line(exc)}); {hint}") from None
+        raise ArtganError(f"{path}: {what} ({first_line(exc)}); {hint}") from None
 
 
 def read_input(path: str | os.PathLike, stage: str, reader: Callable[[Path], T]) -> T:

@@ -35,7 +35,7 @@ from pipeline import tracking
 from pipeline.config import Config, set_threads
 from pipeline.data import manifest
 from pipeline.errors import ArtganError
-from pipeline.io import atomic_dir, atomic_path, check_replaceable, read_input
+from pipeline.io import atomic_dir, atomic_path, read_input
 from pipeline.stages.fetch import MANIFEST
 
 IMAGES = "images.npy"
@@ -445,7 +445,7 @@ def run(cfg: Config) -> dict:
 
     size = cfg.data.image_size
     device = feature_device(cfg.eval.device)  # a bad value fails now, before the images are built
-    check_replaceable(cfg.data.processed_dir, "data.processed_dir", IMAGES)  # so does a folder of the user's
+    # atomic_dir refuses a folder of the user's before any work, too
     with atomic_dir(cfg.data.processed_dir, "data.processed_dir", IMAGES) as tmp:
         built = build(cfg, tmp)
         images = np.load(tmp / IMAGES, mmap_mode="r")  # read in batches; never one whole copy in memory
