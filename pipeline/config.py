@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args, get_origin
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -29,15 +29,26 @@ def _folder(v: str) -> str:
 Folder = Annotated[str, AfterValidator(_folder)]  # a folder a stage writes (and may replace whole)
 
 
+def _numbers(args: tuple) -> bool:
+    """True when every element type of a tuple annotation is a number (Annotated[float, ...] counts)."""
+    return bool(args) and all((get_args(a)[0] if get_origin(a) is Annotated else a) in (int, float) for a in args)
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_boolean_numbers(cls, v: object, info: ValidationInfo) -> object:
-        # lax mode reads true/yes as 1: `steps: yes` would train one step, silently
-        if isinstance(v, bool) and cls.model_fields[info.field_name].annotation in (int, float):
+        # lax mode reads true/yes as 1: `steps: yes` would train one step, silently; `[0.25, yes]` likewise
+        ann = cls.model_fields[info.field_name].annotation
+        if isinstance(v, bool) and ann in (int, float):
             raise ValueError(f"must be a number, got the boolean {v!r} (YAML reads true/false/yes/no/on/off as one)")
+        if isinstance(v, (list, tuple)) and get_origin(ann) is tuple and _numbers(get_args(ann)):
+            for i, x in enumerate(v):
+                if isinstance(x, bool):
+                    raise ValueError(f"item {i} must be a number, got the boolean {x!r} "
+                                     "(YAML reads true/false/yes/no/on/off as one)")
         return v
 
 

@@ -129,6 +129,15 @@ def test_a_boolean_for_a_number_is_an_error_not_one_or_zero(section, key, value)
                             "(YAML reads true/false/yes/no/on/off as one)")
 
 
+@pytest.mark.parametrize("section, key, value, item", [("validate", "aspect_ratio", [0.5, True], 1),
+                                                       ("preprocess", "background", [False, 0, 0], 0)])
+def test_a_boolean_inside_a_list_of_numbers_is_an_error(section, key, value, item):
+    with pytest.raises(ArtganError) as e:
+        parse({section: {key: value}})
+    assert str(e.value) == (f"params.yaml: '{section}.{key}': item {item} must be a number, got the boolean "
+                            f"{value[item]!r} (YAML reads true/false/yes/no/on/off as one)")
+
+
 def test_non_power_of_two_image_size_says_so():
     msg = parse_error({"data": {"image_size": 48}})
     assert "power of two" in msg and "48" in msg
