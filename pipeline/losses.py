@@ -100,17 +100,23 @@ def _input_grad(D: Callable[..., Tensor], x: Tensor, y: Tensor | None) -> Tensor
 
 
 def gradient_penalty(D, real: Tensor, fake: Tensor, y: Tensor | None = None,
-                     generator: torch.Generator | None = None) -> Tensor:
+                     generator: torch.Generator | None = None, total: int | None = None, offset: int = 0) -> Tensor:
     """Gulrajani et al. (2017): mean over the batch of (||∇_x̂ D(x̂)||₂ - 1)², x̂ = ε·real + (1-ε)·fake.
 
     ε ~ U(0, 1) per sample is drawn on the CPU from `generator` (float32, then cast to real's dtype and moved to
-    real's device), so it is reproducible whatever the device. The result keeps its graph (create_graph=True):
-    backpropagating it reaches D's parameters. `fake` is detached; D is called as D(x̂) or, with y, D(x̂, y).
+    real's device), so it is reproducible whatever the device. As in diff_augment, ε is drawn for `total` rows
+    (default: this batch) and rows [offset, offset + n) are used: a process holding that slice of a global batch
+    draws what one process holding all of it would, and the generator moves on by the same amount.
+    The result keeps its graph (create_graph=True): backpropagating it reaches D's parameters. `fake` is
+    detached; D is called as D(x̂) or, with y, D(x̂, y).
     """
     if real.shape != fake.shape:
         raise ValueError(f"gradient_penalty: real {tuple(real.shape)} and fake {tuple(fake.shape)} differ in shape")
     n = real.shape[0]
-    eps = torch.rand(n, generator=generator, dtype=torch.float32)
+    total = n if total is None else total
+    if offset < 0 or offset + n > total:
+        raise ValueError(f"gradient_penalty: rows [{offset}, {offset + n}) lie outside a batch of {total}")
+    eps = torch.rand(total, generator=generator, dtype=torch.float32)[offset : offset + n]
     eps = eps.to(device=real.device, dtype=real.dtype).view(n, *([1] * (real.dim() - 1)))
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     grad = _input_grad(D, x_hat, y)

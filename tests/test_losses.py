@@ -277,6 +277,22 @@ def test_gp_is_reproducible_from_the_generator_seed():
     assert a != c
 
 
+def test_gp_of_a_slice_of_a_global_batch_is_that_slice_of_the_whole():
+    """Two ranks holding halves of a batch: their penalties average to the whole batch's, and each draws all ε."""
+    n = SHAPE[0] + 1  # an even batch made of SHAPE[0] + 1 rows
+    real, fake = rand(n, DIM, seed=20), rand(n, DIM, seed=21)
+    D, h = Quadratic(0.6), n // 2
+    g_all, g_lo, g_hi = gen(7), gen(7), gen(7)
+    whole = gradient_penalty(D, real, fake, generator=g_all).item()
+    lo = gradient_penalty(D, real[:h], fake[:h], generator=g_lo, total=n, offset=0).item()
+    hi = gradient_penalty(D, real[h:], fake[h:], generator=g_hi, total=n, offset=h).item()
+    assert (lo + hi) / 2 == pytest.approx(whole, rel=1e-12)
+    assert lo != pytest.approx(hi)  # different rows, different ε
+    assert g_lo.get_state().equal(g_all.get_state()) and g_hi.get_state().equal(g_all.get_state())
+    with pytest.raises(ValueError, match="outside a batch of"):
+        gradient_penalty(D, real[h:], fake[h:], generator=gen(7), total=n, offset=h + 1)
+
+
 def test_gp_works_in_float32():
     w = torch.full((DIM,), 0.5)
     real, fake = torch.randn(*SHAPE), torch.randn(*SHAPE)

@@ -119,6 +119,19 @@ def test_two_gloo_processes_match_one_process_and_resume_across_world_sizes(work
     _close(a, weights(tmp_path, "mixed"), tol=1e-3)
 
 
+@pytest.mark.e2e
+def test_two_gloo_processes_match_one_process_with_the_gradient_penalty(work):
+    """wgan-gp draws its interpolation weights per sample: each rank draws the global batch's and keeps its rows."""
+    tmp_path, env = work
+    train = {"loss": "wgan-gp", "n_critic": 2, "steps": 4, "batch_size": 16, "log_every": 1, "sample_every": 100,
+             "threads": 1}
+    one = artgan(["train", "--params", str(params(tmp_path, "one", **train))], tmp_path, env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = artgan(["train", "--nproc", "2", "--params", str(params(tmp_path, "two", **train))], tmp_path, env)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    _close(weights(tmp_path, "one"), weights(tmp_path, "two"), tol=1e-3)
+
+
 @pytest.mark.parametrize("preset, expected", [(None, ":4096:8"), (":16:8", ":16:8")])
 def test_importing_the_package_asks_for_deterministic_cublas_and_keeps_a_users_choice(preset, expected):
     # cuBLAS reads CUBLAS_WORKSPACE_CONFIG once, at its first handle: set on import, before any CUDA work,

@@ -142,7 +142,7 @@ class Trainer:
             loss = self.loss.d(d_real, d_fake)
         out = {"loss_d": loss, "d_real": d_real.mean(), "d_fake": d_fake.mean()}
         if self.loss.gp and t.gp_weight > 0:
-            gp = gradient_penalty(self.D, real, fake, y_real, self.gen)
+            gp = gradient_penalty(self.D, real, fake, y_real, self.gen, total=t.batch_size, offset=self.lo)
             loss = loss + t.gp_weight * gp
             out["gp"] = gp
         if t.r1_gamma > 0 and step % t.r1_every == 0:
