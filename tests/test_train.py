@@ -276,6 +276,25 @@ def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processe
     assert same_weights(snaps_part["generators"][-1], b["generator_ema"])
 
 
+def test_lowering_steps_keeps_the_longer_runs_checkpoint_and_raising_them_again_resumes_from_it(processed, tmp_path,
+                                                                                             capsys):
+    common = {"checkpoint_dir": str(tmp_path / "ckpt"), "checkpoint_every": 2}
+    train(tmp_path, "run", train={"steps": 6, **common})
+    (folder,) = (tmp_path / "ckpt").iterdir()
+    long_state = (folder / "latest.pt").read_bytes()
+    train(tmp_path, "run", train={"steps": 4, **common})  # starts afresh: its checkpoints must not replace step 6
+    assert (folder / "kept_step_0000006.pt").read_bytes() == long_state
+    assert torch.load(folder / "latest.pt", weights_only=False)["step"] == 4
+    out = train(tmp_path, "run", train={"steps": 5, **common})[1]  # 4 <= 5 < 6: resumes from latest.pt
+    assert load_ckpt(out)["step"] == 5
+    capsys.readouterr()
+    summary, out, _ = train(tmp_path, "run", train={"steps": 6, **common})  # the kept step-6 run: nothing to train
+    assert f"resuming from step 6 of {folder / 'kept_step_0000006.pt'}" in capsys.readouterr().out
+    kept = torch.load(folder / "kept_step_0000006.pt", weights_only=False)
+    assert summary["steps"] == 6 and summary["seconds"] == round(kept["seconds"], 1)  # no step was trained again
+    assert same_weights(load_ckpt(out)["generator"], kept["G"])
+
+
 def test_snapshots_every_k_steps_are_kept_across_a_resume(processed, tmp_path):
     common = {"checkpoint_dir": str(tmp_path / "ckpt"), "checkpoint_every": 2, "snapshot_every": 2}
     train(tmp_path, "run", train={"steps": 5, **common})

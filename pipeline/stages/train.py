@@ -140,14 +140,21 @@ def run(cfg: Config) -> dict:
             class_counts=np.bincount(labels, minlength=len(classes)).tolist() if labels is not None else [],
         )
         trainer = Trainer(cfg, data, world, device)
-        resumed = checkpoint.load(latest_path(cfg, key))
-        if resumed is not None and resumed["step"] <= t.steps:
+        source = latest_path(cfg, key)
+        resumed = checkpoint.load(source)
+        if resumed is not None and resumed["step"] > t.steps:
+            if world.main:  # the other ranks read it before rank 0's first save (which waits on their steps)
+                kept = checkpoint.set_aside(source, resumed["step"])
+                print(f"train: the checkpoint in {source} is at step {resumed['step']}, past train.steps={t.steps}; "
+                      f"kept as {kept} (train.steps >= {resumed['step']} resumes from it); starting afresh", flush=True)
+            resumed = None
+        kept = checkpoint.best_kept(checkpoint.folder(cfg, key), t.steps, resumed["step"] if resumed else 0)
+        if kept is not None and (state := checkpoint.load(kept)) is not None:
+            source, resumed = kept, state
+        if resumed is not None:
             trainer.load_state_dict(resumed)
             if world.main:
-                print(f"train: resuming from step {resumed['step']} of {latest_path(cfg, key)}", flush=True)
-        elif resumed is not None and world.main:
-            print(f"train: the checkpoint in {latest_path(cfg, key)} is at step {resumed['step']}, past "
-                  f"train.steps={t.steps}; starting afresh", flush=True)
+                print(f"train: resuming from step {resumed['step']} of {source}", flush=True)
         fixed_z, fixed_y = fixed_inputs(trainer, N_FIXED, t.seed + 1)
 
         ctx = _open_run(cfg, trainer.state.run_id) if world.main else contextlib.nullcontext(NullRun())

@@ -1,4 +1,6 @@
 """Resumable checkpoints: one folder per training configuration, the latest state written atomically.
+A run with fewer steps than the folder's checkpoint sets that checkpoint aside (kept_step_N.pt) instead of
+overwriting it, and a run with at least N steps resumes from it.
 
 A checkpoint holds everything the next step depends on: G, D, the EMA generator, both optimisers,
 the step, every RNG state (python, numpy, torch, CUDA, and the trainer's own generator, which also
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from pathlib import Path
 
@@ -68,6 +71,28 @@ def load(path: Path) -> dict | None:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         return None
     return state
+
+
+def kept_path(folder_: Path, step: int) -> Path:
+    return folder_ / f"kept_step_{step:07d}.pt"
+
+
+def set_aside(path: Path, step: int) -> Path:
+    """Keep a checkpoint that is past this run's train.steps under its step's name, so the shorter run's own
+    checkpoints never overwrite a longer run's work (a later run with more steps resumes from it)."""
+    kept = kept_path(path.parent, step)
+    os.replace(path, kept)
+    return kept
+
+
+def best_kept(folder_: Path, steps: int, above: int) -> Path | None:
+    """The set-aside checkpoint with the most steps that are <= `steps` and > `above`, if any."""
+    found = []
+    for p in folder_.glob("kept_step_*.pt"):
+        n = p.stem.rsplit("_", 1)[1]
+        if n.isdigit() and above < int(n) <= steps:
+            found.append((int(n), p))
+    return max(found)[1] if found else None
 
 
 def save_snapshot(folder_: Path, step: int, generator_state: dict) -> None:
