@@ -31,6 +31,11 @@ class Loss:
     g: Callable[[Tensor], Tensor]  # g(fake_logits) -> scalar, minimised by G
     clip: bool = False  # WGAN weight clipping: trainer calls clip_weights(D, train.clip_value) after each D step
     gp: bool = False  # WGAN-GP: trainer adds gp_weight * gradient_penalty(...) to D's loss
+    prob: bool = False  # D(x) is the probability σ(logit) that x is real (bce, ns); else the raw critic output
+
+    def d_of(self, logits: Tensor) -> Tensor:
+        """What the literature calls D(x) for these logits: σ(logits) for bce/ns, the logits otherwise."""
+        return torch.sigmoid(logits) if self.prob else logits
 
     def __iter__(self) -> Iterator[Callable[..., Tensor]]:
         # backward compatibility with the old `d_fn, g_fn = LOSSES[name]` tuple registry
@@ -79,8 +84,8 @@ def hinge_g(fake: Tensor) -> Tensor:
 
 
 LOSSES: dict[str, Loss] = {
-    "bce": Loss(bce_d, bce_g),
-    "ns": Loss(bce_d, ns_g),
+    "bce": Loss(bce_d, bce_g, prob=True),
+    "ns": Loss(bce_d, ns_g, prob=True),
     "wgan": Loss(wgan_d, wgan_g, clip=True),
     "wgan-gp": Loss(wgan_d, wgan_g, gp=True),
     "lsgan": Loss(lsgan_d, lsgan_g),

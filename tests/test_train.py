@@ -333,6 +333,26 @@ def test_gradient_penalty_trains_a_critic_without_batch_norm(processed, tmp_path
     assert any("running_mean" in k for k in load_ckpt(out_w)["discriminator"])
 
 
+@pytest.mark.parametrize("loss", ["ns", "hinge"])
+def test_d_real_and_d_fake_are_mean_probabilities_for_bce_ns_and_mean_critic_outputs_otherwise(processed, tmp_path,
+                                                                                                 loss):
+    from pipeline.training.dist import World
+    from pipeline.training.loop import Data, Trainer
+
+    images = torch.from_numpy(np.load(processed / "images.npy")).permute(0, 3, 1, 2).contiguous()
+    cfg = parse(tiny_cfg(tmp_path, train={"loss": loss}))
+    trainer = Trainer(cfg, Data(images=images, labels=None, n_classes=0), World(), torch.device("cpu"))
+    logits = []  # what D's last layer said in the D step: on the real batch, then on the fakes
+    convs = [m for m in trainer.D.modules() if isinstance(m, torch.nn.Conv2d)]
+    convs[-1].register_forward_hook(lambda m, i, o: logits.append(o.detach().flatten()) and None)
+    out = trainer.gan_step(1)
+    real, fake = logits[:2]
+    d = torch.sigmoid if loss == "ns" else (lambda v: v)
+    assert out["d_real"].item() == pytest.approx(d(real).mean().item(), rel=1e-6)
+    assert out["d_fake"].item() == pytest.approx(d(fake).mean().item(), rel=1e-6)
+    assert out["d_real"].item() != pytest.approx(d(fake).mean().item(), rel=1e-6)
+
+
 def test_bf16_autocast_on_cpu_when_asked_and_it_still_resumes_bitwise(processed, tmp_path):
     # train.amp: bf16 runs G and D under CPU autocast (oneDNN uses AMX / AVX512-BF16 where the CPU has them);
     # `auto` keeps the CPU in fp32. Weights and optimiser state stay fp32, and a resume is still bitwise.

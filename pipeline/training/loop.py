@@ -140,7 +140,7 @@ class Trainer:
             d_real = self.d_fwd(real, y_real).float()
             d_fake = self.d_fwd(fake, y_fake).float()
             loss = self.loss.d(d_real, d_fake)
-        out = {"loss_d": loss, "d_real": d_real.mean(), "d_fake": d_fake.mean()}
+        out = {"loss_d": loss, "d_real": self.loss.d_of(d_real).mean(), "d_fake": self.loss.d_of(d_fake).mean()}
         if self.loss.gp and t.gp_weight > 0:
             gp = gradient_penalty(self.D, real, fake, y_real, self.gen, total=t.batch_size, offset=self.lo)
             loss = loss + t.gp_weight * gp
