@@ -168,6 +168,29 @@ def test_conditional_models_get_a_grid_per_class(pipeline_run, tmp_path, monkeyp
     assert grids == ["class_000.png", "class_001.png", "class_002.png"] and out["classes"] == 3
 
 
+def test_the_vae_baseline_is_scored_and_rendered_like_a_gan(pipeline_run, tmp_path, monkeypatch):
+    from pipeline.stages import evaluate, render, train
+
+    cfg0, _, _ = pipeline_run
+    isolate_mlflow(monkeypatch, tmp_path)
+    cfg = make_cfg(tmp_path, model={"arch": "vae"})
+    shutil.copytree(cfg0.data.processed_dir, cfg.data.processed_dir)
+    train.run(cfg)
+    evaluate.run(cfg)
+    m = json.loads((Path(cfg.reports_dir) / "metrics.json").read_text())
+    gan = json.loads((Path(cfg0.reports_dir) / "metrics.json").read_text())
+    assert m.keys() == gan.keys()  # the same table, so GAN and VAE rows compare
+    assert m["fid_n_fake"] == 24 and m["fid"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["copy_rate"] <= 1
+    out = render.run(cfg)
+    d = Path(cfg.reports_dir) / "render"
+    assert {"grid.png", "interp.gif", "progress.png", "fid_curve.png", "loss_curves.png"} <= set(out["files"])
+    assert all((d / n).is_file() for n in out["files"])
+    grid = np.asarray(Image.open(d / "grid.png"))
+    assert grid.shape == (8 * (SIZE + 2) + 2, 8 * (SIZE + 2) + 2, 3) and grid.std() > 1  # decoded samples, not blank
+    html = (Path(cfg.reports_dir) / "index.html").read_text()
+    assert "vae" in html and 'src="render/grid.png"' in html
+
+
 def test_slerp_ends_at_its_endpoints_and_keeps_the_norm_of_equal_norm_latents():
     from pipeline.stages.render import slerp
 

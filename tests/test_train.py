@@ -194,6 +194,46 @@ def test_every_architecture_trains_and_reloads(processed, tmp_path, arch):
     assert ({"loss", "rec", "kl"} if arch == "vae" else {"loss_d", "loss_g"}) <= set(header)
 
 
+def test_the_vae_step_minimises_the_negative_elbo_computed_by_hand(processed, tmp_path):
+    """-ELBO = Σ squared error per image + β·KL(N(μ, σ²) || N(0, I)), averaged over the batch; and its img/s
+    counts one batch per step (n_critic is a GAN setting)."""
+    from pipeline.training.dist import World
+    from pipeline.training.loop import Data, Trainer
+
+    images = torch.from_numpy(np.load(processed / "images.npy")).permute(0, 3, 1, 2).contiguous()
+    beta = 0.25
+    cfg = parse(tiny_cfg(tmp_path, model={"arch": "vae"}, train={"vae_beta": beta, "n_critic": 3}))
+    trainer = Trainer(cfg, Data(images=images, labels=None, n_classes=0), World(), torch.device("cpu"))
+    assert trainer.images_per_step == cfg.train.batch_size
+    seen = {}
+    trainer.D.register_forward_hook(lambda m, i, o: seen.update(x=i[0].detach(), mu=o[0].detach(),
+                                                                  logvar=o[1].detach()) and None)
+    trainer.G.register_forward_hook(lambda m, i, o: seen.update(z=i[0].detach(), recon=o.detach()) and None)
+    out = trainer.vae_step(1)
+
+    x, recon = seen["x"].double(), seen["recon"].double()
+    mu, logvar, z = seen["mu"].double(), seen["logvar"].double(), seen["z"].double()
+    n = x.shape[0]
+    rec = sum(float(((recon[i] - x[i]) ** 2).sum()) for i in range(n)) / n
+    kl = sum(0.5 * sum(m * m + math.exp(lv) - 1 - lv for m, lv in zip(mu[i].tolist(), logvar[i].tolist()))
+             for i in range(n)) / n
+    assert out["rec"].item() == pytest.approx(rec, rel=1e-5)
+    assert out["kl"].item() == pytest.approx(kl, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(rec + beta * kl, rel=1e-5)
+    eps = (z - mu) / torch.exp(0.5 * logvar)  # the reparameterisation: z = μ + σ·ε with ε drawn apart from μ, σ
+    assert x.min() >= -1 and x.max() <= 1 and eps.abs().max() < 6 and abs(eps.std().item() - 1) < 0.2
+
+
+def test_images_per_step_of_a_gan_counts_every_critic_batch(processed, tmp_path):
+    from pipeline.training.dist import World
+    from pipeline.training.loop import Data, Trainer
+
+    images = torch.from_numpy(np.load(processed / "images.npy")).permute(0, 3, 1, 2).contiguous()
+    cfg = parse(tiny_cfg(tmp_path, train={"n_critic": 3}))
+    trainer = Trainer(cfg, Data(images=images, labels=None, n_classes=0), World(), torch.device("cpu"))
+    assert trainer.images_per_step == 3 * cfg.train.batch_size
+
+
 def test_regularisers_and_augmentation_train_and_are_logged(processed, tmp_path):
     figures, out, reports = train(
         tmp_path, "reg",

@@ -178,7 +178,7 @@ def run(cfg: Config) -> dict:
                 _write_outputs(cfg, trainer, classes, mlrun, checkpoint.folder(cfg, key))
         s = trainer.state
         return {"steps": s.step, "seconds": round(s.seconds, 1), "device": str(device), "world_size": world.size,
-                "img_per_s": round(s.step * t.batch_size * t.n_critic / max(s.seconds, 1e-9), 1),
+                "img_per_s": round(s.step * trainer.images_per_step / max(s.seconds, 1e-9), 1),
                 "run_id": s.run_id, "checkpoint_key": key,
                 **{k: v for k, v in s.curves[-1].items() if k.startswith("loss")}}
     finally:
@@ -212,7 +212,7 @@ def _write_outputs(cfg: Config, trainer, classes: list[str], mlrun, folder: Path
         torch.save({"steps": steps, "generators": [checkpoint.load_snapshot(folder, k) for k in steps]}, tmp)
     write_json(run_file(cfg), {"run_id": s.run_id, "tracking_uri": tracking.tracking_uri()})
     mlrun.log_metrics({"train_seconds": s.seconds,
-                       "train_img_per_s": s.step * cfg.train.batch_size * cfg.train.n_critic / max(s.seconds, 1e-9)})
+                       "train_img_per_s": s.step * trainer.images_per_step / max(s.seconds, 1e-9)})
 
 
 def load_generator(cfg: Config, ema: bool = True):

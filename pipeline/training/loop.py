@@ -64,6 +64,8 @@ class Trainer:
         self.lo = world.rank * self.local
         self.z_dim = m.z_dim
         self.loss = LOSSES[t.loss]
+        # real images one step reads (img/s): n_critic batches for a GAN's D steps, one batch for the VAE
+        self.images_per_step = t.batch_size * (1 if self.kind == "vae" else t.n_critic)
         # bf16 autocast: `auto` on CUDA; `bf16` anywhere (on a CPU with AMX or AVX512-BF16 oneDNN runs it natively)
         self.amp = t.amp == "bf16" or (t.amp == "auto" and device.type == "cuda")
         if device.type == "cpu" and self.amp and world.rank == 0 and not cpu_bf16_native():
@@ -306,7 +308,7 @@ def train_loop(trainer: Trainer, key: str, mlrun, on_sample) -> None:
             if step % t.log_every == 0 or step == t.steps:
                 row = dict(zip(out, torch.stack([v.detach().float().cpu() for v in out.values()]).tolist()))
                 row.update(lr_g=trainer.opt_g.param_groups[0]["lr"], lr_d=trainer.opt_d.param_groups[0]["lr"],
-                           img_per_s=(step - done0) * t.batch_size * t.n_critic / max(s.seconds - seconds0, 1e-9))
+                           img_per_s=(step - done0) * trainer.images_per_step / max(s.seconds - seconds0, 1e-9))
                 s.curves.append({"step": step, **row})
                 pending.append((step, row))
                 if bar is not None:
