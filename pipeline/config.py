@@ -163,7 +163,7 @@ class TrainCfg(Section):
     clip_value: PosFloat = 0.01  # WGAN weight clipping (loss wgan)
     gp_weight: NonNegFloat = 10.0  # gradient-penalty weight lambda (loss wgan-gp)
     r1_gamma: NonNegFloat = 0.0  # R1 penalty weight gamma; 0 = off
-    r1_every: PosInt = 16  # lazy R1: applied every N discriminator steps, scaled by N
+    r1_every: PosInt = 16  # lazy R1: on the D updates of every N-th training step, scaled by N
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999  # EMA generator; 0 = off
     augment: tuple[str, ...] = ("translation", "cutout")  # DiffAugment policies: color, translation, cutout
     augment_p: Annotated[float, Field(ge=0, le=1)] = 1.0  # probability per sample and policy

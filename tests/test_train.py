@@ -111,12 +111,29 @@ def test_training_is_tracked_in_mlflow_and_writes_curves(processed, tmp_path):
 
 @pytest.mark.parametrize("loss", ["bce", "ns", "wgan", "wgan-gp", "lsgan", "hinge"])
 def test_every_loss_trains_to_a_finite_loss(processed, tmp_path, loss):
-    figures, out, _ = train(tmp_path, loss, train={"loss": loss, "steps": 3, "log_every": 1, "sample_every": 3})
+    figures, out, reports = train(tmp_path, loss, train={"loss": loss, "steps": 3, "log_every": 1, "sample_every": 3})
     assert figures["steps"] == 3
     assert math.isfinite(figures["loss_d"]) and math.isfinite(figures["loss_g"])
     ckpt = load_ckpt(out)
-    assert ckpt["config"]["train"]["loss"] == loss
     assert all(torch.isfinite(v).all() for v in ckpt["generator"].values() if v.is_floating_point())
+    with open(reports / "train_curves.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    loss_d, loss_g = [float(r["loss_d"]) for r in rows], [float(r["loss_g"]) for r in rows]
+    # what tells the objectives apart in the curves and the weights
+    if loss == "bce":  # G minimises log(1 - D(G(z))) < 0
+        assert all(v < 0 for v in loss_g)
+    if loss in ("bce", "ns"):  # -[log D(x) + log(1 - D(G(z)))] >= 0, and -log D(G(z)) > 0 for ns
+        assert all(v > 0 for v in loss_d) and (loss == "bce" or all(v > 0 for v in loss_g))
+    if loss == "wgan":  # every weight of the critic clipped to [-c, c] after its step
+        c = 0.01
+        weights = [v for k, v in ckpt["discriminator"].items() if "running" not in k and "num_batches" not in k]
+        assert max(v.abs().max().item() for v in weights) <= c
+    if loss == "wgan-gp":
+        assert all(float(r["gp"]) > 0 for r in rows)
+    else:
+        assert "gp" not in rows[0]
+    if loss in ("lsgan", "hinge"):
+        assert all(v >= 0 for v in loss_d)
 
 
 def test_checkpoint_reloads_as_a_generator(processed, tmp_path):
@@ -157,16 +174,21 @@ def test_batch_larger_than_the_dataset_is_a_clear_error(processed, tmp_path):
         stage.run(cfg)
 
 
-def test_run_data_records_system_metrics_and_sample_grids(processed, tmp_path):
+def test_run_data_records_system_metrics_and_sample_grids(processed, tmp_path, monkeypatch):
     import mlflow
 
     from pipeline.tracking import run_data
 
-    figures, _, _ = train(tmp_path, "imgs", train={"steps": 6, "sample_every": 3})
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")  # default 10 s: longer than this run
+    figures, _, _ = train(tmp_path, "imgs", train={"steps": 60, "sample_every": 20, "log_every": 20})
     client = mlflow.MlflowClient()
     files = [f.path for f in client.list_artifacts(figures["run_id"], "images")]
-    assert sum("samples" in f for f in files) >= 2  # one grid per sample_every steps (plus metadata)
-    assert data_tags(run_data(figures["run_id"]))["world_size"] == "1"
+    # MLflow image steps: images/samples+step+<step>+timestamp+<ms>+<uuid>.png (and a compressed .webp twin)
+    steps = {int(f.split("+step+")[1].split("+")[0]) for f in files if f.endswith(".png") and "samples" in f}
+    assert steps == {20, 40, 60}
+    data = run_data(figures["run_id"])
+    assert data_tags(data)["world_size"] == "1"
+    assert any(k.startswith("system/") for k in client.get_run(figures["run_id"]).data.metrics)
 
 
 def data_tags(data: dict) -> dict:
@@ -245,8 +267,12 @@ def test_regularisers_and_augmentation_train_and_are_logged(processed, tmp_path)
         rows = list(csv.DictReader(f))
     r1 = [r.get("r1") for r in rows]
     assert r1[1] and float(r1[1]) > 0 and not r1[0]  # lazy: only on steps 2 and 4
-    assert float(rows[0]["lr_d"]) == 4e-4  # TTUR
+    assert float(rows[0]["lr_d"]) == 4e-4 and float(rows[0]["lr_g"]) == 2e-4  # TTUR: two learning rates
     assert figures["img_per_s"] > 0
+    (latest,) = (tmp_path / "reg" / "ckpt").glob("*/latest.pt")
+    assert torch.load(latest, weights_only=False)["cursor"] == 4 * 2 * 8  # n_critic real batches per step
+    d_keys = load_ckpt(out)["discriminator"].keys()
+    assert any("parametrizations" in k or k.endswith("weight_orig") for k in d_keys)  # spectral norm in the trained D
 
 
 def test_ema_generator_is_the_exact_moving_average(processed, tmp_path):
