@@ -72,3 +72,29 @@ def test_a_copying_generator_is_far_above_the_held_out_rate():
     assert memorisation(train, copies)["copy_rate"] == 1.0
     assert abs(memorisation(train, new)["copy_rate"] - base) < 0.25
     assert base < 0.9
+
+
+def test_every_metric_is_the_same_whatever_the_block_size(monkeypatch):
+    """Large training sets are reduced in row blocks (memory stays flat): blocks of 2 rows give what one block gives."""
+    import pipeline.metrics.knn as knn
+
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(41, 12)), rng.normal(size=(23, 12)) * 1.1 + 0.1
+
+    def everything():
+        mem = memorisation(real, fake)
+        return (knn_radii(real, 3), precision_recall(real, fake, k=3), mem["nearest"], mem["distance"],
+                mem["ratio"], mem["copy_rate"])
+
+    whole = everything()
+    monkeypatch.setattr(knn, "CELLS", 2 * len(real))  # blocks of 2 rows
+    blocked = everything()
+    np.testing.assert_allclose(blocked[0], whole[0], rtol=1e-12)
+    assert blocked[1] == whole[1] and np.array_equal(blocked[2], whole[2]) and blocked[5] == whole[5]
+    np.testing.assert_allclose(blocked[3], whole[3], rtol=1e-12)
+    np.testing.assert_allclose(blocked[4], whole[4], rtol=1e-12)
+    # and against scipy: radii and nearest neighbours by brute force
+    d = cdist(real, real)
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_allclose(blocked[0], np.sort(d, axis=1)[:, 2], rtol=1e-9)
+    assert np.array_equal(blocked[2], cdist(fake, real).argmin(axis=1))
