@@ -198,12 +198,20 @@ class EvalCfg(Section):
     batch_size: PosInt = 50
     seed: NonNegInt = 12345
     kid_subsets: PosInt = 10
-    kid_subset_size: PosInt = 1000
+    kid_subset_size: Annotated[int, Field(ge=2)] = 1000  # capped at the smaller set; evaluate warns when it is
     pr_k: PosInt = 3  # k of the k-NN manifolds of precision and recall
-    curve_samples: NonNegInt = 256  # generated images per training snapshot for the FID curve; 0 = no curve
+    curve_samples: NonNegInt = 256  # generated images per training snapshot for the FID curve; 0 = no curve, else >= 2
     memorisation_pairs: PosInt = 8  # closest generated/training pairs drawn in reports/memorisation.png
     device: Literal["auto", "cpu", "cuda"] = "auto"  # FID features (preprocess's real ones too) and samples; auto = cuda -> cpu
     fid_precision: Literal["fp32", "fp16"] = "fp32"  # FID features: fp32 exact; fp16 autocast (GPU tensor cores), FID ~3e-4 off
+
+
+    @field_validator("curve_samples")
+    @classmethod
+    def _curve_samples(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("a covariance needs at least 2 samples: use 0 (no FID curve) or 2 or more (256 is usual)")
+        return v
 
 
 class RenderCfg(Section):

@@ -113,6 +113,8 @@ def test_unknown_key_under_validate_lists_the_validate_keys():
         ({"data": {"raw_dir": {"a": 1}}}, "data.raw_dir"),
         ({"eval": {"device": "tpu"}}, "eval.device"),
         ({"eval": {"fid_precision": "bf16"}}, "eval.fid_precision"),
+        ({"eval": {"kid_subset_size": 1}}, "eval.kid_subset_size"),
+        ({"eval": {"curve_samples": 1}}, "eval.curve_samples"),
     ],
 )
 def test_ill_typed_or_out_of_range_value_names_the_key(raw, key):

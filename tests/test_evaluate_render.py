@@ -22,7 +22,7 @@ STEPS, EVERY = 6, 3
 
 def make_cfg(root: Path, **over):
     return parse(tiny_cfg(root, train={"steps": STEPS, "snapshot_every": EVERY, **over.pop("train", {})},
-                          eval={"n_samples": 24, "batch_size": 12, "kid_subset_size": 20, "kid_subsets": 3,
+                          eval={"n_samples": 24, "batch_size": 12, "kid_subset_size": 30, "kid_subsets": 3,
                                 "curve_samples": 12, "memorisation_pairs": 5},
                           **over))
 
@@ -64,6 +64,50 @@ def test_metrics_use_every_real_image_and_record_the_sample_counts(pipeline_run)
 def test_fid_from_fewer_than_2048_samples_warns(pipeline_run):
     _, _, stderr = pipeline_run
     assert "warning: FID from 24 < 2048 generated samples is biased" in stderr
+
+
+def test_kid_subsets_larger_than_a_set_are_capped_recorded_and_warned_about(pipeline_run):
+    cfg, out, stderr = pipeline_run
+    m = json.loads((Path(cfg.reports_dir) / "metrics.json").read_text())
+    assert m["kid_subset_size"] == 24  # eval.kid_subset_size 30, but only 24 generated images
+    assert "warning: KID subsets hold 24 images, not eval.kid_subset_size=30 (24 generated" in stderr
+
+
+def test_the_metrics_are_those_of_the_generated_and_real_features(pipeline_run):
+    """Recomputed from the same samples: each metric compares the sets it names, in the right direction."""
+    from pipeline.metrics.fid import Reference
+    from pipeline.metrics.inception import FastInception, extract_features
+    from pipeline.metrics.kid import kid
+    from pipeline.metrics.knn import memorisation, precision_recall
+    from pipeline.stages.evaluate import generate_uint8
+    from pipeline.stages.train import load_generator
+
+    cfg, _, _ = pipeline_run
+    e = cfg.eval
+    m = json.loads((Path(cfg.reports_dir) / "metrics.json").read_text())
+    stats = dict(np.load(Path(cfg.data.processed_dir) / "fid_stats.npz"))
+    G, z_dim, _, counts = load_generator(cfg)
+    images = generate_uint8(G, z_dim, e.n_samples, e.seed, e.batch_size, counts)
+    fake = extract_features(FastInception(), images, e.batch_size)
+    real = stats["features"]
+    assert m["fid"] == round(Reference(stats["mu"], stats["sigma"]).fid(fake), 4)
+    assert m["kid_mean"] == round(kid(real, fake, e.kid_subsets, e.kid_subset_size, seed=e.seed)[0], 6)
+    rng = np.random.default_rng(e.seed)  # precision/recall on equal-sized sets: a seeded subset of the real ones
+    n = min(len(real), len(fake))
+    sub = real[np.sort(rng.choice(len(real), n, replace=False))]
+    p, r = precision_recall(sub, fake, k=e.pr_k)
+    assert (m["precision"], m["recall"]) == (round(p, 4), round(r, 4))
+    assert m["copy_rate"] == round(memorisation(real, fake)["copy_rate"], 4)
+    mem = memorisation(real, fake)
+    assert m["nn_ratio_min"] == round(float(mem["ratio"].min()), 4)
+    # memorisation.png: the closest sample (by ratio) top left, its nearest training image below it, 4x upscaled
+    first = int(np.argmin(mem["ratio"]))
+    train_img = np.load(Path(cfg.data.processed_dir) / "images.npy")[stats["indices"][mem["nearest"][first]]]
+    pairs = np.asarray(Image.open(Path(cfg.reports_dir) / "memorisation.png").convert("RGB"))
+    s, pad = SIZE * 4, 4
+    up = lambda img: np.kron(img, np.ones((4, 4, 1), dtype=np.uint8))  # noqa: E731
+    assert np.array_equal(pairs[pad : pad + s, pad : pad + s], up(images[first]))
+    assert np.array_equal(pairs[2 * pad + s : 2 * pad + 2 * s, pad : pad + s], up(train_img))
 
 
 def test_fid_curve_has_one_point_per_snapshot(pipeline_run):

@@ -42,7 +42,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise ValueError(f"statistics differ in shape: {mu1.shape}/{s1.shape} vs {mu2.shape}/{s2.shape}")
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt_product(s1, s2))
+    # FID >= 0; rounding leaves identical sets a hair below it (about -1e-4 for rank-deficient ones)
+    return max(0.0, float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt_product(s1, s2)))
 
 
 class Reference:
@@ -71,4 +72,4 @@ class Reference:
         ev = np.linalg.eigvalsh((gram + gram.T) / 2)
         diff = mu - self.mu
         trace_fake = float(np.einsum("ij,ij->", f - mu, f - mu) / (f.shape[0] - 1))
-        return float(diff @ diff + self.trace + trace_fake - 2.0 * np.sqrt(np.clip(ev, 0, None)).sum())
+        return max(0.0, float(diff @ diff + self.trace + trace_fake - 2.0 * np.sqrt(np.clip(ev, 0, None)).sum()))

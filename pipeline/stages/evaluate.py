@@ -131,6 +131,12 @@ def run(cfg: Config) -> dict:
         fake = generate_uint8(G, z_dim, e.n_samples, e.seed, e.batch_size, class_counts)
         fid, feats = _fid(model, fake, reference, e.batch_size, progress="fake FID features", precision=e.fid_precision)
         kid_mean, kid_std = kid(real_feats, feats, e.kid_subsets, e.kid_subset_size, seed=e.seed)
+        kid_size = min(e.kid_subset_size, len(real_feats), len(feats))  # what kid() drew
+        if kid_size < e.kid_subset_size:
+            print(f"evaluate: warning: KID subsets hold {kid_size} images, not eval.kid_subset_size="
+                  f"{e.kid_subset_size} ({len(feats)} generated, {len(real_feats)} real); subsets that are (nearly) a "
+                  "whole set make kid_std understate the spread: raise eval.n_samples or lower the subset size",
+                  file=sys.stderr)
 
         rng = np.random.default_rng(e.seed)
         n_pr = min(len(real_feats), len(feats))
@@ -145,6 +151,7 @@ def run(cfg: Config) -> dict:
             "fid": round(fid, 4),
             "kid_mean": round(kid_mean, 6),
             "kid_std": round(kid_std, 6),
+            "kid_subset_size": int(kid_size),
             "fid_n_fake": int(e.n_samples),
             "fid_n_real": int(len(real_feats)),
             "image_size": int(stats["image_size"]),
