@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import isolate_mlflow, tiny_cfg
+from test_report import browser  # noqa: F401  (the headless-Chromium fixture)
 from PIL import Image
 
 from pipeline.config import parse
@@ -147,6 +148,23 @@ def test_render_writes_every_picture(pipeline_run):
     summary = json.loads((Path(cfg.reports_dir) / "validation_summary.json").read_text())
     assert f"<td>{summary['images']} / {summary['ok']} / {summary['quarantined']}" in html  # what validation set aside
     assert "duplicates removed" in html and 'src="render/progress.png"' in html
+
+
+def test_the_real_report_opens_in_chromium_with_every_image_loaded(pipeline_run, browser):
+    """reports/index.html as render wrote it from this pipeline's own pictures (test_report.py covers the rest)."""
+    import re
+
+    from test_report import assert_all_loaded, assert_not_blank, open_report
+
+    cfg, _, _ = pipeline_run
+    index = Path(cfg.reports_dir) / "index.html"
+    srcs = re.findall(r'<img[^>]*\bsrc="([^"]*)"', index.read_text())
+    assert {"render/grid.png", "render/grid_raw.png", "render/interp.gif", "render/progress.png",
+            "render/loss_curves.png", "render/fid_curve.png", "memorisation.png"} <= set(srcs)
+    view = open_report(browser, index)
+    assert_all_loaded(view, len(srcs))
+    assert_not_blank(view["png"])
+    assert "FID from 24 < 2048 generated images is biased" in view["text"]
 
 
 def test_render_is_the_same_picture_every_time(pipeline_run, tmp_path, monkeypatch):
