@@ -17,6 +17,8 @@ from pipeline.config import Config
 from pipeline.io import atomic_path
 from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 
+MAX_CLASS_GRIDS = 64  # render draws a grid for each of the first 64 classes
+
 INDEX = "index.html"
 MANIFEST = "manifest.parquet"
 VALIDATION = "validation.json"
@@ -177,11 +179,15 @@ def build_html(cfg: Config) -> str:
     classes = "".join(_img(reports, f"{r}class_grids/{p.name}", f"class grid {p.stem}") for p in class_grids)
     if not classes:
         classes = _na("per-class grids" + ("" if cfg.data.label else " (unconditional model)"))
+    elif len(class_grids) >= MAX_CLASS_GRIDS:
+        classes = f"<p>The first {MAX_CLASS_GRIDS} classes.</p>" + classes
     copy_rate = (metrics or {}).get("copy_rate")
     heldout = (metrics or {}).get("copy_rate_heldout_real")
+    n_real = (metrics or {}).get("fid_n_real")
     baseline = f" (real images held out of the training features: {escape(_fmt(heldout))})" if heldout is not None else ""
+    searched = f" of the {escape(_fmt(n_real))} in the FID statistics" if n_real is not None else ""
     copy_line = (f"<p>Copy rate: <b>{escape(_fmt(copy_rate))}</b>{baseline}: the fraction of samples closer to "
-                 "their nearest training image than any other training image is to it.</p>"
+                 f"their nearest training image{searched} than any other training image is to it.</p>"
                  if copy_rate is not None else _na("copy rate"))
     params = _table([(k, v) for k, v in cfg.flat().items()], ("param", "value"))
     sections = [

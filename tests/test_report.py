@@ -207,6 +207,7 @@ def test_every_image_loads_and_the_page_is_not_blank(tmp_path, browser):
     assert re.search(r"animals\s+20", text) and re.search(r"flags\s+20", text)  # label counts
     assert "1024 generated vs 2048 real images" in text  # sample counts beside FID
     assert "0.0117" in text and "FID from 1024 < 2048 generated images is biased upwards" in text  # the report's own
+    assert "nearest training image of the 2048 in the FID statistics than" in text  # what the copy rate searched
     assert re.search(r"train\.loss\s+ns", text) and re.search(r"data\.label\s+category", text)  # params
 
 
@@ -279,3 +280,12 @@ def test_a_failed_validation_is_shown_as_failed(tmp_path, browser):
     assert "Validation FAILED: 2 of 3 expectations met." in text
     assert re.search(r"expect_column_values_to_be_in_set.*3 unexpected\s+FAIL", text)
     assert re.search(r"expect_table_row_count_to_be_between.*40\s+pass", text)
+
+
+def test_a_capped_set_of_class_grids_says_so(tmp_path):
+    cfg = build(tmp_path)
+    grids = Path(cfg.reports_dir) / "render" / "class_grids"
+    assert "The first 64 classes." not in (Path(cfg.reports_dir) / "index.html").read_text()
+    for k in range(64):  # render stops at MAX_CLASS_GRIDS however many classes there are
+        noise_grid(grids / f"class_{k:03d}.png", k, tiles=1)
+    assert "The first 64 classes." in write_report(cfg).read_text()

@@ -20,11 +20,11 @@ from pathlib import Path
 from pipeline import tracking
 from pipeline.config import Config
 from pipeline.io import atomic_dir
+from pipeline.report import MAX_CLASS_GRIDS  # one cap: render draws that many, the report says so
 from pipeline.stages.evaluate import FID_CURVE
 from pipeline.stages.train import CURVES, grid_image, load_generator, load_snapshots, run_file
 
 RENDER_DIR = "render"
-MAX_CLASS_GRIDS = 64
 INTERP_STEPS = 10
 GIF_SIDE, GIF_KEYS, GIF_STEPS, GIF_MS = 4, 4, 8, 80
 SCALE = 4  # small samples are upscaled (nearest) in strips and GIFs
@@ -161,6 +161,8 @@ def run(cfg: Config) -> dict:
                 (img.savefig if hasattr(img, "savefig") else img.save)(tmp / name, **kw)  # a figure or a PIL image
                 written.append(name)
 
+            if n_classes > MAX_CLASS_GRIDS:
+                print(f"render: per-class grids for the first {MAX_CLASS_GRIDS} of {n_classes} classes", flush=True)
             with torch.no_grad():
                 save(grid_image(G(z, y), nrow=nrow), "grid.png")
                 save(grid_image(G_raw(z, y), nrow=nrow), "grid_raw.png")
