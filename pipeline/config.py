@@ -205,7 +205,6 @@ class EvalCfg(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # FID features (preprocess's real ones too) and samples; auto = cuda -> cpu
     fid_precision: Literal["fp32", "fp16"] = "fp32"  # FID features: fp32 exact; fp16 autocast (GPU tensor cores), FID ~3e-4 off
 
-
     @field_validator("curve_samples")
     @classmethod
     def _curve_samples(cls, v: int) -> int:
