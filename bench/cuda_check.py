@@ -1,10 +1,11 @@
-"""The train stage on a GPU: bf16 autocast, channels_last, uint8 data on the device, torch.compile, and a
-SIGKILL-and-resume, each through `pipeline.stages.train.run` (the code `artgan train` runs).
+"""The train stage on a GPU: bf16 autocast, channels_last, uint8 data on the device, torch.compile, CUDA
+graphs (`train.cuda_graphs`), and a SIGKILL-and-resume eagerly and with CUDA graphs, each through
+`pipeline.stages.train.run` (the code `artgan train` runs).
 
 Prints one line per check and a table of img/s. Meant for a lent GPU machine (the CPU works too, for a
 dry run with few steps). Needs data/processed/images.npy (`dvc repro preprocess`).
 
-    python bench/cuda_check.py [--device auto] [--steps 600] [--no-tracking]
+    python bench/cuda_check.py [--device auto] [--steps 600] [--no-tracking] [--skip-compile]
     python bench/cuda_check.py --eval-only 512     # evaluate's samples and FID features, device vs CPU
 
 --no-tracking replaces the MLflow run by a null one (for a machine without mlflow installed); the
@@ -23,11 +24,12 @@ import time
 from pathlib import Path
 
 
-def config(root: Path, device: str, steps: int, compile_: bool, every: int):
+def config(root: Path, device: str, steps: int, compile_: bool, every: int, graphs: bool = False):
     from pipeline.config import load, parse
 
     raw = load().model_dump(by_alias=True)
-    raw["train"].update(device=device, steps=steps, compile=compile_, checkpoint_every=every, snapshot_every=0,
+    raw["train"].update(device=device, steps=steps, compile=compile_, cuda_graphs=graphs, checkpoint_every=every,
+                        snapshot_every=0,
                         sample_every=10**9, log_every=max(1, steps // 10), checkpoint_dir=str(root / "checkpoints"),
                         out_dir=str(root / "models"))
     raw["reports_dir"] = str(root / "reports")
@@ -43,11 +45,11 @@ def disable_tracking() -> None:
     tracking.tracking_uri = lambda: "none"
 
 
-def train(root: Path, args, compile_: bool = False) -> dict:
+def train(root: Path, args, compile_: bool = False, graphs: bool = False) -> dict:
     from pipeline.stages import train as stage
 
     t0 = time.perf_counter()
-    out = stage.run(config(root, args.device, args.steps, compile_, args.steps // 4))
+    out = stage.run(config(root, args.device, args.steps, compile_, args.steps // 4, graphs))
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -106,6 +108,33 @@ def eval_check(n: int) -> None:
           flush=True)
 
 
+def kill_and_resume(root: Path, args, reference: Path, graphs: bool) -> tuple[dict, bool, float, int]:
+    """The run killed with SIGKILL after its first checkpoint (a child process), then resumed here; returns the
+    resumed run's figures, whether its final G equals `reference`'s bitwise, the max |diff| and the step it
+    resumed from."""
+    from pipeline.training import checkpoint
+
+    child = subprocess.Popen([sys.executable, __file__, "--child", str(root), "--device", args.device,
+                              "--steps", str(args.steps)] + (["--no-tracking"] if args.no_tracking else [])
+                             + (["--child-graphs"] if graphs else []),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not list((root / "checkpoints").glob("*/latest.pt")) and child.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    if child.poll() is None:
+        os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    killed = child.returncode == -signal.SIGKILL
+    latest = next((root / "checkpoints").glob("*/latest.pt"), None)
+    at = checkpoint.load(latest)["step"] if latest else 0
+    print(f"check: child {'killed by SIGKILL' if killed else f'exited {child.returncode} before the kill'}; "
+          f"latest checkpoint at step {at} of {args.steps}", flush=True)
+    resumed = train(root, args, graphs=graphs)
+    equal, diff = compare(weights(reference), weights(root))
+    return resumed, equal, diff, at
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
@@ -113,7 +142,9 @@ def main() -> None:
     ap.add_argument("--no-tracking", action="store_true")
     ap.add_argument("--eval-only", type=int, default=0, metavar="N",
                     help="only compare evaluate's sampling and FID features on the device and the CPU, N samples")
+    ap.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile run")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # the run that gets killed
+    ap.add_argument("--child-graphs", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.eval_only:
         eval_check(args.eval_only)
@@ -121,7 +152,7 @@ def main() -> None:
     if args.no_tracking:
         disable_tracking()
     if args.child:
-        train(Path(args.child), args)
+        train(Path(args.child), args, graphs=args.child_graphs)
         return
 
     import torch
@@ -141,35 +172,29 @@ def main() -> None:
         print(f"check: device {a['device']}, losses {a.get('loss_d'):.4f} / {a.get('loss_g'):.4f} finite", flush=True)
 
         # 2. the same run killed with SIGKILL after its first checkpoint, then resumed in this process
-        b = tmp / "b"
-        child = subprocess.Popen([sys.executable, __file__, "--child", str(b), "--device", args.device,
-                                  "--steps", str(args.steps)] + (["--no-tracking"] if args.no_tracking else []),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 600
-        while not list((b / "checkpoints").glob("*/latest.pt")) and child.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.05)
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        killed = child.returncode == -signal.SIGKILL
-        from pipeline.training import checkpoint
-
-        latest = next((b / "checkpoints").glob("*/latest.pt"), None)
-        at = checkpoint.load(latest)["step"] if latest else 0
-        print(f"check: child {'killed by SIGKILL' if killed else f'exited {child.returncode} before the kill'}; "
-              f"latest checkpoint at step {at} of {args.steps}", flush=True)
-        resumed = train(b, args)
-        equal, diff = compare(weights(tmp / "a"), weights(b))
+        resumed, equal, diff, at = kill_and_resume(tmp / "b", args, tmp / "a", graphs=False)
         print(f"check: resumed from step {at}: final G weights {'bitwise equal' if equal else 'differ'} "
               f"(max |diff| {diff:.3g}) to the uninterrupted run", flush=True)
         rows.append(("eager, resumed after SIGKILL (part after the kill)", resumed))
 
         # 3. torch.compile
-        c = train(tmp / "c", args, compile_=True)
-        rows.append(("torch.compile (compile time included in wall)", c))
-        equal, diff = compare(weights(tmp / "a"), weights(tmp / "c"))
-        print(f"check: compiled run's final G weights vs eager: max |diff| {diff:.3g}", flush=True)
+        if not args.skip_compile:
+            c = train(tmp / "c", args, compile_=True)
+            rows.append(("torch.compile (compile time included in wall)", c))
+            equal, diff = compare(weights(tmp / "a"), weights(tmp / "c"))
+            print(f"check: compiled run's final G weights vs eager: max |diff| {diff:.3g}", flush=True)
+
+        # 4. CUDA graphs, uninterrupted, then killed and resumed
+        g = train(tmp / "g", args, graphs=True)
+        rows.append(("train.cuda_graphs (3 eager warm-up steps and the capture included)", g))
+        equal, diff = compare(weights(tmp / "a"), weights(tmp / "g"))
+        print(f"check: CUDA-graph run's final G weights vs eager: max |diff| {diff:.3g} (capturable Adam rounds "
+              f"its bias correction on the device, so a few ulps apart at first)", flush=True)
+        resumed, equal, diff, at = kill_and_resume(tmp / "h", args, tmp / "g", graphs=True)
+        print(f"check: CUDA graphs, resumed from step {at}: final G weights "
+              f"{'bitwise equal' if equal else 'differ'} (max |diff| {diff:.3g}) to the uninterrupted graph run",
+              flush=True)
+        rows.append(("train.cuda_graphs, resumed after SIGKILL (part after the kill)", resumed))
 
     print(f"\n| run ({args.steps} steps, params.yaml model and batch) | img/s | wall s |\n|---|---:|---:|")
     for name, r in rows:

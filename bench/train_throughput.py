@@ -7,7 +7,8 @@ D passes per iteration with D's weight gradients computed in G's step too. Both 
 The ceiling is the step's FLOPs (torch's FLOP counter) at this machine's measured fp32 matmul rate.
 artgan also runs with `train.amp` the other way from its default: on a CPU with bf16 autocast (oneDNN runs
 it on AMX or AVX512-BF16 where the CPU has them; a second ceiling row at the bf16 matmul rate; on a CPU without
-them only with --bf16, as there it is emulated and slow), on CUDA in fp32.
+them only with --bf16, as there it is emulated and slow), on CUDA in fp32; on CUDA also with `train.cuda_graphs`
+(each step one replayed CUDA graph).
 The loops take turns round by round (in a rotating order), so a shared machine's changes of speed reach
 every row alike.
 
@@ -98,14 +99,14 @@ def load_uint8(size: int, n: int) -> np.ndarray:
 
 
 def artgan_trainer(size: int, ch: int, batch: int, device: torch.device, compile_: bool, images: np.ndarray,
-                   amp: str = "auto"):
+                   amp: str = "auto", graphs: bool = False):
     from pipeline.config import parse
     from pipeline.training.dist import World
     from pipeline.training.loop import Data, Trainer
 
     cfg = parse({"data": {"image_size": size}, "model": {"arch": "dcgan", "g_channels": ch, "d_channels": ch},
                  "train": {"batch_size": batch, "loss": "ns", "ema_decay": 0.0, "augment": [], "compile": compile_,
-                           "amp": amp}})
+                           "amp": amp, "cuda_graphs": graphs}})
     data = Data(images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device), labels=None, n_classes=0)
     return Trainer(cfg, data, World(), device)
 
@@ -186,6 +187,10 @@ def main() -> None:
     else:
         loops[f"artgan Trainer.gan_step, train.amp: {other}"] = artgan_loop(
             artgan_trainer(args.size, args.channels, args.batch, device, False, images, other), args.steps)
+    graphed = None
+    if device.type == "cuda":  # the first (untimed) round holds the warm-up steps and the capture
+        graphed = artgan_trainer(args.size, args.channels, args.batch, device, False, images, graphs=True)
+        loops["artgan Trainer.gan_step + train.cuda_graphs"] = artgan_loop(graphed, args.steps)
     if args.compile:
         try:
             ct = artgan_trainer(args.size, args.channels, args.batch, device, True, images)
@@ -197,6 +202,8 @@ def main() -> None:
             print(f"  torch.compile failed: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
     print("  rows in turn: " + " | ".join(loops), flush=True)
     rows = list(timed_rounds(loops, args.steps, args.repeats, args.batch, device).items())
+    if graphed is not None:
+        print(f"  train.cuda_graphs: steps replayed from captured graphs: {graphed.graphs.captured_kinds()}", flush=True)
     flops = step_flops(trainer)
 
     if device.type == "cuda":

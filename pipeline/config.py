@@ -180,6 +180,7 @@ class TrainCfg(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda -> mps -> cpu, at run time
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, off elsewhere; bf16: on the CPU too
     compile: bool = False  # torch.compile G and D (GPU; slow to start on CPU)
+    cuda_graphs: bool = False  # CUDA, one process: each step captured once as a CUDA graph and replayed; ignored elsewhere
     threads: NonNegInt = 0  # 0 = all cores; also bounds preprocess and evaluate
     out_dir: Folder = "models"
 
@@ -190,6 +191,14 @@ class TrainCfg(Section):
         bad = [x for x in v if x not in known]
         if bad:
             raise ValueError(f"unknown DiffAugment policy {bad[0]!r}; known: {', '.join(known)}")
+        return v
+
+    @field_validator("cuda_graphs")
+    @classmethod
+    def _graphs_or_compile(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("compile"):
+            raise ValueError("cannot be true with train.compile: true (torch.compile captures its own graphs with "
+                             "mode='reduce-overhead'); set one of them to false")
         return v
 
 

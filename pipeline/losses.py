@@ -104,14 +104,22 @@ def _input_grad(D: Callable[..., Tensor], x: Tensor, y: Tensor | None) -> Tensor
     return grad
 
 
+def gp_weights(generator: torch.Generator | None, total: int, rows: slice) -> Tensor:
+    """The gradient penalty's interpolation weights ε ~ U(0, 1) for a batch of `total`, drawn on the CPU (float32)
+    from `generator`, kept for `rows`."""
+    return torch.rand(total, generator=generator, dtype=torch.float32)[rows]
+
+
 def gradient_penalty(D, real: Tensor, fake: Tensor, y: Tensor | None = None,
-                     generator: torch.Generator | None = None, total: int | None = None, offset: int = 0) -> Tensor:
+                     generator: torch.Generator | None = None, total: int | None = None, offset: int = 0,
+                     eps: Tensor | None = None) -> Tensor:
     """Gulrajani et al. (2017): mean over the batch of (||∇_x̂ D(x̂)||₂ - 1)², x̂ = ε·real + (1-ε)·fake.
 
     ε ~ U(0, 1) per sample is drawn on the CPU from `generator` (float32, then cast to real's dtype and moved to
     real's device), so it is reproducible whatever the device. As in diff_augment, ε is drawn for `total` rows
     (default: this batch) and rows [offset, offset + n) are used: a process holding that slice of a global batch
-    draws what one process holding all of it would, and the generator moves on by the same amount.
+    draws what one process holding all of it would, and the generator moves on by the same amount. `eps`, when
+    given, is ε already drawn (`gp_weights`) and nothing is drawn here.
     The result keeps its graph (create_graph=True): backpropagating it reaches D's parameters. `fake` is
     detached; D is called as D(x̂) or, with y, D(x̂, y).
     """
@@ -121,7 +129,8 @@ def gradient_penalty(D, real: Tensor, fake: Tensor, y: Tensor | None = None,
     total = n if total is None else total
     if offset < 0 or offset + n > total:
         raise ValueError(f"gradient_penalty: rows [{offset}, {offset + n}) lie outside a batch of {total}")
-    eps = torch.rand(total, generator=generator, dtype=torch.float32)[offset : offset + n]
+    if eps is None:
+        eps = gp_weights(generator, total, slice(offset, offset + n))
     eps = eps.to(device=real.device, dtype=real.dtype).view(n, *([1] * (real.dim() - 1)))
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     grad = _input_grad(D, x_hat, y)

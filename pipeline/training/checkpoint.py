@@ -27,7 +27,7 @@ FORMAT = 1
 # train.* keys that do not change the trajectory of the weights: a run that differs only in these
 # resumes from the other's checkpoint (raise `steps` to train longer; change the device or world size).
 NOT_IN_KEY = {"steps", "log_every", "sample_every", "checkpoint_every", "checkpoint_dir", "threads",
-              "out_dir", "device", "compile", "snapshot_every"}
+              "out_dir", "device", "compile", "cuda_graphs", "snapshot_every"}
 
 
 def config_key(cfg: Config, data_digest: str) -> str:

@@ -4,6 +4,10 @@ or many, resumable bitwise from its checkpoints.
 Determinism: one torch.Generator (seeded by train.seed) draws the data order, every latent, every
 fake label and every augmentation parameter, always for the *global* batch, on the CPU; each rank
 keeps its rows. So the sample stream does not depend on the device or on the number of processes.
+
+A step first makes all of its draws (`_draw_gan`, `_draw_vae`), then computes from them on the device
+(`_gan_compute`, `_vae_compute`): the draws are the step's only inputs, which is what lets `train.cuda_graphs`
+copy them into a captured CUDA graph's buffers and replay it (pipeline/training/graphs.py).
 """
 from __future__ import annotations
 
@@ -18,17 +22,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.augment import diff_augment
+from pipeline import augment
 from pipeline.device import CPU_BF16_WARNING, cpu_bf16_native
 from pipeline.device import pick_device  # noqa: F401  (re-exported: the stage and the benches import it from here)
 from pipeline.errors import ArtganError
-from pipeline.losses import LOSSES, clip_weights, gradient_penalty, r1_penalty
+from pipeline.losses import LOSSES, clip_weights, gp_weights, gradient_penalty, r1_penalty
 from pipeline.training import checkpoint, dist
+from pipeline.training.graphs import StepGraphs, to_device
 
 
 def grad_norm(module: nn.Module) -> torch.Tensor:
-    grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
-    return torch.stack(grads).norm() if grads else torch.zeros(())
+    """The L2 norm of all of module's gradients (per-tensor norms in one foreach call: few kernel launches)."""
+    grads = [p.grad.detach().float() for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=next(module.parameters()).device)
+    return torch.stack(torch._foreach_norm(grads)).norm()
 
 
 @dataclass
@@ -62,8 +70,10 @@ class Trainer:
             raise ArtganError(f"train.batch_size {t.batch_size} is not divisible by the {world.size} processes; change one")
         self.local = t.batch_size // world.size
         self.lo = world.rank * self.local
+        self.own = slice(self.lo, self.lo + self.local)  # this rank's rows of the global batch
         self.z_dim = m.z_dim
         self.loss = LOSSES[t.loss]
+        self.gp = self.loss.gp and t.gp_weight > 0
         # real images one step reads (img/s): n_critic batches for a GAN's D steps, one batch for the VAE
         self.images_per_step = t.batch_size * (1 if self.kind == "vae" else t.n_critic)
         # bf16 autocast: `auto` on CUDA; `bf16` anywhere (on a CPU with AMX or AVX512-BF16 oneDNN runs it natively)
@@ -74,6 +84,16 @@ class Trainer:
         # NCHW, as the default's published numbers were made); not under torch.compile, which picks its own layouts
         # (and in torch 2.11 failed a stride assertion in the backward of G's first transposed convolution with it)
         self.channels_last = (device.type == "cuda" or (device.type == "cpu" and self.amp)) and not t.compile
+        # CUDA graphs of whole steps (one process on CUDA; elsewhere the setting is ignored, with a note)
+        self.graphs = None
+        if t.cuda_graphs:
+            why = ("CUDA graphs need a CUDA device" if device.type != "cuda" else
+                   "CUDA graphs run in one process (this is one of several)" if world.size > 1 else "")
+            if not why:
+                self.graphs = StepGraphs(device)
+            elif world.rank == 0:
+                print(f"train: note: train.cuda_graphs is ignored on {device}: {why}; training runs eagerly",
+                      file=sys.stderr)
 
         torch.manual_seed(t.seed)
         G, D = build(m.arch, cfg.data.image_size, m.z_dim, m.g_channels, m.d_channels,
@@ -89,43 +109,74 @@ class Trainer:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.G, self.D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema_decay > 0 else None
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+        # a captured step holds the optimisers' step counts on the device (capturable), not on the host
+        capturable = self.graphs is not None
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), capturable=capturable)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), capturable=capturable)
         self.g_fwd, self.d_fwd = (torch.compile(self.G), torch.compile(self.D)) if t.compile else (self.G, self.D)
         self.gen = torch.Generator().manual_seed(t.seed)
         self.state = State()
 
-    # ---------------------------------------------------------------- sampling (global batch, own rows)
+    # ---------------------------------------------------------------- draws (global batch, own rows; CPU)
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
-        return x[self.lo : self.lo + self.local]
+        return x[self.own]
 
-    def _next_real(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _draw_real(self) -> torch.Tensor:
+        """This rank's rows of the next global batch's image indices (a new permutation each epoch)."""
         s, n, b = self.state, len(self.data.images), self.t.batch_size
         if s.order is None or s.cursor + b > n:
             s.order, s.cursor = torch.randperm(n, generator=self.gen), 0
-        idx = self._rows(s.order[s.cursor : s.cursor + b]).to(self.data.images.device)
+        idx = self._rows(s.order[s.cursor : s.cursor + b])
         s.cursor += b
+        return idx
+
+    def _draw_latents(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b = self.t.batch_size
+        z = self._rows(torch.randn(b, self.z_dim, generator=self.gen))
+        y = None
+        if self.data.n_classes:
+            y = self._rows(torch.randint(self.data.n_classes, (b,), generator=self.gen))
+        return z, y
+
+    def _draw_augment(self) -> augment.Draws:
+        t = self.t
+        if not t.augment or t.augment_p == 0:
+            return []
+        size = tuple(self.data.images.shape[-2:])  # the reals' and (as G draws them) the fakes' H, W
+        return augment.draw(t.augment, t.augment_p, self.gen, size, t.batch_size, self.own)
+
+    def _draw_gan(self) -> dict:
+        """Every random input of one GAN step, in the order it is used: for each critic step the latents (and
+        fake labels), the real batch, the augmentations of the reals and of the fakes and the gradient
+        penalty's weights; then the augmentation of G's step."""
+        critic = []
+        for _ in range(self.t.n_critic):
+            z, y_fake = self._draw_latents()
+            idx = self._draw_real()
+            aug_real, aug_fake = self._draw_augment(), self._draw_augment()
+            eps = gp_weights(self.gen, self.t.batch_size, self.own) if self.gp else None
+            critic.append({"z": z, "y_fake": y_fake, "idx": idx, "aug_real": aug_real, "aug_fake": aug_fake,
+                           "eps": eps})
+        return {"critic": critic, "aug_g": self._draw_augment()}
+
+    def _draw_vae(self) -> dict:
+        idx = self._draw_real()
+        return {"idx": idx, "eps": self._rows(torch.randn(self.t.batch_size, self.z_dim, generator=self.gen))}
+
+    # ---------------------------------------------------------------- device side
+    def _real(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = idx.to(self.data.images.device)
         x = self.data.images[idx].float().div_(127.5).sub_(1.0)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = self.data.labels[idx] if self.data.labels is not None else None
         return x, y
 
-    def _latents(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b = self.t.batch_size
-        z = self._rows(torch.randn(b, self.z_dim, generator=self.gen)).to(self.device)
-        y = None
-        if self.data.n_classes:
-            y = self._rows(torch.randint(self.data.n_classes, (b,), generator=self.gen)).to(self.device)
-        return z, y
-
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.t.augment or self.t.augment_p == 0:
-            return x
-        return diff_augment(x, self.t.augment, self.t.augment_p, self.gen, total=self.t.batch_size, offset=self.lo)
-
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        if not self.amp:
+            return contextlib.nullcontext()
+        # autocast's cache of cast weights would hold tensors freed after a capture
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=self.graphs is None)
 
     # ---------------------------------------------------------------- one optimisation step
     def _check(self, values: dict[str, torch.Tensor], step: int) -> None:
@@ -134,67 +185,70 @@ class Trainer:
             shown = ", ".join(f"{k}={v.item():.4g}" for k, v in values.items())
             raise NonFinite(f"non-finite loss at step {step} ({shown})")
 
-    def _step_d(self, step: int, fake: torch.Tensor, y_fake) -> dict[str, torch.Tensor]:
+    def _step_d(self, c: dict, fake: torch.Tensor, r1: bool, step: int | None) -> dict[str, torch.Tensor]:
         t = self.t
-        real, y_real = self._next_real()
-        real, fake = self._augment(real), self._augment(fake.detach())  # the penalties see what D saw
+        real, y_real = self._real(c["idx"])
+        real = augment.apply(real, c["aug_real"])
+        fake, y_fake = augment.apply(fake.detach(), c["aug_fake"]), c["y_fake"]  # the penalties see what D saw
         with self._autocast():
             d_real = self.d_fwd(real, y_real).float()
             d_fake = self.d_fwd(fake, y_fake).float()
             loss = self.loss.d(d_real, d_fake)
         out = {"loss_d": loss, "d_real": self.loss.d_of(d_real).mean(), "d_fake": self.loss.d_of(d_fake).mean()}
-        if self.loss.gp and t.gp_weight > 0:
-            gp = gradient_penalty(self.D, real, fake, y_real, self.gen, total=t.batch_size, offset=self.lo)
+        if self.gp:
+            gp = gradient_penalty(self.D, real, fake, y_real, eps=c["eps"])
             loss = loss + t.gp_weight * gp
             out["gp"] = gp
-        if t.r1_gamma > 0 and step % t.r1_every == 0:
-            r1 = r1_penalty(self.D, real, y_real)
-            loss = loss + (t.r1_gamma / 2) * t.r1_every * r1
-            out["r1"] = r1
+        if r1:
+            r1_value = r1_penalty(self.D, real, y_real)
+            loss = loss + (t.r1_gamma / 2) * t.r1_every * r1_value
+            out["r1"] = r1_value
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         dist.all_reduce_grads(self.D, self.world)
         out["grad_norm_d"] = grad_norm(self.D)
-        self._check(out, step)  # before the update: the weights never take a non-finite step
+        if step is not None:
+            self._check(out, step)  # before the update: the weights never take a non-finite step
         self.opt_d.step()
         if self.loss.clip:
             clip_weights(self.D, t.clip_value)
         return out
 
-    def _step_g(self, step: int, fake: torch.Tensor, y_fake) -> dict[str, torch.Tensor]:
+    def _step_g(self, fake: torch.Tensor, y_fake, aug: augment.Draws, step: int | None) -> dict[str, torch.Tensor]:
         self.D.requires_grad_(False)  # no weight gradients for D in G's step: a third of D's backward saved
         try:
             with self._autocast():
-                loss = self.loss.g(self.d_fwd(self._augment(fake), y_fake).float())
+                loss = self.loss.g(self.d_fwd(augment.apply(fake, aug), y_fake).float())
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
         finally:
             self.D.requires_grad_(True)
         dist.all_reduce_grads(self.G, self.world)
         norm = grad_norm(self.G)
-        self._check({"loss_g": loss, "grad_norm_g": norm}, step)
+        if step is not None:
+            self._check({"loss_g": loss, "grad_norm_g": norm}, step)
         self.opt_g.step()
         return {"loss_g": loss, "grad_norm_g": norm}
 
-    def gan_step(self, step: int) -> dict[str, torch.Tensor]:
-        for i in range(self.t.n_critic):
-            z, y_fake = self._latents()
-            last = i == self.t.n_critic - 1
+    def _gan_compute(self, d: dict, r1: bool, step: int | None) -> dict[str, torch.Tensor]:
+        """One GAN step from its draws. With `step`, the values are checked before each update; with None
+        (a captured step) the caller checks them after."""
+        for i, c in enumerate(d["critic"]):
+            last = i == len(d["critic"]) - 1
             # the last critic step's fakes are kept (with their graph) for G's step, as the classic loop does
             with self._autocast(), (contextlib.nullcontext() if last else torch.no_grad()):
-                fake = self.g_fwd(z, y_fake)
-            out = self._step_d(step, fake, y_fake)
-        out.update(self._step_g(step, fake, y_fake))
+                fake = self.g_fwd(c["z"], c["y_fake"])
+            out = self._step_d(c, fake, r1, step)
+        out.update(self._step_g(fake, c["y_fake"], d["aug_g"], step))
         return out
 
-    def vae_step(self, step: int) -> dict[str, torch.Tensor]:
+    def _vae_compute(self, d: dict, step: int | None) -> dict[str, torch.Tensor]:
         """ELBO = reconstruction (sum of squared errors per image) + vae_beta * KL(q(z|x) || N(0, I))."""
-        real, y = self._next_real()
-        eps = self._rows(torch.randn(self.t.batch_size, self.z_dim, generator=self.gen)).to(self.device)
+        real, y = self._real(d["idx"])
         with self._autocast():
             mu, logvar = self.d_fwd(real, y)
             mu, logvar = mu.float(), logvar.float()
-            recon = self.g_fwd(mu + torch.exp(0.5 * logvar) * eps, y).float()
+            recon = self.g_fwd(mu + torch.exp(0.5 * logvar) * d["eps"], y).float()
         rec = (recon - real).pow(2).flatten(1).sum(1).mean()
         kl = (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)).mean()
         loss = rec + self.t.vae_beta * kl
@@ -205,10 +259,28 @@ class Trainer:
         dist.all_reduce_grads(self.G, self.world)
         dist.all_reduce_grads(self.D, self.world)
         out["grad_norm_g"], out["grad_norm_d"] = grad_norm(self.G), grad_norm(self.D)
-        self._check(out, step)
+        if step is not None:
+            self._check(out, step)
         self.opt_g.step()
         self.opt_d.step()
         return out
+
+    def _run(self, kind: tuple, draws: dict, compute, step: int) -> dict[str, torch.Tensor]:
+        if self.graphs is None:
+            return compute(to_device(draws, self.device), step)
+        # a replayed graph is checked after its updates (the last critic step's values and G's: a non-finite
+        # value earlier in the step reaches them through the weights); those weights never reach a checkpoint,
+        # as training stops here and the last good checkpoint stays. Eager warm-up steps check before.
+        out = self.graphs.run(kind, draws, lambda d: compute(d, step), lambda d: compute(d, None))
+        self._check(out, step)
+        return out
+
+    def gan_step(self, step: int) -> dict[str, torch.Tensor]:
+        r1 = self.t.r1_gamma > 0 and step % self.t.r1_every == 0
+        return self._run(("gan", r1), self._draw_gan(), lambda d, check: self._gan_compute(d, r1, check), step)
+
+    def vae_step(self, step: int) -> dict[str, torch.Tensor]:
+        return self._run(("vae",), self._draw_vae(), self._vae_compute, step)
 
     @torch.no_grad()
     def update_ema(self, step: int) -> None:
@@ -219,10 +291,9 @@ class Trainer:
         if self.G_ema is None:
             return
         d = min(self.t.ema_decay, (1 + step) / (10 + step))
-        for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            pe.lerp_(p.detach(), 1 - d)
-        for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            be.copy_(b)
+        torch._foreach_lerp_(list(self.G_ema.parameters()), [p.detach() for p in self.G.parameters()], 1 - d)
+        if buffers := list(self.G_ema.buffers()):
+            torch._foreach_copy_(buffers, list(self.G.buffers()))
 
     def sampler(self) -> nn.Module:
         """The generator to show: EMA when on."""
@@ -246,10 +317,26 @@ class Trainer:
             self.G_ema.load_state_dict(ck["G_ema"])
         self.opt_g.load_state_dict(ck["opt_g"])
         self.opt_d.load_state_dict(ck["opt_d"])
+        capturable = self.graphs is not None  # this run's, whatever the checkpoint's run used
+        for opt in (self.opt_g, self.opt_d):
+            _set_capturable(opt, capturable)
         self.gen.set_state(ck["gen"])
         self.state = State(step=ck["step"], order=ck["order"], cursor=ck["cursor"], curves=list(ck["curves"]),
                            seconds=ck["seconds"], run_id=ck["run_id"])
         checkpoint.set_rng_states(ck["rng"])
+        if self.graphs is not None:  # captured graphs hold the optimisers' old state tensors
+            self.graphs = StepGraphs(self.device)
+
+
+def _set_capturable(opt: torch.optim.Optimizer, capturable: bool) -> None:
+    """Adam's `capturable` and where its step counts live (on the parameters' device when capturable, on the
+    host when not): load_state_dict brings back the saved run's, which a CUDA-graph run resumed eagerly (or
+    on a CPU), or the other way round, must not keep."""
+    for group in opt.param_groups:
+        group["capturable"] = capturable
+    for p, state in opt.state.items():
+        if "step" in state:
+            state["step"] = state["step"].to(device=p.device if capturable else "cpu")
 
 
 class NonFinite(ArtganError):
