@@ -69,8 +69,7 @@ class Trainer:
         if t.batch_size % world.size:
             raise ArtganError(f"train.batch_size {t.batch_size} is not divisible by the {world.size} processes; change one")
         self.local = t.batch_size // world.size
-        self.lo = world.rank * self.local
-        self.own = slice(self.lo, self.lo + self.local)  # this rank's rows of the global batch
+        self.own = slice(world.rank * self.local, (world.rank + 1) * self.local)  # this rank's rows of the global batch
         self.z_dim = m.z_dim
         self.loss = LOSSES[t.loss]
         self.gp = self.loss.gp and t.gp_weight > 0
