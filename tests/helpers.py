@@ -87,3 +87,36 @@ def copy_project(dst: Path, overrides: dict, skip: tuple[str, ...] = ("tests/", 
     for section, values in overrides.items():
         params[section].update(values)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_trainer(tmp_path: Path, case: dict, device=None, n_images: int = 20, **train):
+    """A Trainer over `n_images` random 16 px images (batch 8: an epoch every 2 batches, so the data order is
+    redrawn within a few steps), from tiny_cfg with `case`'s sections (and `labels: True` for 3 classes) and
+    `train` keys on top."""
+    import torch
+
+    from pipeline.config import parse
+    from pipeline.training.dist import World
+    from pipeline.training.loop import Data, Trainer
+
+    device = device or torch.device("cpu")
+    case = copy.deepcopy(case)
+    labels = case.pop("labels", False)
+    case.setdefault("train", {}).update(train)
+    cfg = parse(tiny_cfg(tmp_path, **case))
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (n_images, 3, 16, 16), generator=g, dtype=torch.uint8).to(device)
+    y = torch.randint(0, 3, (n_images,), generator=g).to(device) if labels else None
+    return Trainer(cfg, Data(images=images, labels=y, n_classes=3 if labels else 0), World(), device)
+
+
+def run_steps(tr, steps: int, start: int = 0) -> list[dict[str, float]]:
+    """`steps` training steps (with the EMA update) after step `start`; each step's values as floats."""
+    step_fn = tr.vae_step if tr.kind == "vae" else tr.gan_step
+    rows = []
+    for step in range(start + 1, start + steps + 1):
+        out = step_fn(step)
+        tr.update_ema(step)
+        tr.state.step = step
+        rows.append({k: v.item() for k, v in out.items()})
+    return rows

@@ -228,6 +228,9 @@ def test_conditional_models_get_a_grid_per_class(pipeline_run, tmp_path, monkeyp
     out = render.run(cfg)
     grids = sorted(p.name for p in (Path(cfg.reports_dir) / "render" / "class_grids").iterdir())
     assert grids == ["class_000.png", "class_001.png", "class_002.png"] and out["classes"] == 3
+    pictures = [np.asarray(Image.open(Path(cfg.reports_dir) / "render" / "class_grids" / g)) for g in grids]
+    assert len({p.shape for p in pictures}) == 1
+    assert all(not np.array_equal(a, b) for i, a in enumerate(pictures) for b in pictures[i + 1 :])  # one class each
 
 
 def test_the_vae_baseline_is_scored_and_rendered_like_a_gan(pipeline_run, tmp_path, monkeypatch):

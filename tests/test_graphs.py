@@ -9,17 +9,16 @@ import copy
 
 import pytest
 import torch
-from helpers import tiny_cfg
+from helpers import make_trainer as trainer, run_steps, tiny_cfg
 
 from pipeline.config import parse
 from pipeline.errors import ArtganError
-from pipeline.training.dist import World
 from pipeline import augment
 from pipeline.training.graphs import StepGraphs, leaves, tree_map
-from pipeline.training.loop import Data, NonFinite, Trainer
+from pipeline.training.loop import NonFinite, Trainer
 
 CPU = torch.device("cpu")
-N_IMAGES = 20  # batch 8: an epoch every 2 batches, so the data order is redrawn within a few steps
+N_IMAGES = 20  # make_trainer's default
 
 CASES = {
     "ns, translation + cutout, EMA (the default)": {},
@@ -31,28 +30,6 @@ CASES = {
                                                  "model": {"arch": "resnet", "spectral_norm": True}},
     "vae": {"model": {"arch": "vae"}, "train": {"ema_decay": 0.0, "augment": []}},
 }
-
-
-def trainer(tmp_path, case: dict, device: torch.device = CPU, **train) -> Trainer:
-    case = copy.deepcopy(case)
-    labels = case.pop("labels", False)
-    case.setdefault("train", {}).update(train)
-    cfg = parse(tiny_cfg(tmp_path, **case))
-    g = torch.Generator().manual_seed(1)
-    images = torch.randint(0, 256, (N_IMAGES, 3, 16, 16), generator=g, dtype=torch.uint8).to(device)
-    y = torch.randint(0, 3, (N_IMAGES,), generator=g).to(device) if labels else None
-    return Trainer(cfg, Data(images=images, labels=y, n_classes=3 if labels else 0), World(), device)
-
-
-def run_steps(tr: Trainer, steps: int, start: int = 0) -> list[dict[str, float]]:
-    step_fn = tr.vae_step if tr.kind == "vae" else tr.gan_step
-    rows = []
-    for step in range(start + 1, start + steps + 1):
-        out = step_fn(step)
-        tr.update_ema(step)
-        tr.state.step = step
-        rows.append({k: v.item() for k, v in out.items()})
-    return rows
 
 
 def assert_same_state(a: Trainer, b: Trainer) -> None:

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -108,6 +109,15 @@ def test_two_gloo_processes_match_one_process_and_resume_across_world_sizes(work
     assert not all(torch.equal(a["generator"][k], b["generator"][k]) for k in a["generator"])  # two real runs
     _close(a, b, tol=1e-3)
     assert "'world_size': 2" in two.stdout or '"world_size": 2' in two.stdout
+    # rank 0 alone logs: one MLflow run for the two processes, each step logged once
+    import mlflow
+
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 2  # "one" and "two"
+    run_id = json.loads((tmp_path / "two" / "models" / "mlflow_run.json").read_text())["run_id"]
+    assert client.get_run(run_id).data.tags["world_size"] == "2"
+    assert [m.step for m in client.get_metric_history(run_id, "loss_d")] == [1, 2, 3, 4, 5, 6]
 
     # half the steps on 2 processes, the rest on 1, from the same checkpoint folder
     half = params(tmp_path, "mixed", **{**train, "steps": 3})

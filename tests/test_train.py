@@ -55,6 +55,12 @@ def train(tmp_path: Path, name: str, **overrides) -> tuple[dict, Path, Path]:
     return figures, Path(cfg.train.out_dir), Path(cfg.reports_dir)
 
 
+def mlflow_history(run_id: str, key: str) -> list:
+    import mlflow
+
+    return mlflow.MlflowClient().get_metric_history(run_id, key)
+
+
 def load_ckpt(out_dir: Path) -> dict:
     return torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
 
@@ -93,8 +99,11 @@ def test_training_is_tracked_in_mlflow_and_writes_curves(processed, tmp_path):
     assert data["params"]["train.loss"] == "hinge"
     assert data["params"]["validate.min_images"] == "10"
     assert data["params"]["data.image_size"] == str(SIZE)
-    for key in ("loss_d", "loss_g"):
-        assert key in data["metrics"] and math.isfinite(data["metrics"][key])
+    for key in ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_g", "lr_d", "img_per_s"):
+        assert key in data["metrics"] and math.isfinite(data["metrics"][key]), key
+    assert data["metrics"]["lr_g"] == 2e-4 and data["metrics"]["img_per_s"] > 0
+    history = mlflow_history(run_id, "grad_norm_d")
+    assert [m.step for m in history] == [2, 4, 6] and all(m.value > 0 for m in history)  # per logged step
     assert data["metrics"]["loss_d"] == pytest.approx(figures["loss_d"])
     assert data["tags"].get("git_commit")
     assert data["tags"]["stage"] == "train"
@@ -320,6 +329,44 @@ def test_unknown_label_column_is_a_clear_error(processed, tmp_path):
     cfg = parse(tiny_cfg(tmp_path, data={"label": "style"}))
     with pytest.raises(ArtganError, match="data.label: column 'style'"):
         stage.run(cfg)
+
+
+def test_a_changed_parameter_trains_afresh_beside_the_first_configurations_checkpoint(processed, tmp_path):
+    common = {"checkpoint_dir": str(tmp_path / "shared_ckpt"), "steps": 4, "checkpoint_every": 2}
+    first, _, _ = train(tmp_path, "ns", train=common)
+    second, _, reports = train(tmp_path, "hinge", train={**common, "loss": "hinge"})
+    assert second["checkpoint_key"] != first["checkpoint_key"] and second["run_id"] != first["run_id"]
+    folders = {p.parent.name: torch.load(p, weights_only=False)["step"] for p in (tmp_path / "shared_ckpt").glob("*/latest.pt")}
+    assert folders == {first["checkpoint_key"]: 4, second["checkpoint_key"]: 4}  # the first one's is kept as it was
+    with open(reports / "train_curves.csv", newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]  # from step 1, not resumed
+
+
+def test_a_checkpoint_restores_every_rng_state(tmp_path):
+    import random
+
+    from pipeline.training import checkpoint
+
+    def draws():
+        return random.random(), float(np.random.rand()), torch.rand(1).item()
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    checkpoint.save(tmp_path / "latest.pt", {"step": 7})
+    expected = draws()
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    state = checkpoint.load(tmp_path / "latest.pt")
+    assert state["step"] == 7 and {"python", "numpy", "torch"} <= state["rng"].keys()
+    checkpoint.set_rng_states(state["rng"])
+    assert draws() == expected
+
+
+def test_a_checkpoint_holds_everything_the_next_step_depends_on(processed, tmp_path):
+    train(tmp_path, "ck", train={"steps": 3, "checkpoint_every": 3, "augment": ["translation"]})
+    (latest,) = (tmp_path / "ck" / "ckpt").glob("*/latest.pt")
+    ck = torch.load(latest, weights_only=False)
+    assert {"G", "D", "G_ema", "opt_g", "opt_d", "step", "gen", "order", "cursor", "rng", "run_id"} <= ck.keys()
+    assert ck["step"] == 3 and ck["cursor"] == 3 * 8 and ck["G_ema"] is not None
+    assert all(len(o["state"]) == len(o["param_groups"][0]["params"]) for o in (ck["opt_g"], ck["opt_d"]))  # Adam moments
 
 
 def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processed, tmp_path):

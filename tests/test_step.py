@@ -1,0 +1,87 @@
+"""One training step, checked against its parts: the critic's gradient is the loss's plus each penalty's at its
+documented weight (λ for the gradient penalty, γ/2 times the lazy interval for R1); the EMA generator moves at
+the configured decay once the warm-up is past it; torch.compile runs on a CPU and steps as eager steps do."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from helpers import make_trainer, run_steps
+
+from pipeline import augment
+from pipeline.losses import gradient_penalty, r1_penalty
+
+PENALTIES = {
+    "wgan-gp, λ = 7": ({"loss": "wgan-gp", "gp_weight": 7.0}, "gp", 7.0),
+    "hinge + R1, γ = 3 every 2nd step": ({"loss": "hinge", "r1_gamma": 3.0, "r1_every": 2}, "r1", 3.0 / 2 * 2),
+}
+
+
+def _grads(loss: torch.Tensor, net: torch.nn.Module) -> list[torch.Tensor]:
+    return list(torch.autograd.grad(loss, list(net.parameters()), retain_graph=True))
+
+
+@pytest.mark.parametrize("name", PENALTIES)
+def test_the_critic_gradient_is_the_losss_plus_the_penalty_at_its_weight(tmp_path, name):
+    train, penalty, weight = PENALTIES[name]
+    tr = make_trainer(tmp_path, {"train": {**train, "augment": ["translation", "cutout"], "augment_p": 1.0}})
+    G0, D0 = copy.deepcopy(tr.G), copy.deepcopy(tr.D)  # the weights the step starts from
+    draws = tr._draw_gan()
+    tr._gan_compute(copy.deepcopy(draws), r1=penalty == "r1", step=2)
+    got = [p.grad for p in tr.D.parameters()]  # D's step gradient (G's step leaves D's gradients alone)
+
+    # the same step's terms, one by one, from the same draws
+    (c,) = draws["critic"]
+    real, y = tr._real(c["idx"])
+    real = augment.apply(real, c["aug_real"])
+    with torch.no_grad():
+        fake = augment.apply(G0(c["z"], c["y_fake"]), c["aug_fake"])
+    adversarial = _grads(tr.loss.d(D0(real, y), D0(fake, c["y_fake"])), D0)
+    if penalty == "gp":
+        pen = _grads(gradient_penalty(D0, real, fake, y, eps=c["eps"]), D0)
+    else:
+        pen = _grads(r1_penalty(D0, real, y), D0)
+    assert sum(p.norm() for p in pen) > 1e-3 * sum(a.norm() for a in adversarial)  # the penalty does count
+    for g, a, p in zip(got, adversarial, pen):
+        torch.testing.assert_close(g, a + weight * p, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("decay, step, lerp", [
+    (0.75, 1, 1 - 2 / 11),  # within the warm-up: min(decay, (1 + step) / (10 + step)) = 2/11
+    (0.1, 1, 0.9),          # a decay below the warm-up's: the decay itself
+    (0.75, 40, 0.25),       # past the warm-up (41/50 > 0.75): the decay itself
+])
+def test_the_ema_generator_moves_at_the_configured_decay(tmp_path, decay, step, lerp):
+    tr = make_trainer(tmp_path, {}, ema_decay=decay)
+    ema_before = copy.deepcopy(tr.G_ema.state_dict())
+    tr.gan_step(step)
+    tr.update_ema(step)
+    g, ema = tr.G.state_dict(), tr.G_ema.state_dict()
+    for k, v in ema.items():
+        if v.is_floating_point() and "running" not in k:
+            torch.testing.assert_close(v, ema_before[k].lerp(g[k], lerp), rtol=0, atol=1e-7, msg=k)
+        else:
+            assert torch.equal(v, g[k]), k  # batch-norm statistics are copied
+
+
+def test_torch_compile_on_a_cpu_steps_as_the_eager_trainer_does(tmp_path):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    case = {"train": {"augment": ["color", "translation", "cutout"], "augment_p": 0.5}}
+    eager, compiled = make_trainer(tmp_path, case), make_trainer(tmp_path, case, compile=True)
+    a, b = run_steps(eager, 3), run_steps(compiled, 3)
+    assert counters["stats"]["unique_graphs"] > 0  # the steps ran through compiled graphs
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-6), k
+    # the checkpoint holds the plain modules' weights (no torch.compile wrapper in the keys): it resumes eagerly
+    sa, sb = eager.state_dict(), compiled.state_dict()
+    for net in ("G", "D", "G_ema"):
+        assert sa[net].keys() == sb[net].keys()
+        for k in sa[net]:
+            torch.testing.assert_close(sb[net][k], sa[net][k], rtol=1e-3, atol=1e-5)
+    torch._dynamo.reset()
