@@ -1,6 +1,7 @@
 """One training step, checked against its parts: the critic's gradient is the loss's plus each penalty's at its
 documented weight (λ for the gradient penalty, γ/2 times the lazy interval for R1); the EMA generator moves at
-the configured decay once the warm-up is past it; torch.compile runs on a CPU and steps as eager steps do."""
+the configured decay once the warm-up is past it; torch.compile runs on a CPU and steps as eager steps do;
+channels_last memory on a CPU only for bf16 and never under torch.compile."""
 from __future__ import annotations
 
 import copy
@@ -85,3 +86,13 @@ def test_torch_compile_on_a_cpu_steps_as_the_eager_trainer_does(tmp_path):
         for k in sa[net]:
             torch.testing.assert_close(sb[net][k], sa[net][k], rtol=1e-3, atol=1e-5)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("amp, compile_, expect", [("off", False, False), ("bf16", False, True), ("bf16", True, False)])
+def test_channels_last_on_a_cpu_only_for_bf16_and_not_under_compile(tmp_path, amp, compile_, expect):
+    tr = make_trainer(tmp_path, {}, amp=amp, compile=compile_)
+    fmt = torch.channels_last
+    conv = next(p for p in tr.D.parameters() if p.ndim == 4)
+    real, _ = tr._real(torch.arange(8))
+    assert tr.channels_last is expect
+    assert conv.is_contiguous(memory_format=fmt) is expect and real.is_contiguous(memory_format=fmt) is expect
