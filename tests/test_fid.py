@@ -171,6 +171,20 @@ def test_kid_is_seeded_and_uses_at_most_the_smaller_set():
     assert kid(real, fake, subsets=1, subset_size=1000, seed=4) == (pytest.approx(mmd2_unbiased(real[ri], fake[fi])), 0.0)
 
 
+def test_kid_is_the_mean_and_std_of_the_subsets_mmd2():
+    rng = np.random.default_rng(5)
+    real, fake = rng.normal(size=(40, 6)), rng.normal(size=(30, 6)) + 0.3
+    g = np.random.default_rng(6)
+    vals = []
+    for _ in range(4):  # subsets of 12 rows of each set, drawn as kid draws them (real first, without replacement)
+        ri, fi = g.choice(40, 12, replace=False), g.choice(30, 12, replace=False)
+        vals.append(mmd2_by_loops(real[ri].tolist(), fake[fi].tolist()))
+    mean = sum(vals) / 4
+    std = (sum((v - mean) ** 2 for v in vals) / 4) ** 0.5  # population std (ddof 0), as torch-fidelity reports
+    assert std > 0
+    assert kid(real, fake, subsets=4, subset_size=12, seed=6) == (pytest.approx(mean, rel=1e-9), pytest.approx(std, rel=1e-9))
+
+
 def test_kid_needs_two_samples():
     with pytest.raises(ValueError):
         kid(np.zeros((1, 3)), np.zeros((5, 3)))
