@@ -457,6 +457,25 @@ def test_hf_errors_name_the_column(fetch, hf_saved, source, data, needles):
     assert snapshot(root) == before
 
 
+def test_hf_fetch_in_a_fresh_process_at_the_default_timeout(hf_saved, tmp_path):
+    # the command as a user runs it: huggingface_hub is first imported after artgan set its timeouts
+    import subprocess
+    import sys
+
+    from helpers import write_params
+
+    root, images = hf_saved
+    raw = tiny_cfg(tmp_path, data={"source": f"hf:{root / 'saved'}", "max_images": 0,
+                                   "download_dir": str(tmp_path / "downloads")})
+    params = write_params(tmp_path / "params.yaml", raw)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MLFLOW_", "DVC_"))}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    r = subprocess.run([sys.executable, "-m", "pipeline", "fetch", "--params", str(params)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list((tmp_path / "data" / "raw" / "images").rglob("*.png"))) == len(images)
+
+
 # ---- torchvision: ----------------------------------------------------------------------------------
 
 def _idx(path: Path, arr: np.ndarray) -> None:

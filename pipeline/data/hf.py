@@ -8,6 +8,7 @@ written exactly as stored in the dataset: nothing is decoded and re-encoded.
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 
@@ -17,8 +18,10 @@ FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "W
 
 
 def _load(name: str, cache: Path, timeout: float, what: str):
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(timeout))
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(timeout))
+    # whole seconds: huggingface_hub reads these with int() when it is first imported ("60.0" fails its import)
+    seconds = str(max(1, math.ceil(timeout)))
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", seconds)
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", seconds)
     try:
         import datasets
     except ImportError:
