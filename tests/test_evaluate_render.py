@@ -16,6 +16,7 @@ from test_report import browser  # noqa: F401  (the headless-Chromium fixture)
 from PIL import Image
 
 from pipeline.config import parse
+from pipeline.errors import ArtganError
 
 N_IMAGES, SIZE = 40, 16
 STEPS, EVERY = 6, 3
@@ -195,7 +196,6 @@ def test_evaluate_and_render_log_into_the_training_run(pipeline_run):
 
 
 def test_real_statistics_of_another_precision_are_refused_before_any_work(pipeline_run):
-    from pipeline.errors import ArtganError
     from pipeline.stages import evaluate
 
     cfg, _, _ = pipeline_run
@@ -208,6 +208,38 @@ def test_real_statistics_of_another_precision_are_refused_before_any_work(pipeli
     with pytest.raises(ArtganError, match=r"eval.fid_precision is fp16 but .*fid_stats.npz holds fp32 features; rerun preprocess"):
         evaluate.run(half)
     assert metrics.read_bytes() == before
+
+
+def test_a_generator_trained_on_other_images_is_refused_before_any_score(pipeline_run, tmp_path, monkeypatch):
+    # data/processed made again from another dataset, models/ still holding the old generator (stages run by hand)
+    from pipeline.stages import evaluate
+
+    cfg0, _, _ = pipeline_run
+    isolate_mlflow(monkeypatch, tmp_path)
+    cfg = make_cfg(tmp_path, train={"out_dir": cfg0.train.out_dir})
+    dst = Path(cfg.data.processed_dir)
+    shutil.copytree(Path(cfg0.data.processed_dir), dst)
+    images = np.load(dst / "images.npy")
+    images[0, 0, 0, 0] ^= 1
+    np.save(dst / "images.npy", images)
+    before = Path(cfg0.train.out_dir, "checkpoint.pt").read_bytes()
+    with pytest.raises(ArtganError, match=r"checkpoint\.pt was trained on other images than .*images\.npy holds"):
+        evaluate.run(cfg)
+    assert not (Path(cfg.reports_dir) / "metrics.json").exists()
+    assert Path(cfg0.train.out_dir, "checkpoint.pt").read_bytes() == before
+
+
+def test_fewer_than_four_training_images_is_a_clear_error_before_any_work(tmp_path, monkeypatch):
+    from pipeline.stages import evaluate
+
+    isolate_mlflow(monkeypatch, tmp_path)
+    cfg = make_cfg(tmp_path)
+    d = Path(cfg.data.processed_dir)
+    d.mkdir(parents=True)
+    np.save(d / "images.npy", np.zeros((3, 16, 16, 3), np.uint8))
+    np.savez(d / "fid_stats.npz", features=np.zeros((3, 2048), np.float32))
+    with pytest.raises(ArtganError, match=r"fid_stats\.npz: 3 training images; evaluate needs at least 4"):
+        evaluate.run(cfg)
 
 
 def test_conditional_models_get_a_grid_per_class(pipeline_run, tmp_path, monkeypatch):
@@ -280,7 +312,6 @@ def _on_a_copy(cfg, section: str, key: str, dst: Path, **top):
 
 
 def test_a_corrupt_checkpoint_is_one_line_naming_it_before_any_work(pipeline_run, tmp_path):
-    from pipeline.errors import ArtganError
     from pipeline.stages import evaluate, render
 
     cfg, _, _ = pipeline_run
@@ -296,7 +327,6 @@ def test_a_corrupt_checkpoint_is_one_line_naming_it_before_any_work(pipeline_run
 
 
 def test_corrupt_snapshots_are_one_line_naming_the_file(pipeline_run, tmp_path):
-    from pipeline.errors import ArtganError
     from pipeline.stages.train import load_snapshots
 
     cfg, _, _ = pipeline_run
@@ -309,7 +339,6 @@ def test_corrupt_snapshots_are_one_line_naming_the_file(pipeline_run, tmp_path):
 
 
 def test_corrupt_real_statistics_are_one_line_naming_the_file(pipeline_run, tmp_path):
-    from pipeline.errors import ArtganError
     from pipeline.stages import evaluate
 
     cfg, _, _ = pipeline_run

@@ -91,11 +91,14 @@ def memorisation(train: np.ndarray, fake: np.ndarray) -> dict[str, np.ndarray | 
             "copy_rate": float((ratio < 1).mean())}
 
 
+HELDOUT_MIN_IMAGES = 4  # two halves of at least 2: each half's images have a nearest other image
+
+
 def heldout_copy_rate(train: np.ndarray, seed: int = 0) -> float:
     """The copy rate a generator that draws new images from the data distribution would get: half of
     the training images, as if generated, against the other half."""
-    if len(train) < 4:
-        raise ValueError(f"a held-out copy rate needs at least 4 training images, got {len(train)}")
+    if len(train) < HELDOUT_MIN_IMAGES:
+        raise ValueError(f"a held-out copy rate needs at least {HELDOUT_MIN_IMAGES} training images, got {len(train)}")
     perm = np.random.default_rng(seed).permutation(len(train))
     half = len(train) // 2
     return memorisation(train[perm[:half]], train[perm[half:]])["copy_rate"]

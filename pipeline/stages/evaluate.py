@@ -33,7 +33,8 @@ from pipeline.errors import ArtganError
 from pipeline.io import atomic_path, read_input, require, write_json
 from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 from pipeline.stages.preprocess import IMAGES, STATS
-from pipeline.stages.train import CHECKPOINT, SNAPSHOTS, load_generator, load_snapshots, run_file, to_uint8
+from pipeline.stages.train import (CHECKPOINT, SNAPSHOTS, check_trained_on, load_generator, load_snapshots, run_file,
+                                   to_uint8)
 
 METRICS = "metrics.json"
 FID_CURVE = "fid_curve.csv"
@@ -105,7 +106,7 @@ def run(cfg: Config) -> dict:
     from pipeline.metrics.fid import Reference
     from pipeline.metrics.inception import FastInception, feature_device
     from pipeline.metrics.kid import kid
-    from pipeline.metrics.knn import heldout_copy_rate, memorisation, precision_recall
+    from pipeline.metrics.knn import HELDOUT_MIN_IMAGES, heldout_copy_rate, memorisation, precision_recall
 
     e = cfg.eval
     set_threads(cfg)
@@ -113,11 +114,15 @@ def run(cfg: Config) -> dict:
     stats = read_input(processed / STATS, "preprocess", lambda p: dict(np.load(p)))
     images = read_input(processed / IMAGES, "preprocess", lambda p: np.load(p, mmap_mode="r"))
     real_feats = stats["features"]
+    if len(real_feats) < HELDOUT_MIN_IMAGES:  # the held-out copy rate compares two halves of the training images
+        raise ArtganError(f"{processed / STATS}: {len(real_feats)} training images; evaluate needs at least "
+                          f"{HELDOUT_MIN_IMAGES} (add images to data.source and rerun `dvc repro`)")
     made = str(stats["precision"]) if "precision" in stats else "fp32"  # statistics from before the param: fp32
     if made != e.fid_precision:
         raise ArtganError(f"eval.fid_precision is {e.fid_precision} but {processed / STATS} holds {made} features; "
                           "rerun preprocess (`dvc repro preprocess`) so real and generated features match")
     device = feature_device(e.device)
+    check_trained_on(cfg, images)  # not a generator of another dataset, scored and logged as this one's
     G, z_dim, _, class_counts = load_generator(cfg)
     G = G.to(device)
     require(Path(cfg.train.out_dir) / SNAPSHOTS, "train")  # fail now, not after minutes of work

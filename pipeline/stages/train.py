@@ -69,6 +69,24 @@ def load_labels(cfg: Config, n: int) -> tuple[np.ndarray | None, list[str]]:
     return values.astype(str).map(index).to_numpy(np.int64, copy=True), classes
 
 
+def images_sha256(images: np.ndarray) -> str:
+    """sha256 of the training images' bytes (images.npy's array): which images a checkpoint was trained on."""
+    return hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()
+
+
+def check_trained_on(cfg: Config, images: np.ndarray) -> None:
+    """A one-line error when models/checkpoint.pt was trained on other images than data/processed holds (a
+    preprocess of another dataset since): its scores would be those of the wrong data. Checkpoints from before
+    the record pass."""
+    from pipeline.generate import read_checkpoint
+
+    path = Path(cfg.train.out_dir) / CHECKPOINT
+    trained = read_checkpoint(require(path, "train"), RERUN_TRAIN).get("images_sha256")
+    if trained is not None and trained != images_sha256(images):
+        raise ArtganError(f"{path} was trained on other images than {Path(cfg.data.processed_dir) / IMAGES} holds "
+                          f"(preprocessed again since); {RERUN_TRAIN}")
+
+
 def data_digest(images: np.ndarray, labels: np.ndarray | None) -> str:
     h = hashlib.sha256(np.ascontiguousarray(images).data)
     if labels is not None:
@@ -175,7 +193,7 @@ def run(cfg: Config) -> dict:
 
             train_loop(trainer, key, mlrun, on_sample)
             if world.main:
-                _write_outputs(cfg, trainer, classes, mlrun, checkpoint.folder(cfg, key))
+                _write_outputs(cfg, trainer, classes, mlrun, checkpoint.folder(cfg, key), images_sha256(images))
         s = trainer.state
         return {"steps": s.step, "seconds": round(s.seconds, 1), "device": str(device), "world_size": world.size,
                 "img_per_s": round(s.step * trainer.images_per_step / max(s.seconds, 1e-9), 1),
@@ -185,7 +203,7 @@ def run(cfg: Config) -> dict:
         dist.shutdown(world)
 
 
-def _write_outputs(cfg: Config, trainer, classes: list[str], mlrun, folder: Path) -> None:
+def _write_outputs(cfg: Config, trainer, classes: list[str], mlrun, folder: Path, trained_on: str) -> None:
     import torch
 
     from pipeline.training import checkpoint
@@ -204,7 +222,8 @@ def _write_outputs(cfg: Config, trainer, classes: list[str], mlrun, folder: Path
             {"generator": trainer.G.state_dict(), "discriminator": trainer.D.state_dict(),
              "generator_ema": trainer.G_ema.state_dict() if trainer.G_ema is not None else None,
              "classes": classes, "class_counts": trainer.data.class_counts, "kind": trainer.kind,
-             "step": s.step, "config": cfg.model_dump(by_alias=True), "mlflow_run_id": s.run_id},
+             "step": s.step, "config": cfg.model_dump(by_alias=True), "mlflow_run_id": s.run_id,
+             "images_sha256": trained_on},
             tmp,
         )
     steps = checkpoint.snapshot_steps(folder, cfg.train.snapshot_every, s.step)
