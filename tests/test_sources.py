@@ -120,6 +120,12 @@ def test_folder_copies_images_with_sub_folder_labels_and_leaves_the_folder_as_it
         assert not (fetch.raw / rel).is_symlink()
 
 
+def test_folder_fetch_says_how_to_refetch_after_the_folder_changes(fetch, art, capsys):
+    fetch(f"folder:{art}")
+    err = capsys.readouterr().err
+    assert f"dvc does not watch folder:{art}" in err and "`dvc repro -s -f fetch` and then `dvc repro`" in err
+
+
 def test_folder_max_images_is_a_sorted_prefix(fetch, art):
     df = fetch(f"folder:{art}", max_images=2)
     assert list(df["path"]) == ["images/Cubism/deep/braque.png", "images/Cubism/picasso.png"]

@@ -1,6 +1,7 @@
 """fetch: materialise `data.source` as image files under data/raw/ plus a manifest (parquet + CSV)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pipeline.config import Config
@@ -11,6 +12,9 @@ from pipeline.io import atomic_dir
 from pipeline import tracking
 
 MANIFEST = "manifest.parquet"
+# DVC tracks this stage by its params and code: a folder outside the repository is not one of its dependencies
+FOLDER_NOTE = ("fetch: note: dvc does not watch {source}; after adding or changing images there, run "
+               "`dvc repro -s -f fetch` and then `dvc repro` (or `dvc exp run`)")
 
 
 def run(cfg: Config) -> dict:
@@ -31,4 +35,6 @@ def run(cfg: Config) -> dict:
         manifest.write(df, tmp / MANIFEST)
     figures = {"images": len(df), "bytes": int(df["bytes"].sum()), "distinct_sha256": int(df["sha256"].nunique())}
     tracking.log_data_stage("fetch", cfg.flat(), figures, [raw / "manifest.csv"])
+    if scheme == "folder":
+        print(FOLDER_NOTE.format(source=cfg.data.source), file=sys.stderr, flush=True)
     return figures
