@@ -463,6 +463,27 @@ def test_hf_errors_name_the_column(fetch, hf_saved, source, data, needles):
     assert snapshot(root) == before
 
 
+def test_hf_rows_that_are_not_images_are_fetched_and_quarantined_by_validate(fetch, tmp_path):
+    # as a folder's bad file: copied as stored, then validate quarantines it with its reason; the rest is usable
+    import datasets
+
+    from pipeline.stages import validate
+
+    cells = [png_bytes(200 + i) for i in range(12)]
+    cells[3] = b"this is not a picture"
+    cells[5] = b"\xff\xd8\xff\xe0" + b"garbage" * 10  # a JPEG marker, then nothing PIL can read
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": b, "path": None} for b in cells]},
+                                    features=datasets.Features({"image": datasets.Image()}))
+    ds.save_to_disk(str(tmp_path / "bad_rows"))
+    df = fetch(f"hf:{tmp_path / 'bad_rows'}")
+    assert len(df) == 12
+    assert {hashlib.sha256(b).hexdigest() for b in cells} == set(df["sha256"])  # every row's bytes, as stored
+    cfg = parse(tiny_cfg(tmp_path, data={"source": f"hf:{tmp_path / 'bad_rows'}", "max_images": 0,
+                                         "download_dir": str(tmp_path / "downloads")}))
+    out = validate.run(cfg)
+    assert out["ok"] == 10 and out["by_reason"] == {"not_an_image": 1, "truncated": 1}
+
+
 def test_hf_fetch_in_a_fresh_process_at_the_default_timeout(hf_saved, tmp_path):
     # the command as a user runs it: huggingface_hub is first imported after artgan set its timeouts
     import subprocess

@@ -111,7 +111,7 @@ def fetch_hf(cfg, out_dir: Path) -> list[dict]:
 
 
 def _write_image(example, index, image_col, label_col, label_feature, images_dir, datasets, what) -> dict:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     cell = example[image_col]
     if cell is None:
@@ -124,8 +124,8 @@ def _write_image(example, index, image_col, label_col, label_feature, images_dir
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = im.format
-    except UnidentifiedImageError:
-        raise ArtganError(f"{what}: row {index}: column {image_col!r} holds bytes that are not an image") from None
+    except Exception:  # noqa: BLE001 - not an image, or a broken one (PIL raises OSError, SyntaxError, ...):
+        fmt = None     # written all the same, as a folder's bad file is copied; validate quarantines it with the reason
     suffix = FORMAT_SUFFIX.get(fmt or "", Path(src or "").suffix.lower() or ".img")
     rel = Path("images") / f"{index:07d}{suffix}"
     (images_dir.parent / rel).write_bytes(data)
