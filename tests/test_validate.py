@@ -349,6 +349,27 @@ def test_min_images_per_class_counts_ok_images_of_each_label(tmp_path, monkeypat
     assert len(lines) == 1 and "class_size" in lines[0] and "{'Fauvism': 2}" in lines[0], lines
 
 
+def test_unlabelled_images_are_named_and_do_not_count_as_a_small_class(tmp_path, monkeypatch, art):
+    from pipeline.stages import fetch, validate
+
+    base, *_ = art
+    isolate_mlflow(monkeypatch, tmp_path, base)
+    root = tmp_path / "user" / "styles"
+    for label in ("Cubism", "Fauvism"):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            (root / label / f"{i}.png").write_bytes(_png(_noise("RGB", 24, 24, 100 * len(label) + i)))
+    (root / "toplevel.png").write_bytes(_png(_noise("RGB", 24, 24, 7)))  # in no class folder
+    cfg = parse(tiny_cfg(tmp_path, data={"source": f"folder:{root}", "max_images": 0, "label": "label"},
+                         validate={"min_images": 5, "min_images_per_class": 3}))
+    fetch.run(cfg)
+    with pytest.raises(ArtganError) as info:
+        validate.run(cfg)
+    lines = failure_lines(info)
+    assert len(lines) == 1, lines  # the not-null expectation only: every class has its 3 images
+    assert "not_be_null" in lines[0] and "images without a 'label': images/toplevel.png" in lines[0], lines
+
+
 def test_a_non_utf8_file_name_is_a_clear_fetch_error(tmp_path, monkeypatch, art):
     from pipeline.stages import fetch
 

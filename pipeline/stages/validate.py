@@ -209,7 +209,9 @@ def suite_frame(df: pd.DataFrame, label: str) -> pd.DataFrame:
         t[col] = t[col].astype(object).where(t[col].notna(), None)
     if label and label in t.columns:
         okl = t.loc[t["ok"] == 1, label]
-        t["class_size"] = t[label].map(okl.value_counts()).fillna(0).astype("int64")
+        sizes = t[label].map(okl.value_counts())
+        # an unlabelled image has no class (null: the not-null expectation reports it, not this one)
+        t["class_size"] = sizes.where(t[label].isna(), sizes.fillna(0))
     return t
 
 
@@ -327,6 +329,10 @@ def _detail(res: dict, df: pd.DataFrame, cfg: Config) -> str:
         counts = df.loc[df["status"] == OK, cfg.data.label].value_counts()
         small = {str(k): int(n) for k, n in counts.items() if n < cfg.validate_cfg.min_images_per_class}
         return f"; classes below validate.min_images_per_class: {small}"
+    if column == cfg.data.label and cfg.data.label:
+        missing = df.loc[(df["status"] == OK) & df[cfg.data.label].isna(), "path"].astype(str).tolist()
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        return f"; images without a {cfg.data.label!r}: {shown} (label them, or move them out of data.source)"
     if column == "ok":
         return f" ok image(s) ({int((df['status'] == QUARANTINED).sum())} quarantined; see validate.min_images)"
     return ""
