@@ -384,9 +384,10 @@ def _tar_bomb(path: Path) -> Path:
     (lambda p: _bomb(p.with_suffix(".zip")), ["art/huge.bmp", "decompression bomb"]),
     (lambda p: _tar_bomb(p), ["decompression bomb"]),
     (lambda p: make_tar(p, {"art/caf\udce9.png": png_bytes(0)}), ["not valid UTF-8"]),
-    (lambda p: make_tar(p, {"art/notes.txt": b"x"}), ["no images"]),
+    (lambda p: make_tar(p, {"art/notes.txt": b"x"}), ["archive http", ".tar.gz!art has no images"]),
+    (lambda p: make_zip(p.with_suffix(".zip"), {"notes.txt": b"x"}), ["archive http", ".zip has no images"]),
 ], ids=["zip-dotdot", "tar-dotdot", "tar-absolute", "zip-absolute", "tar-symlink", "tar-hardlink",
-        "zip-symlink", "zip-bomb", "tar-bomb", "tar-non-utf8", "no-images"])
+        "zip-symlink", "zip-bomb", "tar-bomb", "tar-non-utf8", "no-images", "no-images-flat"])
 def test_unsafe_or_useless_archives_are_refused_and_nothing_escapes(fetch, server, tmp_path, build, needles):
     www, base = server
     archive = build(www / f"bad-{tmp_path.name}.tar.gz")

@@ -44,11 +44,12 @@ def _check_utf8(name: str, display: str, what: str) -> None:
         ) from None
 
 
-def scan(root: Path, what: str, display_root: str | None = None) -> list[Found]:
+def scan(root: Path, what: str, display_root: str | None = None, kind: str = "folder") -> list[Found]:
     """Every image file under `root` (sorted by path), without following links out of `root`.
 
     `what` names the source in error messages (e.g. "data.source 'folder:art'"); `display_root`
-    is how `root` is shown in them (default: the path itself).
+    is how `root` is shown in them (default: the path itself), `kind` what it is ("folder", or "archive" for an
+    unpacked archive).
     """
     display_root = display_root if display_root is not None else str(root)
     if not root.exists():
@@ -111,14 +112,14 @@ def scan(root: Path, what: str, display_root: str | None = None) -> list[Found]:
 
     walk(real_root, (), frozenset({real_root}), False)
     if counts["entries"] == 0:
-        raise ArtganError(f"{what}: folder {display_root} is empty; put images in it (sub-folders become labels)")
+        raise ArtganError(f"{what}: {kind} {display_root.rstrip('!')} is empty; put images in it (sub-folders become labels)")
     # a file reached several ways (links inside the folder) is taken once, under its own name if it has one
     found: dict[str, Found] = {}
     for _, f in sorted(candidates, key=lambda c: (c[0], c[1].rel)):
         found.setdefault(f.src, f)
     if not found:
         raise ArtganError(
-            f"{what}: folder {display_root} has no images ({counts['other']} other file(s)); "
+            f"{what}: {kind} {display_root.rstrip('!')} has no images ({counts['other']} other file(s)); "
             f"artgan reads {', '.join(IMAGE_SUFFIXES)}"
         )
     return sorted(found.values(), key=lambda f: f.rel)

@@ -88,7 +88,7 @@ def fetch_url(cfg, out_dir: Path) -> list[Row]:
                 root = entries[0]
             else:
                 break
-        found = folder.scan(root, _what(cfg), f"{url}!{root.relative_to(staging).as_posix()}".rstrip("."))
+        found = folder.scan(root, _what(cfg), f"{url}!{root.relative_to(staging).as_posix()}".rstrip("."), "archive")
         return folder.copy_into(found, out_dir, cfg.data.max_images, move=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
