@@ -348,12 +348,16 @@ def load(path: str | os.PathLike = PARAMS_FILE) -> Config:
     if not p.is_file():
         raise ArtganError(f"{p}: params file not found; run from the repository root or pass --params PATH")
     try:
-        raw = read_yaml(p) or {}
+        raw = read_yaml(p)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         what = f" ({exc.problem})" if str(getattr(exc, "problem", "")).startswith("duplicate key") else ""
         raise ArtganError(f"{p}: not valid YAML{where}{what}; fix the syntax") from None
+    raw = {} if raw is None else raw  # an empty file: every default
+    if not isinstance(raw, dict):  # `[]`, `- x` or a bare value
+        raise ArtganError(f"{p}: holds a {type(raw).__name__}, not a mapping of sections (data:, train:, ...); "
+                          "start from the repository's params.yaml")
     return parse(raw, str(p))
 
 

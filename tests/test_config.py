@@ -210,6 +210,22 @@ def test_invalid_yaml_says_so_in_one_line(tmp_path):
     assert "not valid YAML" in msg and str(p) in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("text, kind", [("[]\n", "list"), ("- train\n", "list"), ("steps: 3\n---\n", None),
+                                        ("6000\n", "int")])
+def test_a_params_file_that_is_not_a_mapping_is_one_line(tmp_path, text, kind):
+    p = write_params(tmp_path / "p.yaml", text)
+    with pytest.raises(ArtganError) as info:
+        load(p)
+    msg = str(info.value)
+    assert str(p) in msg and "\n" not in msg
+    if kind:
+        assert f"holds a {kind}, not a mapping of sections" in msg
+
+
+def test_an_empty_params_file_is_every_default(tmp_path):
+    assert load(write_params(tmp_path / "p.yaml", "")) == load(write_params(tmp_path / "q.yaml", "{}\n"))
+
+
 @pytest.mark.parametrize("text, needle", [
     ("train:\n  steps: 3\ntrain:\n  loss: ns\n", "line 3 (duplicate key 'train')"),
     ("train:\n  steps: 3\n  steps: 5\n", "line 3 (duplicate key 'steps')"),
