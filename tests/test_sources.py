@@ -126,6 +126,10 @@ def test_folder_fetch_says_how_to_refetch_after_the_folder_changes(fetch, art, c
     assert f"dvc does not watch folder:{art}" in err and "`dvc repro -s -f fetch` and then `dvc repro`" in err
 
 
+def test_a_folder_label_other_than_label_is_refused_before_anything_is_copied(fetch, art):
+    fetch_error(fetch, f"folder:{art}", "data.label", "'style'", "set data.label to label", label="style")
+
+
 def test_folder_max_images_is_a_sorted_prefix(fetch, art):
     df = fetch(f"folder:{art}", max_images=2)
     assert list(df["path"]) == ["images/Cubism/deep/braque.png", "images/Cubism/picasso.png"]

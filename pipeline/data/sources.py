@@ -121,6 +121,9 @@ def check_applicable(cfg) -> None:
     if cfg.data.sha256 and scheme != "url":
         raise ArtganError(f"data.sha256 pins url: downloads only, but data.source is {cfg.data.source!r}; "
                           "set data.sha256 to ''")
+    if cfg.data.label not in ("", "label") and scheme in ("folder", "url"):  # said now, not after the copy
+        raise ArtganError(f"data.label: a {scheme}: source has one label column, 'label' (the first-level sub-folders), "
+                          f"not {cfg.data.label!r}; set data.label to label (or to '' for no classes)")
     if cfg.data.filter and scheme != "hf":
         raise ArtganError(f"data.filter applies to hf: datasets only, but data.source is {cfg.data.source!r}; "
                           "set data.filter to {}")
