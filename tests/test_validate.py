@@ -329,43 +329,36 @@ def test_a_stale_validated_manifest_does_not_survive_a_failed_run(art, art_raw, 
     assert not (tmp_path / "data" / "validated").exists()
 
 
-def test_min_images_per_class_counts_ok_images_of_each_label(tmp_path, monkeypatch, art):
+def labelled_failures(tmp_path, monkeypatch, art, counts: dict[str, int], extra: dict[str, bytes]) -> list[str]:
+    """Validate's failure lines for a folder of class sub-folders (`counts` images each) plus `extra` files, with
+    data.label set and 3 images needed per class."""
     from pipeline.stages import fetch, validate
 
     base, *_ = art
     isolate_mlflow(monkeypatch, tmp_path, base)
     root = tmp_path / "user" / "styles"
-    for label, n in (("Cubism", 4), ("Fauvism", 2)):
+    for label, n in counts.items():
         (root / label).mkdir(parents=True)
         for i in range(n):
             (root / label / f"{i}.png").write_bytes(_png(_noise("RGB", 24, 24, 100 * len(label) + i)))
-    (root / "Fauvism" / "broken.png").write_bytes(b"")
+    for rel, data in extra.items():
+        (root / rel).write_bytes(data)
     cfg = parse(tiny_cfg(tmp_path, data={"source": f"folder:{root}", "max_images": 0, "label": "label"},
                          validate={"min_images": 5, "min_images_per_class": 3}))
     fetch.run(cfg)
     with pytest.raises(ArtganError) as info:
         validate.run(cfg)
-    lines = failure_lines(info)
+    return failure_lines(info)
+
+
+def test_min_images_per_class_counts_ok_images_of_each_label(tmp_path, monkeypatch, art):
+    lines = labelled_failures(tmp_path, monkeypatch, art, {"Cubism": 4, "Fauvism": 2}, {"Fauvism/broken.png": b""})
     assert len(lines) == 1 and "class_size" in lines[0] and "{'Fauvism': 2}" in lines[0], lines
 
 
 def test_unlabelled_images_are_named_and_do_not_count_as_a_small_class(tmp_path, monkeypatch, art):
-    from pipeline.stages import fetch, validate
-
-    base, *_ = art
-    isolate_mlflow(monkeypatch, tmp_path, base)
-    root = tmp_path / "user" / "styles"
-    for label in ("Cubism", "Fauvism"):
-        (root / label).mkdir(parents=True)
-        for i in range(3):
-            (root / label / f"{i}.png").write_bytes(_png(_noise("RGB", 24, 24, 100 * len(label) + i)))
-    (root / "toplevel.png").write_bytes(_png(_noise("RGB", 24, 24, 7)))  # in no class folder
-    cfg = parse(tiny_cfg(tmp_path, data={"source": f"folder:{root}", "max_images": 0, "label": "label"},
-                         validate={"min_images": 5, "min_images_per_class": 3}))
-    fetch.run(cfg)
-    with pytest.raises(ArtganError) as info:
-        validate.run(cfg)
-    lines = failure_lines(info)
+    lines = labelled_failures(tmp_path, monkeypatch, art, {"Cubism": 3, "Fauvism": 3},
+                              {"toplevel.png": _png(_noise("RGB", 24, 24, 7))})  # in no class folder
     assert len(lines) == 1, lines  # the not-null expectation only: every class has its 3 images
     assert "not_be_null" in lines[0] and "images without a 'label': images/toplevel.png" in lines[0], lines
 
