@@ -112,7 +112,8 @@ def scan(root: Path, what: str, display_root: str | None = None, kind: str = "fo
 
     walk(real_root, (), frozenset({real_root}), False)
     if counts["entries"] == 0:
-        raise ArtganError(f"{what}: {kind} {display_root.rstrip('!')} is empty; put images in it (sub-folders become labels)")
+        raise ArtganError(f"{what}: {kind} {display_root.rstrip('!')} is empty; put images in it "
+                          "(sub-folders become labels)")
     # a file reached several ways (links inside the folder) is taken once, under its own name if it has one
     found: dict[str, Found] = {}
     for _, f in sorted(candidates, key=lambda c: (c[0], c[1].rel)):

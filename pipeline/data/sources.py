@@ -88,7 +88,8 @@ def fetch_url(cfg, out_dir: Path) -> list[Row]:
                 root = entries[0]
             else:
                 break
-        found = folder.scan(root, _what(cfg), f"{url}!{root.relative_to(staging).as_posix()}".rstrip("."), "archive")
+        shown = f"{url}!{root.relative_to(staging).as_posix()}".rstrip(".")
+        found = folder.scan(root, _what(cfg), shown, "archive")
         return folder.copy_into(found, out_dir, cfg.data.max_images, move=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -122,8 +123,8 @@ def check_applicable(cfg) -> None:
         raise ArtganError(f"data.sha256 pins url: downloads only, but data.source is {cfg.data.source!r}; "
                           "set data.sha256 to ''")
     if cfg.data.label not in ("", "label") and scheme in ("folder", "url"):  # said now, not after the copy
-        raise ArtganError(f"data.label: a {scheme}: source has one label column, 'label' (the first-level sub-folders), "
-                          f"not {cfg.data.label!r}; set data.label to label (or to '' for no classes)")
+        raise ArtganError(f"data.label: a {scheme}: source has one label column, 'label' (the first-level "
+                          f"sub-folders), not {cfg.data.label!r}; set data.label to label (or to '' for no classes)")
     if cfg.data.filter and scheme != "hf":
         raise ArtganError(f"data.filter applies to hf: datasets only, but data.source is {cfg.data.source!r}; "
                           "set data.filter to {}")
