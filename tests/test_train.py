@@ -336,7 +336,8 @@ def test_a_changed_parameter_trains_afresh_beside_the_first_configurations_check
     first, _, _ = train(tmp_path, "ns", train=common)
     second, _, reports = train(tmp_path, "hinge", train={**common, "loss": "hinge"})
     assert second["checkpoint_key"] != first["checkpoint_key"] and second["run_id"] != first["run_id"]
-    folders = {p.parent.name: torch.load(p, weights_only=False)["step"] for p in (tmp_path / "shared_ckpt").glob("*/latest.pt")}
+    latest = (tmp_path / "shared_ckpt").glob("*/latest.pt")
+    folders = {p.parent.name: torch.load(p, weights_only=False)["step"] for p in latest}
     assert folders == {first["checkpoint_key"]: 4, second["checkpoint_key"]: 4}  # the first one's is kept as it was
     with open(reports / "train_curves.csv", newline="") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]  # from step 1, not resumed
@@ -366,7 +367,8 @@ def test_a_checkpoint_holds_everything_the_next_step_depends_on(processed, tmp_p
     ck = torch.load(latest, weights_only=False)
     assert {"G", "D", "G_ema", "opt_g", "opt_d", "step", "gen", "order", "cursor", "rng", "run_id"} <= ck.keys()
     assert ck["step"] == 3 and ck["cursor"] == 3 * 8 and ck["G_ema"] is not None
-    assert all(len(o["state"]) == len(o["param_groups"][0]["params"]) for o in (ck["opt_g"], ck["opt_d"]))  # Adam moments
+    # Adam's moments for every parameter
+    assert all(len(o["state"]) == len(o["param_groups"][0]["params"]) for o in (ck["opt_g"], ck["opt_d"]))
 
 
 def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processed, tmp_path):
