@@ -11,6 +11,7 @@ import http.server
 import io
 import os
 import pickle
+import shutil
 import struct
 import tarfile
 import threading
@@ -336,6 +337,23 @@ def test_url_sha256_mismatch_is_an_error(fetch, server):
     before = sha(archive)
     fetch_error(fetch, f"url:{base}/pinned.zip", "SHA-256", before, "data.sha256", sha256="0" * 64)
     assert sha(archive) == before
+
+
+def test_a_stale_pin_of_another_cached_archive_is_never_served_from_the_cache(fetch, server):
+    """data.source moves to b.zip while data.sha256 still pins a.zip (cached): the cache is keyed by URL and hash,
+    so b.zip is downloaded, and its hash names the mix-up, not a.zip's images credited to b.zip."""
+    www, base = server
+    a = make_zip(www / "stale_a.zip", ART)
+    b = make_zip(www / "stale_b.zip", {"other/x.png": png_bytes(7), "other/y.png": png_bytes(8)})
+    pin_a = sha(a)
+    assert len(fetch(f"url:{base}/stale_a.zip", sha256=pin_a)) == 3  # a.zip now cached under its pin
+    shutil.rmtree(fetch.raw)
+    msg = fetch_error(fetch, f"url:{base}/stale_b.zip", "SHA-256", sha(b), pin_a, f"{base}/stale_a.zip",
+                      "data.sha256", sha256=pin_a)
+    assert "wikiart" not in msg and "monet" not in msg  # nothing of a.zip's members under b.zip's URL
+    df = fetch(f"url:{base}/stale_b.zip", sha256=sha(b))
+    assert sorted(df["name"]) == ["x", "y"]
+    assert set(df["source"]) == {f"url:{base}/stale_b.zip"}
 
 
 def test_url_404_names_the_status_and_the_url(fetch, server):
