@@ -167,6 +167,13 @@ def time_rows(base: dict, rows: list[dict], steps: int, rounds: int) -> list[tup
     return [(statistics.median(s), gflop) for s, (_, _, gflop) in zip(samples, trainers)]
 
 
+def machine_info() -> dict:
+    """When and where a row ran: rows of other days or CPUs are not comparable in seconds."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
+    return {"date": time.strftime("%Y-%m-%d"), "machine": f"{cpu}, {os.cpu_count()} cores"}
+
+
 def _get_steps(base: dict, overrides: dict) -> int:
     return int(overrides.get("train.steps", base["train"]["steps"]))
 
@@ -217,7 +224,7 @@ def main() -> None:
         res = run_row(base, o, out / name)
         results.append((label, res))
         with open(out / "results.jsonl", "a") as f:
-            f.write(json.dumps({"name": name, "overrides": o, **res}) + "\n")
+            f.write(json.dumps({"name": name, "overrides": o, **machine_info(), **res}) + "\n")
         print(f"{label}: FID {res['fid']:.2f} KID {res['kid_mean']:.4f} P {res['precision']:.3f} "
               f"R {res['recall']:.3f} ({res['seconds']:.0f} s train, {res['s_per_step']:.3f} s/step)", flush=True)
     print("\n| configuration | FID | KID × 1000 (± std) | precision | recall | train s | s/step | img/s |\n"
