@@ -14,7 +14,7 @@ CHROMIUM := /usr/bin/chromium
 POSTGRES := /usr/bin/pg_ctlcluster
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install setup repro test clean
+.PHONY: install setup repro test test-fast clean
 
 $(BIN)/artgan: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ repro: install
 
 test: setup
 	$(BIN)/python -m pytest
+
+# the unit tests only, for the inner loop: no end-to-end, browser, PostgreSQL or GPU tests (so no apt installs);
+# select a tier on its own with e.g. `.venv/bin/python -m pytest -m browser`
+FAST := not e2e and not browser and not postgres and not gpu
+test-fast: install
+	$(BIN)/python -m pytest -m "$(FAST)"
 
 clean:
 	rm -rf data/raw data/processed models mlflow.db .dvc/cache .dvc/tmp
