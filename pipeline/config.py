@@ -175,6 +175,10 @@ class TrainCfg(Section):
     log_every: PosInt = 1
     sample_every: PosInt = 100
     checkpoint_every: PosInt = 100  # resumable checkpoint interval (steps)
+    # stop (last good checkpoint kept, run FAILED) when a loss or gradient norm, or a weight norm at a checkpoint,
+    # is this many times beyond its early median (healthy default runs stay below 40); 0 = off
+    divergence_factor: NonNegFloat = 1e4
+    saturation_steps: NonNegInt = 500  # bce/ns: stop when D(x) > 0.99 and D(G(z)) < 0.01 this many steps in a row; 0 = off
     snapshot_every: NonNegInt = 1000  # keep the sampling generator every K steps (FID curve, progress strip); 0 = final only
     checkpoint_dir: Folder = ".artgan/checkpoints"  # one sub-folder per configuration; outside DVC's outputs
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda -> mps -> cpu, at run time

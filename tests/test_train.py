@@ -420,24 +420,158 @@ def test_snapshots_every_k_steps_are_kept_across_a_resume(processed, tmp_path):
     assert not same_weights(snaps["generators"][0], snaps["generators"][-1])
 
 
-def test_non_finite_loss_stops_keeps_the_last_good_checkpoint_and_fails_the_run(processed, tmp_path):
+def test_a_non_finite_value_stops_keeps_the_last_good_checkpoint_and_fails_the_run(processed, tmp_path):
     from pipeline.stages import train as stage
     from pipeline.tracking import run_data
 
-    cfg = parse(tiny_cfg(tmp_path, train={"loss": "wgan", "clip_value": 1e30, "lr_d": 1e12, "lr_g": 1e12,
+    # at 1e8, D's running_var overflows at step 3, before any loss does: that state must not be the one kept
+    cfg = parse(tiny_cfg(tmp_path, train={"loss": "wgan", "clip_value": 1e30, "lr_d": 1e8, "lr_g": 1e8,
                                           "steps": 50, "checkpoint_every": 1, "log_every": 1,
+                                          "divergence_factor": 0,  # the NaN itself, not the divergence before it
                                           "checkpoint_dir": str(tmp_path / "nan_ckpt")}))
-    with pytest.raises(ArtganError, match=r"non-finite loss at step (\d+).*last good checkpoint") as err:
+    with pytest.raises(ArtganError, match=r"non-finite (loss|state) at step (\d+).*last good checkpoint") as err:
         stage.run(cfg)
     bad_step = int(__import__("re").search(r"step (\d+)", str(err.value)).group(1))
     ckpts = list((tmp_path / "nan_ckpt").glob("*/latest.pt"))
     assert len(ckpts) == 1
     ck = torch.load(ckpts[0], map_location="cpu", weights_only=False)
     assert ck["step"] == bad_step - 1
-    for net in ("G", "D", "G_ema"):
-        assert all(torch.isfinite(v).all() for k, v in ck[net].items() if "running" not in k), net
+    assert finite_everywhere(ck)  # buffers (batch norm's running_var) and optimiser moments too
     assert run_data(ck["run_id"])["status"] == "FAILED"
     assert not (Path(cfg.train.out_dir) / "checkpoint.pt").exists()
+
+
+def finite_everywhere(state) -> bool:
+    from pipeline.training.checkpoint import non_finite
+
+    return non_finite(state) == []
+
+
+def test_a_checkpoint_with_a_non_finite_tensor_never_replaces_the_last_good_one(tmp_path):
+    from pipeline.training import checkpoint
+
+    path = tmp_path / "latest.pt"
+    good = {"step": 3, "D": {"bn.running_var": torch.ones(4)}, "opt_d": {"state": {0: {"exp_avg_sq": torch.ones(2)}}}}
+    checkpoint.save(path, good)
+    before = path.read_bytes()
+    for where in ("buffer", "optimiser"):
+        bad = {"step": 4, "D": {"bn.running_var": torch.ones(4)}, "opt_d": {"state": {0: {"exp_avg_sq": torch.ones(2)}}}}
+        if where == "buffer":
+            bad["D"]["bn.running_var"][1] = float("inf")
+        else:
+            bad["opt_d"]["state"][0]["exp_avg_sq"][0] = float("nan")
+        name = "D.bn.running_var" if where == "buffer" else "opt_d.state.0.exp_avg_sq"
+        with pytest.raises(ArtganError, match=rf"latest\.pt: not written, non-finite values in {name}; "
+                                              "the previous checkpoint is kept"):
+            checkpoint.save(path, bad)
+        assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt"]  # no temporary left
+
+
+def test_an_infinite_batch_norm_buffer_stops_training_before_it_reaches_a_checkpoint(processed, tmp_path,
+                                                                                       monkeypatch):
+    """Losses can stay finite while D's running_var overflows (training mode normalises by the batch's own
+    statistics): the state is checked in every tensor before it is checkpointed."""
+    from pipeline.stages import train as stage
+    from pipeline.tracking import run_data
+    from pipeline.training.loop import Trainer
+
+    update_ema = Trainer.update_ema
+
+    def poison_at_step_4(self, step):
+        update_ema(self, step)
+        if step == 4:
+            bn = next(m for m in self.D.modules() if isinstance(m, torch.nn.BatchNorm2d))
+            bn.running_var[0] = float("inf")
+
+    monkeypatch.setattr(Trainer, "update_ema", poison_at_step_4)
+    cfg = parse(tiny_cfg(tmp_path, train={"steps": 6, "checkpoint_every": 1, "checkpoint_dir": str(tmp_path / "ck")}))
+    with pytest.raises(ArtganError, match=r"^train: non-finite state at step 4 \(in D\.[\w.]*running_var\); "
+                                          r"the last good checkpoint \(step 3\) is kept") as err:
+        stage.run(cfg)
+    assert "\n" not in str(err.value)
+    (latest,) = (tmp_path / "ck").glob("*/latest.pt")
+    ck = torch.load(latest, map_location="cpu", weights_only=False)
+    assert ck["step"] == 3 and finite_everywhere(ck)
+    assert run_data(ck["run_id"])["status"] == "FAILED"
+    assert not (Path(cfg.train.out_dir) / "checkpoint.pt").exists()
+
+
+def curve(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def test_the_divergence_watch_never_trips_on_the_default_params_curve():
+    from helpers import REPO
+
+    from pipeline.config import TrainCfg
+    from pipeline.training.loop import first_divergence
+
+    rows = curve(REPO / "reports" / "train_curves.csv")  # the default params' 6,000 steps
+    assert len(rows) >= 1000 and {"loss_d", "loss_g", "grad_norm_d", "grad_norm_g", "d_real", "d_fake"} <= rows[0].keys()
+    t = TrainCfg()
+    assert first_divergence(rows, t.divergence_factor, t.saturation_steps) is None
+    assert first_divergence(rows, 100, 50) is None  # with two orders of magnitude to spare
+
+
+@pytest.mark.parametrize("key, param", [("loss_d", "train.lr_d"), ("grad_norm_d", "train.lr_d"),
+                                        ("loss_g", "train.lr_g"), ("grad_norm_g", "train.lr_g")])
+def test_the_divergence_watch_trips_on_an_exploding_series_and_names_the_likely_learning_rate(key, param):
+    from helpers import REPO
+
+    from pipeline.training.loop import first_divergence
+
+    rows = curve(REPO / "reports" / "train_curves.csv")[:300]
+    for i, row in enumerate(rows[100:], start=1):  # from step 101: ten times larger every ten steps
+        row[key] *= 10 ** (i / 10)
+    step, what, named = first_divergence(rows, 1e4, 0)
+    assert 101 < step < 160 and what.startswith(f"{key}=") and "train.divergence_factor" in what
+    assert named == param
+    assert first_divergence(rows, 0, 0) is None  # 0 = off
+
+
+def test_the_divergence_watch_trips_when_d_stays_saturated():
+    from pipeline.training.loop import first_divergence
+
+    rows = [{"step": i, "loss_d": 0.5, "loss_g": 2.0, "d_real": 0.8, "d_fake": 0.2} for i in range(1, 101)]
+    rows += [{"step": i, "loss_d": 1e-3, "loss_g": 7.0, "d_real": 0.999, "d_fake": 1e-3} for i in range(101, 400)]
+    step, what, param = first_divergence(rows, 1e4, 200)
+    assert step == 300 and "D saturated" in what and "train.saturation_steps" in what and param == "train.lr_d"
+    assert first_divergence(rows, 1e4, 0) is None
+    assert first_divergence(rows, 1e4, 200, probabilities=False) is None  # a critic's raw outputs are not D(x)
+
+
+@pytest.mark.parametrize("loss", ["ns", "hinge"])
+def test_a_run_that_diverges_without_a_nan_stops_names_lr_d_and_fails_the_run(processed, tmp_path, loss):
+    import mlflow
+
+    from pipeline.stages import train as stage
+
+    cfg = parse(tiny_cfg(tmp_path, train={"loss": loss, "lr_d": 1e6, "steps": 20, "checkpoint_dir": str(tmp_path / "ck")}))
+    with pytest.raises(ArtganError, match=r"^train: diverging at step 1: weight_norm_d=.* \(train.divergence_factor\); "
+                                          r"no checkpoint was written yet; lower train\.lr_d$"):
+        stage.run(cfg)
+    (last,) = mlflow.search_runs(search_all_experiments=True, order_by=["attributes.start_time DESC"],
+                                 max_results=1, output_format="list")
+    assert last.info.status == "FAILED" and last.data.params["train.lr_d"] == "1000000.0"
+    assert not (Path(cfg.train.out_dir) / "checkpoint.pt").exists()
+
+
+def test_a_divergence_keeps_the_last_good_checkpoint(processed, tmp_path):
+    from pipeline.stages import train as stage
+    from pipeline.tracking import run_data
+
+    cfg = parse(tiny_cfg(tmp_path, train={"lr_d": 1.0, "divergence_factor": 20, "steps": 20, "checkpoint_every": 1,
+                                          "checkpoint_dir": str(tmp_path / "ck")}))
+    with pytest.raises(ArtganError, match=r"diverging at step (\d+): .*the last good checkpoint \(step (\d+)\) "
+                                          r"is kept .*; lower train\.lr_d$") as err:
+        stage.run(cfg)
+    bad, kept = map(int, __import__("re").search(r"step (\d+).*step (\d+)", str(err.value)).groups())
+    (latest,) = (tmp_path / "ck").glob("*/latest.pt")
+    ck = torch.load(latest, map_location="cpu", weights_only=False)
+    assert ck["step"] == kept == bad - 1
+    assert run_data(ck["run_id"])["status"] == "FAILED"
 
 
 def test_gradient_penalty_trains_a_critic_without_batch_norm(processed, tmp_path):

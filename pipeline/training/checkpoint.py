@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.config import Config
+from pipeline.errors import ArtganError
 from pipeline.io import atomic_path, torch_load
 
 LATEST = "latest.pt"
@@ -27,7 +28,8 @@ FORMAT = 1
 # train.* keys that do not change the trajectory of the weights: a run that differs only in these
 # resumes from the other's checkpoint (raise `steps` to train longer; change the device or world size).
 NOT_IN_KEY = {"steps", "log_every", "sample_every", "checkpoint_every", "checkpoint_dir", "threads",
-              "out_dir", "device", "compile", "cuda_graphs", "snapshot_every"}
+              "out_dir", "device", "compile", "cuda_graphs", "snapshot_every", "divergence_factor",
+              "saturation_steps"}  # the divergence watch stops a run; it never changes a step
 
 
 def config_key(cfg: Config, data_digest: str) -> str:
@@ -56,10 +58,53 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+class NonFiniteState(ArtganError):
+    """A state with a NaN or an infinity in some tensor: never written over the last good checkpoint."""
+
+
+def non_finite(state: object, name: str = "") -> list[str]:
+    """The dotted names of the floating-point tensors in `state` (nested dicts, lists and tuples: parameters,
+    buffers such as batch norm's running_var, optimiser moments) that hold a NaN or an infinity; [] when none.
+    One check per device (a single host sync on a GPU)."""
+    found: list[tuple[str, torch.Tensor]] = []
+
+    def walk(prefix: str, obj: object) -> None:
+        if isinstance(obj, torch.Tensor):
+            if obj.is_floating_point() or obj.is_complex():
+                found.append((prefix, obj))
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(f"{prefix}.{i}" if prefix else str(i), v)
+
+    walk(name, state)
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for key, t in found:
+        by_device.setdefault(t.device, []).append((key, t))
+    bad = []
+    for items in by_device.values():
+        flags = torch.stack([torch.isfinite(t).all() for _, t in items]).cpu().tolist()
+        bad += [key for (key, _), ok in zip(items, flags) if not ok]
+    return bad
+
+
 def save(path: Path, state: dict) -> None:
+    """Write `state` over the checkpoint at `path` (atomically), only when every tensor in it is finite."""
+    bad = non_finite(state)
+    if bad:
+        raise NonFiniteState(f"{path}: not written, non-finite values in {describe(bad)}; the previous checkpoint "
+                             "is kept")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state, "rng": rng_states()}, tmp)
+
+
+def describe(names: list[str], shown: int = 3) -> str:
+    """`a, b, c and 4 more` of a list of tensor names."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def load(path: Path) -> dict | None:

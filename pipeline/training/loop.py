@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -339,7 +340,85 @@ def _set_capturable(opt: torch.optim.Optimizer, capturable: bool) -> None:
 
 
 class NonFinite(ArtganError):
-    pass
+    """Training cannot go on (a NaN or an infinity, or a divergence): the loop stops, keeps the last good
+    checkpoint and the MLflow run ends FAILED. `remedy` is what the one error line says to change."""
+
+    def __init__(self, message: str, remedy: str = "lower train.lr_g / train.lr_d or try train.loss=hinge"):
+        super().__init__(message)
+        self.remedy = remedy
+
+
+# ---------------------------------------------------------------- divergence without a NaN
+EARLY_STEPS = 50  # a value's baseline: the median of its first EARLY_STEPS values
+SCALE_FLOOR = 1.0  # baselines below this count as this (a loss near 0 early on is no scale to be 1e4 times of)
+SATURATED = (0.99, 0.01)  # D(x) above, D(G(z)) below: D has won
+# D's first: an exploding D inflates G's loss and gradients too, not the other way round
+WATCHED = ("weight_norm_d", "loss_d", "grad_norm_d", "weight_norm_g", "loss_g", "grad_norm_g", "loss", "rec", "kl")
+
+
+def likely_param(key: str) -> str:
+    """The learning rate of the network whose value blew up."""
+    return "train.lr_d" if key.endswith("_d") else "train.lr_g" if key.endswith("_g") else "train.lr_g / train.lr_d"
+
+
+class DivergenceWatch:
+    """Explosions that stay finite (train.lr_d: 1e6 trains to losses of 1e15): a watched value (loss, gradient
+    norm, weight norm after the step) more than `factor` times its early median, or, for probabilities (bce, ns), D saturated
+    (D(x) > 0.99 and D(G(z)) < 0.01) for `saturation_steps` steps in a row. A pure function of the values it is
+    fed: the default params' curve (reports/train_curves.csv) peaks below 40 times its early medians."""
+
+    def __init__(self, factor: float, saturation_steps: int = 0, probabilities: bool = False):
+        self.factor, self.saturation_steps, self.probabilities = factor, saturation_steps, probabilities
+        self.early: dict[str, list[float]] = {}
+        self.saturated = 0
+
+    def seed(self, rows: list[dict]) -> None:
+        """The baselines of a resumed run: its curves so far (checked already, when they were made)."""
+        for row in rows:
+            for key in WATCHED:
+                if key in row and len(seen := self.early.setdefault(key, [])) < EARLY_STEPS:
+                    seen.append(abs(float(row[key])))
+
+    def update(self, values: dict[str, float]) -> tuple[str, str] | None:
+        """(what diverged, the likely param) when one step's `values` show a divergence, else None."""
+        if self.factor:
+            for key in WATCHED:
+                if key not in values:
+                    continue
+                v, seen = abs(float(values[key])), self.early.setdefault(key, [])
+                if seen:
+                    base = max(statistics.median(seen), SCALE_FLOOR)
+                    if v > self.factor * base:
+                        return (f"{key}={values[key]:.4g} is over {self.factor:g} times its early median {base:.4g} "
+                                "(train.divergence_factor)", likely_param(key))
+                if len(seen) < EARLY_STEPS:
+                    seen.append(v)
+        if self.saturation_steps and self.probabilities and "d_real" in values and "d_fake" in values:
+            won = values["d_real"] > SATURATED[0] and values["d_fake"] < SATURATED[1]
+            self.saturated = self.saturated + 1 if won else 0
+            if self.saturated >= self.saturation_steps:
+                return (f"D saturated (D(x) > {SATURATED[0]} and D(G(z)) < {SATURATED[1]}) for {self.saturated} "
+                        "steps in a row (train.saturation_steps)", "train.lr_d")
+        return None
+
+
+def first_divergence(rows: list[dict], factor: float, saturation_steps: int = 0,
+                     probabilities: bool = True) -> tuple[int, str, str] | None:
+    """(step, what, param) of the first row of a curve (dicts with `step` and the values) that the watch
+    stops at, or None: the detector as a pure function of a curve."""
+    watch = DivergenceWatch(factor, saturation_steps, probabilities)
+    for i, row in enumerate(rows):
+        if (hit := watch.update(row)) is not None:
+            return int(row.get("step", i + 1)), *hit
+    return None
+
+
+def weight_norms(trainer: "Trainer") -> dict[str, float]:
+    """The L2 norms of G's and D's parameters (one host sync)."""
+    norms = [torch.stack(torch._foreach_norm([p.detach().float() for p in m.parameters()])).norm()
+             for m in (trainer.D, trainer.G)]
+    d, g = torch.stack(norms).cpu().tolist()
+    return {"weight_norm_d": d, "weight_norm_g": g}
 
 
 class NullRun:
@@ -365,13 +444,20 @@ def latest_path(cfg, key: str) -> Path:
 
 
 def train_loop(trainer: Trainer, key: str, mlrun, on_sample) -> None:
-    """Run to train.steps from wherever trainer.state is; checkpoint every train.checkpoint_every steps."""
+    """Run to train.steps from wherever trainer.state is; checkpoint every train.checkpoint_every steps.
+
+    A non-finite loss, a divergence (DivergenceWatch) or a non-finite tensor in the state due to be checkpointed
+    stops training with one error line: the last good checkpoint stays, and the MLflow run ends FAILED."""
     t, s, world = trainer.t, trainer.state, trainer.world
     step_fn = trainer.vae_step if trainer.kind == "vae" else trainer.gan_step
     pending: list[tuple[int, dict[str, float]]] = []
     t0, done0 = time.perf_counter(), s.step
     seconds0 = s.seconds
     last_good = s.step if s.step else None
+    watch = DivergenceWatch(t.divergence_factor, t.saturation_steps, trainer.kind != "vae" and trainer.loss.prob)
+    watch.seed(s.curves)
+    if t.divergence_factor:
+        watch.update(weight_norms(trainer))  # the weights this run starts from: the weight norms' baseline
     bar = None
     if world.main:
         from tqdm import tqdm
@@ -382,17 +468,27 @@ def train_loop(trainer: Trainer, key: str, mlrun, on_sample) -> None:
             step = s.step + 1
             try:
                 out = step_fn(step)
+                values = dict(zip(out, torch.stack([v.detach().float() for v in out.values()]).cpu().tolist()))
+                norms = weight_norms(trainer) if t.divergence_factor else {}  # after this step's update
+                _stop_if(watch.update({**values, **norms}), world, step)
+                trainer.update_ema(step)
+                due = step % t.checkpoint_every == 0 or step == t.steps
+                snap = world.main and (step == t.steps or (t.snapshot_every and step % t.snapshot_every == 0))
+                if due or snap:  # what is written is finite in every tensor, or it is not written
+                    bad = checkpoint.non_finite(trainer.state_dict())
+                    if dist.broadcast_flag(bool(bad), world):
+                        raise NonFinite(f"non-finite state at step {step} (in {checkpoint.describe(bad)})" if bad
+                                        else f"non-finite state at step {step} on another process")
             except NonFinite as exc:
                 if world.main:
                     mlrun.log_metric_history(pending)  # the curves up to the failure, to see it coming
                 where = f"the last good checkpoint (step {last_good}) is kept in {latest_path(trainer.cfg, key)}" \
                     if last_good else "no checkpoint was written yet"
-                raise ArtganError(f"train: {exc}; {where}; lower train.lr_g / train.lr_d or try train.loss=hinge") from None
-            trainer.update_ema(step)
+                raise ArtganError(f"train: {exc}; {where}; {exc.remedy}") from None
             s.step = step
             s.seconds = seconds0 + time.perf_counter() - t0
             if step % t.log_every == 0 or step == t.steps:
-                row = dict(zip(out, torch.stack([v.detach().float().cpu() for v in out.values()]).tolist()))
+                row = dict(values)
                 row.update(lr_g=trainer.opt_g.param_groups[0]["lr"], lr_d=trainer.opt_d.param_groups[0]["lr"],
                            img_per_s=(step - done0) * trainer.images_per_step / max(s.seconds - seconds0, 1e-9))
                 s.curves.append({"step": step, **row})
@@ -404,9 +500,9 @@ def train_loop(trainer: Trainer, key: str, mlrun, on_sample) -> None:
                 bar.update(1)
             if world.main and (step % t.sample_every == 0 or step == t.steps):
                 on_sample(step)
-            if world.main and (step == t.steps or (t.snapshot_every and step % t.snapshot_every == 0)):
+            if snap:
                 checkpoint.save_snapshot(checkpoint.folder(trainer.cfg, key), step, trainer.sampler().state_dict())
-            if step % t.checkpoint_every == 0 or step == t.steps:
+            if due:
                 if world.main:
                     mlrun.log_metric_history(pending)  # flushed with the checkpoint: a resume never logs a step twice
                     checkpoint.save(latest_path(trainer.cfg, key), trainer.state_dict())
@@ -415,3 +511,10 @@ def train_loop(trainer: Trainer, key: str, mlrun, on_sample) -> None:
     finally:
         if bar is not None:
             bar.close()
+
+
+def _stop_if(hit: tuple[str, str] | None, world: dist.World, step: int) -> None:
+    """Raise the divergence `hit` (what, param) as a NonFinite stop, on every process when any one has one."""
+    if dist.broadcast_flag(hit is not None, world):
+        what, param = hit if hit is not None else ("a value diverged on another process", "train.lr_g / train.lr_d")
+        raise NonFinite(f"diverging at step {step}: {what}", remedy=f"lower {param}")
