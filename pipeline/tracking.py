@@ -155,12 +155,25 @@ def new_run(stage: str, params: dict[str, object], experiment: str = EXPERIMENT,
         yield run
 
 
+def read_run_id(run_file: Path) -> str:
+    """The run id in `run_file` (models/mlflow_run.json): a missing, truncated or id-less file is one line naming
+    it and train, the stage that writes it."""
+    from pipeline.io import read_input, read_json
+
+    def run_id(p: Path) -> str:
+        data = read_json(p)
+        value = data.get("run_id") if isinstance(data, dict) else None
+        if not isinstance(value, str) or not value:
+            raise ValueError("holds no run_id")
+        return value
+
+    return read_input(run_file, "train", run_id)
+
+
 @contextlib.contextmanager
 def resume_run(stage: str, run_file: Path) -> Iterator[Run]:
     """Continue the run whose id an earlier stage wrote to `run_file`."""
-    from pipeline.io import read_json, require
-
-    run_id = read_json(require(run_file, "train"))["run_id"]
+    run_id = read_run_id(run_file)
     with continue_run(stage, run_id, system_metrics=False) as run:
         yield run
 

@@ -135,12 +135,16 @@ def test_render_writes_every_picture(pipeline_run):
     cfg, out, _ = pipeline_run
     d = Path(cfg.reports_dir) / "render"
     names = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()}
-    assert names == {"grid.png", "grid_raw.png", "interp.png", "interp.gif", "progress.png", "loss_curves.png",
-                     "fid_curve.png"}
+    # large/: the nearest-neighbour upscaled copies the report shows (the files above stay 1:1)
+    assert names == {"grid.png", "grid_raw.png", "real.png", "interp.png", "interp.gif", "progress.png",
+                     "loss_curves.png", "fid_curve.png", "large/grid.png", "large/grid_raw.png", "large/real.png",
+                     "large/progress.png", "large/memorisation.png"}
     assert sorted(out["render"]["files"]) == sorted(names)
     ema, raw = (np.asarray(Image.open(d / n)) for n in ("grid.png", "grid_raw.png"))
     assert ema.shape == raw.shape == (8 * (SIZE + 2) + 2, 8 * (SIZE + 2) + 2, 3)
     assert not np.array_equal(ema, raw)  # EMA and raw weights differ
+    real = np.asarray(Image.open(d / "real.png"))
+    assert real.shape == ema.shape  # training images drawn as the generated grid is, to compare cell for cell
     with Image.open(d / "interp.gif") as gif:
         assert gif.n_frames == 32 and gif.info["loop"] == 0
     with Image.open(d / "progress.png") as prog:
@@ -148,7 +152,7 @@ def test_render_writes_every_picture(pipeline_run):
     html = (Path(cfg.reports_dir) / "index.html").read_text()
     summary = json.loads((Path(cfg.reports_dir) / "validation_summary.json").read_text())
     assert f"<td>{summary['images']} / {summary['ok']} / {summary['quarantined']}" in html  # what validation set aside
-    assert "duplicates removed" in html and 'src="render/progress.png"' in html
+    assert "duplicates removed" in html and 'src="render/large/progress.png"' in html
 
 
 def test_the_real_report_opens_in_chromium_with_every_image_loaded(pipeline_run, browser):
@@ -160,8 +164,9 @@ def test_the_real_report_opens_in_chromium_with_every_image_loaded(pipeline_run,
     cfg, _, _ = pipeline_run
     index = Path(cfg.reports_dir) / "index.html"
     srcs = re.findall(r'<img[^>]*\bsrc="([^"]*)"', index.read_text())
-    assert {"render/grid.png", "render/grid_raw.png", "render/interp.gif", "render/progress.png",
-            "render/loss_curves.png", "render/fid_curve.png", "memorisation.png"} <= set(srcs)
+    assert {"render/large/grid.png", "render/large/grid_raw.png", "render/large/real.png", "render/interp.gif",
+            "render/large/progress.png", "render/loss_curves.png", "render/fid_curve.png",
+            "render/large/memorisation.png"} <= set(srcs)
     view = open_report(browser, index)
     assert_all_loaded(view, len(srcs))
     assert_not_blank(view["png"])
@@ -347,4 +352,19 @@ def test_corrupt_real_statistics_are_one_line_naming_the_file(pipeline_run, tmp_
     (processed / "fid_stats.npz").write_bytes(GARBAGE)
     with pytest.raises(ArtganError, match=rf"^{processed / 'fid_stats.npz'}: unreadable \(.*\); re-run `artgan preprocess`"):
         evaluate.run(broken)
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("text", ["{", "{}", '{"run_id": ""}', "[]"])
+def test_a_broken_mlflow_run_json_is_one_line_naming_it_and_train_before_any_work(pipeline_run, tmp_path, text):
+    from pipeline.stages import evaluate
+
+    cfg, _, _ = pipeline_run
+    models = tmp_path / "models"
+    broken = _on_a_copy(cfg, "train", "out_dir", models, reports_dir=str(tmp_path / "reports"))
+    (models / "mlflow_run.json").write_text(text)
+    with pytest.raises(ArtganError, match=rf"^{models / 'mlflow_run.json'}: unreadable \(\w+: .+\); "
+                                          r"re-run `artgan train` \(or `dvc repro`\)$") as info:
+        evaluate.run(broken)
+    assert "\n" not in str(info.value)
     assert not (tmp_path / "reports").exists()

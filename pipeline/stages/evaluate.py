@@ -126,6 +126,7 @@ def run(cfg: Config) -> dict:
     G, z_dim, _, class_counts = load_generator(cfg)
     G = G.to(device)
     require(Path(cfg.train.out_dir) / SNAPSHOTS, "train")  # fail now, not after minutes of work
+    tracking.read_run_id(run_file(cfg))  # likewise models/mlflow_run.json, truncated or without a run_id
     model = FastInception().to(device)
     with tracking.resume_run("evaluate", run_file(cfg)) as mlrun:
         mlrun.set_tags({"eval_device": device.type, "eval_fid_precision": e.fid_precision})  # eval.device may say auto
