@@ -175,6 +175,42 @@ def test_image_size_mismatch_says_to_rerun_preprocess(processed, tmp_path):
         stage.run(cfg)
 
 
+@pytest.mark.parametrize("array, needle", [
+    (np.random.default_rng(0).random((N_IMAGES, SIZE, SIZE, 3)), "float64 images of shape 64×16×16×3, not uint8"),
+    (np.zeros((N_IMAGES, SIZE, SIZE, 3), np.int16), "int16 images"),
+    (np.zeros((N_IMAGES, 3, SIZE, SIZE), np.uint8), "shape 64×3×16×16, not N×S×S×3"),
+    (np.zeros((N_IMAGES, SIZE, SIZE), np.uint8), "shape 64×16×16, not N×S×S×3"),
+    (np.zeros((0, SIZE, SIZE, 3), np.uint8), "shape 0×16×16×3"),
+])
+def test_an_images_npy_that_preprocess_did_not_write_is_one_line_naming_it(processed, tmp_path, array, needle):
+    """A hand-made float array in [0, 1] would train on near-black images: dtype and shape are checked at load."""
+    from pipeline.stages import train as stage
+
+    np.save(processed / "images.npy", array)
+    cfg = parse(tiny_cfg(tmp_path))
+    with pytest.raises(ArtganError, match=rf"^{processed / 'images.npy'}: ") as err:
+        stage.run(cfg)
+    msg = str(err.value)
+    assert needle in msg and "re-run `artgan preprocess`" in msg and "\n" not in msg
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("label", ["", "label"])
+def test_a_truncated_processed_manifest_is_one_line_naming_it_and_preprocess(processed, tmp_path, label):
+    import pandas as pd
+
+    from pipeline.stages import train as stage
+
+    manifest = processed / "manifest.parquet"
+    pd.DataFrame({"path": [f"{i}.png" for i in range(N_IMAGES)], "label": ["a", "b"] * (N_IMAGES // 2)}).to_parquet(manifest)
+    manifest.write_bytes(manifest.read_bytes()[:-40])  # cut off: the parquet footer is gone
+    cfg = parse(tiny_cfg(tmp_path, data={"label": label}))
+    with pytest.raises(ArtganError, match=rf"^{manifest}: unreadable \(\w+: .+\); re-run `artgan preprocess` "
+                                          r"\(or `dvc repro`\)$"):
+        stage.run(cfg)
+    assert not (tmp_path / "models").exists()
+
+
 def test_batch_larger_than_the_dataset_is_a_clear_error(processed, tmp_path):
     from pipeline.stages import train as stage
 

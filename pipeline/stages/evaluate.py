@@ -33,8 +33,8 @@ from pipeline.errors import ArtganError
 from pipeline.io import atomic_path, read_input, require, write_json
 from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 from pipeline.stages.preprocess import IMAGES, STATS
-from pipeline.stages.train import (CHECKPOINT, SNAPSHOTS, check_trained_on, load_generator, load_snapshots, run_file,
-                                   to_uint8)
+from pipeline.stages.train import (CHECKPOINT, SNAPSHOTS, check_images, check_trained_on, load_generator,
+                                   load_snapshots, run_file, to_uint8)
 
 METRICS = "metrics.json"
 FID_CURVE = "fid_curve.csv"
@@ -112,7 +112,8 @@ def run(cfg: Config) -> dict:
     set_threads(cfg)
     processed = Path(cfg.data.processed_dir)
     stats = read_input(processed / STATS, "preprocess", lambda p: dict(np.load(p)))
-    images = read_input(processed / IMAGES, "preprocess", lambda p: np.load(p, mmap_mode="r"))
+    images = check_images(read_input(processed / IMAGES, "preprocess", lambda p: np.load(p, mmap_mode="r")),
+                          processed / IMAGES)
     real_feats = stats["features"]
     if len(real_feats) < HELDOUT_MIN_IMAGES:  # the held-out copy rate compares two halves of the training images
         raise ArtganError(f"{processed / STATS}: {len(real_feats)} training images; evaluate needs at least "

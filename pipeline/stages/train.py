@@ -33,9 +33,26 @@ def run_file(cfg: Config) -> Path:
     return Path(cfg.train.out_dir) / RUN_FILE
 
 
+RERUN_PREPROCESS = "re-run `artgan preprocess` (or `dvc repro`)"
+
+
+def check_images(arr: np.ndarray, path: Path) -> np.ndarray:
+    """`arr` if it is what preprocess writes, uint8 N×S×S×3 (0..255 by its type), else a one-line error naming
+    the file: a float array in [0, 1] made by hand would train on near-black images without a word."""
+    shape = "×".join(map(str, arr.shape))
+    if arr.dtype != np.uint8:
+        raise ArtganError(f"{path}: {arr.dtype} images of shape {shape}, not uint8 0..255 as preprocess writes "
+                          f"them; {RERUN_PREPROCESS}")
+    if arr.ndim != 4 or arr.shape[3] != 3 or arr.shape[1] != arr.shape[2] or not len(arr):
+        raise ArtganError(f"{path}: shape {shape}, not N×S×S×3 (N square RGB images) as preprocess writes them; "
+                          f"{RERUN_PREPROCESS}")
+    return arr
+
+
 def load_images(cfg: Config) -> np.ndarray:
     """uint8 N×S×S×3 as preprocess wrote it."""
-    arr = read_input(Path(cfg.data.processed_dir) / IMAGES, "preprocess", np.load)
+    path = Path(cfg.data.processed_dir) / IMAGES
+    arr = check_images(read_input(path, "preprocess", np.load), path)
     if arr.shape[1] != cfg.data.image_size:
         raise ArtganError(
             f"{cfg.data.processed_dir}/{IMAGES}: images are {arr.shape[1]} px but data.image_size is "
@@ -50,8 +67,8 @@ def load_labels(cfg: Config, n: int) -> tuple[np.ndarray | None, list[str]]:
         return None, []
     from pipeline.data import manifest
 
-    path = require(Path(cfg.data.processed_dir) / MANIFEST, "preprocess")
-    df = manifest.read(path)
+    path = Path(cfg.data.processed_dir) / MANIFEST
+    df = read_input(path, "preprocess", manifest.read)
     col = cfg.data.label
     if col not in df.columns:
         raise ArtganError(f"data.label: column {col!r} is not in {path} (columns: {', '.join(df.columns)}); "
@@ -94,15 +111,26 @@ def data_digest(images: np.ndarray, labels: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
-def log_dataset(cfg: Config, mlrun) -> None:
-    """The processed manifest as the run's MLflow dataset input (context "training"), under its digest."""
+def processed_manifest(cfg: Config):
+    """data/processed/manifest.parquet, or None when there is none (images.npy made by hand); a truncated or
+    corrupt one is a one-line error naming it and preprocess."""
     from pipeline.data import manifest
+
+    path = Path(cfg.data.processed_dir) / MANIFEST
+    if not path.exists():
+        return None
+    return read_input(path, "preprocess", manifest.read)
+
+
+def log_dataset(cfg: Config, mlrun, df=None) -> None:
+    """The processed manifest (`df`, read when not given) as the run's MLflow dataset input (context "training"),
+    under its digest."""
     from pipeline.stages.preprocess import dataset_digest
 
     path = Path(cfg.data.processed_dir) / MANIFEST
-    if not path.exists():  # images.npy without a manifest (made by hand): nothing to describe
+    df = processed_manifest(cfg) if df is None else df
+    if df is None:  # images.npy without a manifest (made by hand): nothing to describe
         return
-    df = manifest.read(path)
     mlrun.log_dataset(df, name=f"{cfg.data.source}@{cfg.data.image_size}px", source=str(path.resolve()),
                       digest=dataset_digest(df))
 
@@ -142,6 +170,7 @@ def run(cfg: Config) -> dict:
     if len(images) < t.batch_size:
         raise ArtganError(f"train.batch_size {t.batch_size} exceeds the {len(images)} training images; lower it")
     labels, classes = load_labels(cfg, len(images))
+    described = processed_manifest(cfg)  # read now: a truncated one fails before any training or MLflow run
     digest = data_digest(images, labels)
     key = checkpoint.config_key(cfg, digest)
 
@@ -181,7 +210,7 @@ def run(cfg: Config) -> dict:
             if world.main:
                 mlrun.set_tags({"data_digest": digest, "checkpoint_key": key,
                                 "device": str(device), "world_size": str(world.size)})
-                log_dataset(cfg, mlrun)
+                log_dataset(cfg, mlrun, described)
 
             def on_sample(step: int) -> None:
                 G = trainer.sampler()
