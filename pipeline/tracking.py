@@ -54,10 +54,32 @@ def check_reachable(timeout: float = 5.0) -> None:
     _REACHABLE.add(uri)
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///relative` or `sqlite:////absolute` URI; None for another store or an
+    in-memory database."""
+    if not uri.startswith("sqlite://"):
+        return None
+    rest = uri[len("sqlite://"):].split("?", 1)[0]
+    path = rest[1:] if rest.startswith("/") else rest
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def check_store_folder() -> None:
+    """A SQLite tracking store in a folder that does not exist is a one-line error: MLflow would create the
+    folder, wherever MLFLOW_TRACKING_URI points (outside the repository too), without a word. The user makes
+    it, if that is where the store belongs."""
+    db = sqlite_path(tracking_uri())
+    if db is not None and not db.parent.is_dir():
+        raise ArtganError(f"MLFLOW_TRACKING_URI={tracking_uri()}: the folder {db.parent} does not exist; create it "
+                          f"(`mkdir -p {db.parent}`) if the store belongs there, or fix MLFLOW_TRACKING_URI "
+                          "(unset it to track in ./mlflow.db)")
+
+
 def _mlflow():
     import logging
 
     check_reachable()
+    check_store_folder()
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in stage logs

@@ -51,3 +51,29 @@ def test_a_server_that_never_answers_times_out_with_one_line(cfg, monkeypatch):
         s.listen(8)
         message = _train_fails_fast(cfg, f"http://127.0.0.1:{s.getsockname()[1]}", monkeypatch)
     assert "timed out" in message.lower()
+
+
+@pytest.mark.parametrize("where", ["absolute", "relative"])
+def test_a_sqlite_store_in_a_missing_folder_is_one_line_and_no_folder_is_made(cfg, tmp_path, monkeypatch, where):
+    from pipeline.stages import train
+
+    folder = tmp_path / "some" / "new" / "dir"
+    uri = f"sqlite:///{folder / 'mlflow.db'}" if where == "absolute" else "sqlite:///some/new/dir/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(ArtganError, match=r"^MLFLOW_TRACKING_URI=sqlite:///.*: the folder .*some/new/dir does not "
+                                          r"exist; create it \(`mkdir -p .*some/new/dir`\)") as exc:
+        train.run(cfg)
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "some").exists()
+    assert not (Path(cfg.train.out_dir) / "checkpoint.pt").exists()
+
+
+def test_a_sqlite_store_in_a_folder_the_user_made_is_used(cfg, tmp_path, monkeypatch):
+    from pipeline.tracking import check_store_folder, sqlite_path
+
+    (tmp_path / "store").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    check_store_folder()  # no error: the folder is there
+    assert sqlite_path("sqlite:////abs/x.db") == Path("/abs/x.db")
+    assert sqlite_path("sqlite:///rel/x.db?timeout=5") == Path("rel/x.db")
+    assert sqlite_path("sqlite://") is None and sqlite_path("http://127.0.0.1:5000") is None
