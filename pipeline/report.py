@@ -5,10 +5,17 @@ interpolation and the memorisation pairs. Every image is referenced by a relativ
 `reports_dir`, so the folder can be moved or zipped; CSS is inline, there is no script and no external
 URL. Every input is optional: a missing one reads "not available", never a broken image. All text is
 HTML-escaped.
+
+Small pictures (sample grids, real samples, per-class grids, the progress strip, the memorisation pairs) are
+shown as nearest-neighbour upscaled copies under `render/large/` (an integer factor, so that each is at least
+LARGE_MIN_WIDTH px across and the grids about PAIR_WIDTH); the real samples and the generated grids share one factor, so they sit side by
+side at the same scale. Each links to its 1:1 file. The validation result is a sentence; the checks and the
+raw result are one click away (<details>).
 """
 from __future__ import annotations
 
 import json
+import math
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
@@ -27,9 +34,16 @@ DUPLICATES = "duplicates.csv"
 METRICS = "metrics.json"
 RENDER = "render"
 MEMORISATION = "memorisation.png"
+REAL = "real.png"  # render: training images drawn as the generated grids are
+LARGE = "large"  # render/large/: the upscaled copies the page shows
+LARGE_MIN_WIDTH = 256  # px: the smallest width a picture is shown at (integer factors, nearest neighbour) ...
+PAIR_WIDTH = 560  # ... and, as near as an integer factor gets, the grids' width: two side by side fit the page
+ROW_WIDTH = 1100  # a picture alone in its row (progress strip, memorisation pairs) up to the page's width
+GRIDS = ("grid.png", "grid_raw.png", REAL)  # one scale for these and the per-class grids
 
 CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; background: #fff; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1180px; padding: 0 1em; color: #222;
+       background: #fff; }
 h1 { border-bottom: 2px solid #345; } h2 { margin-top: 1.6em; color: #345; }
 table { border-collapse: collapse; margin: .5em 0; font-size: .92em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
@@ -39,7 +53,11 @@ th { background: #eef2f6; } td.num { text-align: right; font-variant-numeric: ta
 figure { display: inline-block; margin: .5em 1em .5em 0; vertical-align: top; }
 figcaption { font-size: .85em; color: #555; }
 img { max-width: 100%; border: 1px solid #ddd; }
-img.px { image-rendering: pixelated; min-width: 256px; }
+img.px { image-rendering: pixelated; min-width: 256px; height: auto; }
+.row { display: flex; flex-wrap: wrap; gap: 0 1em; align-items: flex-start; }
+.row figure { margin-right: 0; }
+details { margin: .5em 0; } summary { cursor: pointer; color: #345; }
+pre { background: #f6f8fa; padding: .6em; overflow-x: auto; font-size: .8em; max-height: 30em; }
 """
 
 
@@ -72,12 +90,76 @@ def _verdict(ok: object) -> tuple[str, str]:
 
 
 def _img(reports: Path, rel: str, caption: str, pixelated: bool = True) -> str:
-    """A figure for `reports/rel`, or "not available" when the file is missing."""
+    """A figure for `reports/rel`, or "not available" when the file is missing. A pixel picture shows its
+    upscaled copy (render/large/...) where there is one, linked to the 1:1 file, at its natural size."""
     if not (reports / rel).is_file():
         return _na(caption)
-    cls = ' class="px"' if pixelated else ""
-    return (f'<figure><img{cls} src="{escape(quote(rel))}" alt="{escape(caption)}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
+    if not pixelated:
+        return (f'<figure><img src="{escape(quote(rel))}" alt="{escape(caption)}">'
+                f"<figcaption>{escape(caption)}</figcaption></figure>")
+    shown = large_name(rel) if (reports / large_name(rel)).is_file() else rel
+    size = ""
+    try:
+        from PIL import Image
+
+        with Image.open(reports / shown) as im:
+            size = f' width="{im.width}" height="{im.height}"'
+            scale = f" ({im.width // max(1, _width(reports / rel))}×)" if shown != rel else ""
+    except Exception:
+        scale = ""
+    return (f'<figure><a href="{escape(quote(rel))}"><img class="px" src="{escape(quote(shown))}"{size} '
+            f'alt="{escape(caption)}"></a><figcaption>{escape(caption + scale)}</figcaption></figure>')
+
+
+# ----------------------------------------------------------------------------- upscaled copies (render/large)
+def large_name(rel: str) -> str:
+    """render/grid.png -> render/large/grid.png; memorisation.png -> render/large/memorisation.png."""
+    rel = rel.removeprefix(f"{RENDER}/")
+    return f"{RENDER}/{LARGE}/{rel}"
+
+
+def _width(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.width
+
+
+def _factor(width: int, target: int) -> int:
+    """The integer factor that brings `width` up to `target` without passing it, and to LARGE_MIN_WIDTH at least."""
+    width = max(1, width)
+    return max(1, math.ceil(LARGE_MIN_WIDTH / width), target // width)
+
+
+def upscale_pictures(render_dir: Path, memorisation: Path | None = None, overwrite: bool = True) -> list[str]:
+    """Nearest-neighbour copies of the small pictures in `render_dir` (and `memorisation`) under
+    `render_dir/large/`, each an integer factor larger and at least LARGE_MIN_WIDTH px across; the grids
+    (generated, raw, real, per class) all take the factor of the widest of them, so they compare at one scale.
+    A picture already that wide gets no copy. Returns the copies' paths relative to `render_dir`."""
+    from PIL import Image
+
+    render_dir = Path(render_dir)
+    grids = [render_dir / n for n in GRIDS] + sorted((render_dir / "class_grids").glob("*.png"))
+    grids = [g for g in grids if g.is_file()]
+    jobs: list[tuple[Path, str, int]] = []
+    if grids:
+        k = _factor(max(_width(g) for g in grids), PAIR_WIDTH)
+        jobs += [(g, g.relative_to(render_dir).as_posix(), k) for g in grids]
+    if (render_dir / "progress.png").is_file():
+        jobs.append((render_dir / "progress.png", "progress.png", _factor(_width(render_dir / "progress.png"), ROW_WIDTH)))
+    if memorisation is not None and Path(memorisation).is_file():
+        jobs.append((Path(memorisation), MEMORISATION, _factor(_width(Path(memorisation)), ROW_WIDTH)))
+    written = []
+    for src, rel, k in jobs:
+        dst = render_dir / LARGE / rel
+        if k == 1 or (dst.is_file() and not overwrite):
+            continue
+        with Image.open(src) as im:
+            big = im.convert("RGB").resize((im.width * k, im.height * k), Image.Resampling.NEAREST)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        big.save(dst)
+        written.append(f"{LARGE}/{rel}")
+    return written
 
 
 def _read_json(path: Path) -> dict | None:
@@ -123,15 +205,90 @@ def dataset_section(cfg: Config) -> str:
     return out
 
 
+def _set(values: object, limit: int = 8) -> str:
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (f", … ({len(values)} in all)" if len(values) > limit else "")
+
+
+def _num(v: object) -> str:
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else _fmt(v)
+
+
+def check_sentence(r: dict) -> str:
+    """One great-expectations result in words: "at least 1,000 ok images (4,084)"."""
+    conf = r.get("expectation_config") or {}
+    kind = str(conf.get("type", "?"))
+    kw = conf.get("kwargs") or {}
+    col = kw.get("column", "")
+    lo, hi = kw.get("min_value"), kw.get("max_value")
+    res = r.get("result") or {}
+    if kind == "expect_column_sum_to_be_between" and col == "ok":
+        text = f"at least {_num(lo)} ok images"
+    elif kind == "expect_table_row_count_to_be_between":
+        text = f"at least {_num(lo)} rows" if hi is None else f"{_num(lo)} to {_num(hi)} rows"
+    elif kind == "expect_column_values_to_not_be_null":
+        text = f"every image has a {col}"
+    elif kind == "expect_column_values_to_be_in_set":
+        text = f"every {col} is one of {_set(kw.get('value_set', []))}"
+    elif kind == "expect_column_values_to_be_unique":
+        text = f"no two images share a {col}"
+    elif kind in ("expect_column_values_to_be_between", "expect_column_mean_to_be_between",
+                  "expect_column_sum_to_be_between"):
+        what = {"expect_column_mean_to_be_between": f"the mean {col}",
+                "expect_column_sum_to_be_between": f"the sum of {col}"}.get(kind, f"every {col}")
+        if lo is not None and hi is not None:
+            text = f"{what} between {_num(lo)} and {_num(hi)}"
+        elif hi is not None:
+            text = f"{what} at most {_num(hi)}"
+        else:
+            text = f"{what} at least {_num(lo)}"
+    else:
+        text = kind.removeprefix("expect_").replace("_", " ") + (f" ({col})" if col else "")
+    if "observed_value" in res:
+        text += f" (observed {_num(res['observed_value'])})"
+    elif res.get("unexpected_count"):
+        text += f" ({_num(res['unexpected_count'])} unexpected)"
+    return text
+
+
+def validation_sentence(data: dict, summary: dict | None) -> tuple[bool, str]:
+    """(passed, "4,334 images fetched, 0 quarantined; all 4 checks passed.") from validation.json (and
+    validation_summary.json, whose counts it prefers)."""
+    result = data.get("result", data)
+    results = result.get("results") or []
+    ok = bool(result.get("success", all(r.get("success") for r in results)))
+    counts = {**(data.get("summary") or {}), **(summary or {})}
+    parts = []
+    if "images" in counts:
+        parts.append(f"{_num(counts['images'])} images fetched")
+    if "quarantined" in counts:
+        reasons = ", ".join(f"{k}: {_num(v)}" for k, v in (counts.get("by_reason") or {}).items())
+        parts.append(f"{_num(counts['quarantined'])} quarantined" + (f" ({reasons})" if reasons else ""))
+    passed = sum(bool(r.get("success")) for r in results)
+    n = len(results)
+    if ok and n:
+        checks = f"all {n} checks passed" if n > 1 else "the 1 check passed"
+    elif ok:
+        checks = "passed"
+    else:
+        checks = f"{passed} of {n} checks passed"
+    return ok, (", ".join(parts) + "; " if parts else "") + checks + "."
+
+
 def validation_section(reports: Path) -> str:
     data = _read_json(reports / VALIDATION)
     if data is None:
         return _na(f"validation result ({VALIDATION})")
     result = data.get("result", data)
     results = result.get("results") or []
-    ok = bool(result.get("success", all(r.get("success") for r in results)))
-    passed = sum(bool(r.get("success")) for r in results)
-    verdict = f'<span class="{"pass" if ok else "fail"}">{"passed" if ok else "FAILED"}</span>'
+    ok, sentence = validation_sentence(data, _read_json(reports / VALIDATION_SUMMARY))
+    verdict = f'<span class="{"pass" if ok else "fail"}">{"Validation passed" if ok else "Validation FAILED"}</span>'
+    out = f"<p>{verdict}: {escape(sentence)}</p>"
+    failed = [r for r in results if not r.get("success")]
+    if failed:
+        out += '<p>Failed:</p><ul class="fail-list">' + "".join(
+            f"<li>{escape(check_sentence(r))}</li>" for r in failed) + "</ul>"
     rows = []
     for r in results:
         conf = r.get("expectation_config") or {}
@@ -143,9 +300,14 @@ def validation_section(reports: Path) -> str:
             observed = f"{res['unexpected_count']} unexpected"
         else:
             observed = ""
-        rows.append((conf.get("type", "?"), kwargs, observed, _verdict(r.get("success"))))
-    return (f"<p>Validation {verdict}: {passed} of {len(results)} expectations met.</p>"
-            + _table(rows, ("expectation", "arguments", "observed", "result")))
+        rows.append((check_sentence(r), conf.get("type", "?"), kwargs, observed, _verdict(r.get("success"))))
+    if rows:
+        out += (f"<details><summary>The {len(rows)} checks</summary>"
+                + _table(rows, ("check", "expectation", "arguments", "observed", "result")) + "</details>")
+    raw = json.dumps(data, indent=2, default=str)
+    out += (f"<details><summary>Raw result ({VALIDATION}, great-expectations)</summary>"
+            f"<pre>{escape(raw)}</pre></details>")
+    return out
 
 
 def metrics_section(metrics: dict | None) -> str:
@@ -177,6 +339,7 @@ def build_html(cfg: Config) -> str:
     r = f"{RENDER}/"
     class_grids = sorted((reports / RENDER / "class_grids").glob("*.png"))
     classes = "".join(_img(reports, f"{r}class_grids/{p.name}", f"class grid {p.stem}") for p in class_grids)
+    classes = f'<div class="row">{classes}</div>' if classes else ""
     if not classes:
         classes = _na("per-class grids" + ("" if cfg.data.label else " (unconditional model)"))
     elif len(class_grids) >= MAX_CLASS_GRIDS:
@@ -196,8 +359,9 @@ def build_html(cfg: Config) -> str:
         ("Metrics", metrics_section(metrics)),
         ("Training curves", _img(reports, f"{r}loss_curves.png", "loss curves", pixelated=False)
          + _img(reports, f"{r}fid_curve.png", "FID over training", pixelated=False)),
-        ("Samples", _img(reports, f"{r}grid.png", "EMA generator, fixed seeds")
-         + _img(reports, f"{r}grid_raw.png", "raw generator, fixed seeds")),
+        ("Samples", '<div class="row">' + _img(reports, f"{r}{REAL}", "real training images")
+         + _img(reports, f"{r}grid.png", "EMA generator, fixed seeds")
+         + _img(reports, f"{r}grid_raw.png", "raw generator, fixed seeds") + "</div>"),
         ("Per-class samples", classes),
         ("Training progress", _img(reports, f"{r}progress.png", "samples across training checkpoints")),
         ("Latent interpolation", _img(reports, f"{r}interp.png", "latent interpolation strip")
@@ -212,8 +376,12 @@ def build_html(cfg: Config) -> str:
 
 
 def write_report(cfg: Config) -> Path:
-    """Write `<reports_dir>/index.html` atomically and return its path."""
-    out = Path(cfg.reports_dir) / INDEX
+    """Write `<reports_dir>/index.html` atomically and return its path. Upscaled copies that are missing under
+    render/large/ (render writes them; a report written on its own makes them) are made first."""
+    reports = Path(cfg.reports_dir)
+    if (reports / RENDER).is_dir():
+        upscale_pictures(reports / RENDER, reports / MEMORISATION, overwrite=False)
+    out = reports / INDEX
     with atomic_path(out) as tmp:
         tmp.write_text(build_html(cfg), encoding="utf-8")
     return out

@@ -134,7 +134,8 @@ def test_memorisation_pairs_show_samples_above_their_nearest_training_images(pip
 def test_render_writes_every_picture(pipeline_run):
     cfg, out, _ = pipeline_run
     d = Path(cfg.reports_dir) / "render"
-    names = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()}
+    assert json.loads((d / ".artgan").read_text())["stage"] == "render"  # the folder is marked as artgan's
+    names = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != ".artgan"}
     # large/: the nearest-neighbour upscaled copies the report shows (the files above stay 1:1)
     assert names == {"grid.png", "grid_raw.png", "real.png", "interp.png", "interp.gif", "progress.png",
                      "loss_curves.png", "fid_curve.png", "large/grid.png", "large/grid_raw.png", "large/real.png",
@@ -290,7 +291,7 @@ def test_the_vae_baseline_is_scored_and_rendered_like_a_gan(pipeline_run, tmp_pa
     grid = np.asarray(Image.open(d / "grid.png"))
     assert grid.shape == (8 * (SIZE + 2) + 2, 8 * (SIZE + 2) + 2, 3) and grid.std() > 1  # decoded samples, not blank
     html = (Path(cfg.reports_dir) / "index.html").read_text()
-    assert "vae" in html and 'src="render/grid.png"' in html
+    assert "vae" in html and 'src="render/large/grid.png"' in html
 
 
 def test_slerp_ends_at_its_endpoints_and_keeps_the_norm_of_equal_norm_latents():

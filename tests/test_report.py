@@ -23,8 +23,9 @@ from pipeline.report import write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CLASSES = ("animals", "flags")
-# grid, grid_raw, 2 class grids, progress, interp.png, interp.gif, loss and FID curves, memorisation
-ALL_IMAGES = 8 + len(CLASSES)
+# real, grid, grid_raw, 2 class grids, progress, interp.png, interp.gif, loss and FID curves, memorisation
+ALL_IMAGES = 9 + len(CLASSES)
+MIN_SHOWN = 256  # px: the displayed width of every sample grid, progress strip and memorisation picture
 XSS = "<script>alert('x')</script>"
 
 
@@ -82,7 +83,8 @@ def validation_json(success: bool = True) -> dict:
     ]
     ok = sum(r["success"] for r in results)
     return {
-        "summary": {"success": success, "images": 40, "evaluated_expectations": 3, "successful_expectations": ok,
+        "summary": {"success": success, "images": 40, "ok": 40, "quarantined": 0, "by_reason": {},
+                    "evaluated_expectations": 3, "successful_expectations": ok,
                     "failures": [] if success else ["expect_column_values_to_be_in_set ..."]},
         "result": {"success": success, "results": results, "meta": {"great_expectations_version": "1.24.1"},
                    "statistics": {"evaluated_expectations": 3, "successful_expectations": ok,
@@ -113,6 +115,7 @@ def build(tmp_path: Path, *, missing: tuple[str, ...] = (), labels: list[str] | 
     files = {
         "render/grid.png": lambda p: noise_grid(p, 0),
         "render/grid_raw.png": lambda p: noise_grid(p, 1),
+        "render/real.png": lambda p: noise_grid(p, 5),
         "render/progress.png": lambda p: noise_grid(p, 2, tiles=4),
         "render/interp.png": lambda p: noise_grid(p, 3, tiles=1),
         "render/interp.gif": animated_gif,
@@ -150,7 +153,8 @@ def browser():
 
 
 def open_report(browser, index: Path) -> dict:
-    """Load index.html; return its images' load state, its text, script count and a screenshot."""
+    """Load index.html; return its images' load state and displayed size, its text (closed <details> left out,
+    as a reader sees it), the text with every <details> opened, script count and a screenshot."""
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     errors: list[str] = []
     page.on("requestfailed", lambda r: errors.append(r.url))
@@ -158,9 +162,14 @@ def open_report(browser, index: Path) -> dict:
         page.goto(index.resolve().as_uri(), wait_until="load")
         imgs = page.evaluate("""() => Array.from(document.images, i =>
             ({src: i.getAttribute('src'), alt: i.alt, complete: i.complete, w: i.naturalWidth, h: i.naturalHeight,
+              shown: i.getBoundingClientRect().width, top: i.getBoundingClientRect().top,
+              link: i.closest('a') ? i.closest('a').getAttribute('href') : null,
               rendering: getComputedStyle(i).imageRendering}))""")
-        return {"imgs": imgs, "text": page.inner_text("body"), "failed": errors,
-                "scripts": page.evaluate("document.scripts.length"), "png": page.screenshot(full_page=True)}
+        text = page.inner_text("body")
+        png = page.screenshot(full_page=True)
+        page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        return {"imgs": imgs, "text": text, "opened": page.inner_text("body"), "failed": errors,
+                "scripts": page.evaluate("document.scripts.length"), "png": png}
     finally:
         page.close()
 
@@ -198,17 +207,45 @@ def test_every_image_loads_and_the_page_is_not_blank(tmp_path, browser):
     assert_all_loaded(view, ALL_IMAGES)
     assert_not_blank(view["png"])
     rendering = {i["src"]: i["rendering"] for i in view["imgs"]}
-    assert rendering["render/grid.png"] == rendering["render/class_grids/class_001.png"] == "pixelated"
+    assert rendering["render/large/grid.png"] == rendering["render/large/class_grids/class_001.png"] == "pixelated"
     assert rendering["render/loss_curves.png"] != "pixelated"  # curves are smoothed, grids are not
     text = view["text"]
     assert "not available" not in text
-    assert "Validation passed: 3 of 3 expectations met." in text
+    assert "Validation passed: 40 images fetched, 0 quarantined; all 3 checks passed." in text
+    assert "expect_column_values_to_be_unique" not in text  # the raw result is one click away ...
+    assert "expect_column_values_to_be_unique" in view["opened"] and '"great_expectations_version"' in view["opened"]
+    assert "no two images share a sha256" in view["opened"]  # ... and the checks in words beside it
     assert re.search(r"images\s+40", text) and "16×16" in text and "openmoji" in text
     assert re.search(r"animals\s+20", text) and re.search(r"flags\s+20", text)  # label counts
     assert "1024 generated vs 2048 real images" in text  # sample counts beside FID
     assert "0.0117" in text and "FID from 1024 < 2048 generated images is biased upwards" in text  # the report's own
     assert "nearest training image of the 2048 in the FID statistics than" in text  # what the copy rate searched
     assert re.search(r"train\.loss\s+ns", text) and re.search(r"data\.label\s+category", text)  # params
+
+
+def test_small_pictures_are_upscaled_pixels_shown_at_least_256_px_wide_real_beside_generated(tmp_path, browser):
+    cfg = build(tmp_path)
+    reports = Path(cfg.reports_dir)
+    view = open_report(browser, reports / "index.html")
+    imgs = {i["src"]: i for i in view["imgs"]}
+    small = ("real.png", "grid.png", "grid_raw.png", "class_grids/class_000.png", "class_grids/class_001.png",
+             "progress.png", "memorisation.png")
+    for name in small:
+        src = f"render/large/{name}"
+        assert src in imgs, sorted(imgs)
+        orig = reports / ("memorisation.png" if name == "memorisation.png" else f"render/{name}")
+        with Image.open(orig) as a, Image.open(reports / src) as b:
+            k = b.width // a.width
+            assert k >= 2 and b.size == (a.width * k, a.height * k), (name, a.size, b.size)
+            big = np.asarray(b.convert("RGB"))
+            assert np.array_equal(big[::k, ::k], np.asarray(a.convert("RGB"))), name  # nearest neighbour: kxk blocks
+            assert np.array_equal(big, np.repeat(np.repeat(big[::k, ::k], k, 0), k, 1)), name
+        assert imgs[src]["w"] >= MIN_SHOWN, (src, imgs[src]["w"])  # the pixels are upscaled, not just the CSS box
+        assert imgs[src]["shown"] >= MIN_SHOWN, (src, imgs[src]["shown"])  # and displayed that wide
+        assert imgs[src]["link"] == orig.relative_to(reports).as_posix()  # one click to the 1:1 file
+    grid, real = imgs["render/large/grid.png"], imgs["render/large/real.png"]
+    assert grid["w"] == real["w"] and abs(grid["shown"] - real["shown"]) < 1  # the same scale ...
+    assert abs(grid["top"] - real["top"]) < 1  # ... side by side
 
 
 def test_the_report_survives_moving_the_reports_folder(tmp_path, browser):
@@ -229,12 +266,12 @@ def test_missing_inputs_read_not_available_and_leave_no_broken_image(tmp_path, b
     reports = Path(cfg.reports_dir)
     html = (reports / "index.html").read_text()
     srcs = re.findall(r'<img[^>]*\bsrc="([^"]*)"', html)
-    assert sorted(srcs) == ["render/grid_raw.png", "render/interp.png", "render/loss_curves.png",
-                            "render/progress.png"]
+    assert sorted(srcs) == ["render/interp.png", "render/large/grid_raw.png", "render/large/progress.png",
+                            "render/large/real.png", "render/loss_curves.png"]
     assert all((reports / s).is_file() for s in srcs)
 
     view = open_report(browser, reports / "index.html")
-    assert_all_loaded(view, 4)
+    assert_all_loaded(view, 5)
     text = view["text"]
     for what in ("EMA generator, fixed seeds: not available", "latent interpolation (animated): not available",
                  "FID over training: not available", "closest generated / training pairs: not available",
@@ -274,12 +311,14 @@ def test_text_from_params_metrics_and_data_is_escaped(tmp_path, browser):
 def test_a_failed_validation_is_shown_as_failed(tmp_path, browser):
     cfg = build(tmp_path, valid=False)
     html = (Path(cfg.reports_dir) / "index.html").read_text()
-    assert '<span class="fail">FAILED</span>' in html
+    assert '<span class="fail">Validation FAILED</span>' in html and '<span class="fail">FAIL</span>' in html
     view = open_report(browser, Path(cfg.reports_dir) / "index.html")
     text = view["text"]
-    assert "Validation FAILED: 2 of 3 expectations met." in text
-    assert re.search(r"expect_column_values_to_be_in_set.*3 unexpected\s+FAIL", text)
-    assert re.search(r"expect_table_row_count_to_be_between.*40\s+pass", text)
+    assert "Validation FAILED: 40 images fetched, 0 quarantined; 2 of 3 checks passed." in text
+    assert "every mode is one of RGB, RGBA (3 unexpected)" in text  # the failed check, in words, not hidden
+    opened = view["opened"]
+    assert re.search(r"expect_column_values_to_be_in_set.*3 unexpected\s+FAIL", opened)
+    assert re.search(r"expect_table_row_count_to_be_between.*40\s+pass", opened)
 
 
 def test_a_capped_set_of_class_grids_says_so(tmp_path):

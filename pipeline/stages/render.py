@@ -5,8 +5,12 @@ Under reports/render/ (one DVC output; each file also goes to the MLflow run):
   conditional models draw class r in row r, and class_grids/class_NNN.png holds one grid per class;
 - interp.png, a spherical interpolation between two latents, and interp.gif, a 4×4 grid of samples each
   slerping round a loop of latents;
+- real.png: nrow×nrow training images (seeded by `render.seed`; conditional: row r holds class r), drawn as the
+  generated grids are, to compare them at the same scale;
 - progress.png: the same latents drawn by every training snapshot (columns, labelled with the step);
 - loss_curves.png and fid_curve.png from reports/train_curves.csv and reports/fid_curve.csv.
+- large/: nearest-neighbour upscaled copies of the small pictures (grids, real.png, progress.png and
+  reports/memorisation.png), at least 256 px across, which the report shows (pipeline/report.py).
 Then reports/index.html, the self-contained report (pipeline/report.py).
 Under DVC it also tags the run with the hash of every earlier stage from dvc.lock and logs the lock file
 (`tracking.log_dvc_lock`): render is the last stage, so dvc.lock then holds the run's fetch ... evaluate.
@@ -21,8 +25,9 @@ from pipeline import tracking
 from pipeline.config import Config
 from pipeline.io import atomic_dir
 from pipeline.report import MAX_CLASS_GRIDS  # one cap: render draws that many, the report says so
+from pipeline.report import MEMORISATION, REAL, upscale_pictures
 from pipeline.stages.evaluate import FID_CURVE
-from pipeline.stages.train import CURVES, grid_image, load_generator, load_snapshots, run_file
+from pipeline.stages.train import CURVES, grid_image, load_generator, load_images, load_labels, load_snapshots, run_file
 
 RENDER_DIR = "render"
 INTERP_STEPS = 10
@@ -75,6 +80,29 @@ def interpolation(G, z_dim: int, n_classes: int, seed: int):
                 z = slerp(a, b, torch.full((cells, 1), s / GIF_STEPS))
                 frames.append(_upscale(grid_image(G(z, y), nrow=GIF_SIDE)))
     return strip, frames
+
+
+def real_grid(cfg: Config, nrow: int, n_classes: int):
+    """nrow×nrow training images as a grid like the generated ones: a seeded sample, or for a conditional model
+    row r from class r (as the generated grid's rows), so real and generated compare cell for cell."""
+    import numpy as np
+    import torch
+
+    images = load_images(cfg)
+    rng = np.random.default_rng(cfg.render.seed)
+    n = nrow * nrow
+    labels = load_labels(cfg, len(images))[0] if n_classes else None
+    if labels is None:
+        idx = rng.choice(len(images), size=n, replace=len(images) < n)
+    else:
+        idx = []
+        for r in range(nrow):
+            pool = np.flatnonzero(labels == r % n_classes)
+            idx.extend(rng.choice(pool, size=nrow, replace=len(pool) < nrow) if len(pool) else
+                       rng.choice(len(images), size=nrow))
+        idx = np.asarray(idx)
+    x = torch.from_numpy(np.ascontiguousarray(images[np.sort(idx) if labels is None else idx]))
+    return grid_image(x.permute(0, 3, 1, 2).float().div(127.5).sub(1), nrow=nrow)
 
 
 def progress_strip(cfg: Config, z, y):
@@ -169,6 +197,7 @@ def run(cfg: Config) -> dict:
                 for k in range(min(n_classes, MAX_CLASS_GRIDS)):
                     save(grid_image(G(z, torch.full((n,), k, dtype=torch.long)), nrow=nrow),
                          f"class_grids/class_{k:03d}.png")
+            save(real_grid(cfg, nrow, n_classes), REAL)
             strip, frames = interpolation(G, z_dim, n_classes, cfg.render.seed)
             save(strip, "interp.png")
             save(frames[0], "interp.gif", save_all=True, append_images=frames[1:], duration=GIF_MS, loop=0)
@@ -180,6 +209,7 @@ def run(cfg: Config) -> dict:
                 if fig is not None:
                     save(fig, name, dpi=100)
                     plt.close(fig)
+            written.extend(upscale_pictures(tmp, reports / MEMORISATION))  # what the report shows
         mlrun.log_artifacts(reports / RENDER_DIR, artifact_path=RENDER_DIR)
         report = write_report(cfg)
         mlrun.log_artifact(report)
