@@ -34,22 +34,52 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+MARKER = ".artgan"  # in every folder an artgan stage made: proof that artgan may replace it whole
+MARKER_FORMAT = 1
+# the stage that makes a folder, by the file every such folder holds (callers that do not name their stage)
+STAGE_OF = {"manifest.parquet": "fetch", "images.npy": "preprocess", "grid.png": "render"}
+
+
+def is_artgan_output(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder holding artgan's ownership marker (a JSON file with its format version)."""
+    marker = Path(path) / MARKER
+    try:
+        return marker.is_file() and not marker.is_symlink() and "format" in json.loads(marker.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def write_marker(folder: Path, key: str, stage: str) -> None:
+    """The ownership marker of an output folder artgan made: the stage, the param that names the folder and
+    the marker's format (deterministic: a stage run twice makes the same folder, byte for byte)."""
+    (folder / MARKER).write_text(json.dumps({"format": MARKER_FORMAT, "param": key, "stage": stage},
+                                            sort_keys=True) + "\n")
+
+
 def check_replaceable(path: str | os.PathLike, key: str, signature: str) -> Path:
-    """`path`, if artgan may replace it whole: absent, an empty folder, or a folder holding `signature` (the file
-    every output of that kind holds). Anything else (the user's own folder, a file) is a one-line error naming
-    the param `key`: replacing it would delete what is in it."""
+    """`path`, if artgan may replace it whole: absent, an empty folder, or a folder holding the marker artgan
+    writes into every output folder it makes (`.artgan`). Anything else (the user's own folder, a file, an output
+    of an artgan from before the marker, which holds `signature` but no marker) is a one-line error naming the
+    param `key`: replacing it would delete what is in it."""
     from pipeline.errors import ArtganError
 
     dst = Path(path)
-    if dst.exists() and not (dst.is_dir() and ((dst / signature).exists() or not any(dst.iterdir()))):
-        raise ArtganError(f"{key}: {dst} exists and is not an artgan output (no {signature}); artgan replaces "
-                          f"that folder whole, so point {key} at a new folder (or move {dst} away yourself)")
-    return dst
+    if not os.path.lexists(dst) or is_artgan_output(dst):
+        return dst
+    if dst.is_dir() and not dst.is_symlink() and not any(dst.iterdir()):
+        return dst
+    if dst.is_dir() and (dst / signature).exists():
+        raise ArtganError(f"{key}: {dst} holds a {signature} but no {MARKER} marker (made by an older artgan, or a "
+                          f"folder of yours): artgan replaces only folders it marked; if it is an old output, delete "
+                          f"{dst} and run again, else point {key} at a new folder")
+    raise ArtganError(f"{key}: {dst} exists and is not an artgan output (no {MARKER} marker); artgan replaces "
+                      f"that folder whole, so point {key} at a new folder (or move {dst} away yourself)")
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, key: str, signature: str) -> Iterator[Path]:
-    """Yield a fresh temp directory beside `path`; on success it replaces `path` whole.
+def atomic_dir(path: str | os.PathLike, key: str, signature: str, stage: str | None = None) -> Iterator[Path]:
+    """Yield a fresh temp directory beside `path`; on success it replaces `path` whole, marked as artgan's
+    (`.artgan`, naming `stage`: by default the stage that makes `signature`).
 
     Only a folder artgan made is replaced (see `check_replaceable`, checked before any work starts)."""
     dst = check_replaceable(path, key, signature)
@@ -57,8 +87,10 @@ def atomic_dir(path: str | os.PathLike, key: str, signature: str) -> Iterator[Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
     try:
         yield tmp
+        write_marker(tmp, key, stage or STAGE_OF.get(signature, ""))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-        if dst.exists():
+        if os.path.lexists(dst):
+            check_replaceable(dst, key, signature)  # still artgan's, after the work
             old = dst.with_name(f".{dst.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(dst, old)

@@ -28,28 +28,70 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.txt"]
 
 
+def artgan_output(d, *files: str):
+    """A folder as an artgan stage leaves it: its files and the ownership marker."""
+    with atomic_dir(d, "data.raw_dir", "manifest.parquet", stage="fetch") as tmp:
+        for name in files:
+            (tmp / name).write_text("")
+    return d
+
+
 def test_failed_directory_keeps_the_old_directory(tmp_path):
-    d = tmp_path / "raw"
-    d.mkdir()
-    (d / "keep").write_text("1")
-    (d / "manifest.parquet").write_text("")
+    d = artgan_output(tmp_path / "raw", "keep", "manifest.parquet")
     with pytest.raises(RuntimeError):
         with atomic_dir(d, "data.raw_dir", "manifest.parquet") as tmp:
             (tmp / "new").write_text("2")
             raise RuntimeError("boom")
-    assert sorted(os.listdir(d)) == ["keep", "manifest.parquet"]
+    assert sorted(os.listdir(d)) == [".artgan", "keep", "manifest.parquet"]
     assert sorted(os.listdir(tmp_path)) == ["raw"]
 
 
 def test_directory_is_replaced_whole(tmp_path):
-    d = tmp_path / "raw"
-    d.mkdir()
-    (d / "stale").write_text("1")
-    (d / "manifest.parquet").write_text("")  # an artgan output: it may be replaced
+    d = artgan_output(tmp_path / "raw", "stale")  # an artgan output: it may be replaced
     with atomic_dir(d, "data.raw_dir", "manifest.parquet") as tmp:
         (tmp / "fresh").write_text("2")
-    assert sorted(os.listdir(d)) == ["fresh"]
+    assert sorted(os.listdir(d)) == [".artgan", "fresh"]
     assert sorted(os.listdir(tmp_path)) == ["raw"]
+
+
+def test_a_folder_artgan_makes_holds_a_marker_naming_the_stage_and_the_format(tmp_path):
+    d = artgan_output(tmp_path / "raw", "manifest.parquet")
+    assert read_json(d / ".artgan") == {"format": 1, "param": "data.raw_dir", "stage": "fetch"}
+    with atomic_dir(tmp_path / "render", "reports_dir", "grid.png") as tmp:  # a caller that names no stage
+        (tmp / "grid.png").write_text("")
+    assert read_json(tmp_path / "render" / ".artgan")["stage"] == "render"
+
+
+@pytest.mark.parametrize("key, signature", [("data.raw_dir", "manifest.parquet"),
+                                            ("data.processed_dir", "images.npy"), ("reports_dir", "grid.png")])
+def test_a_users_folder_that_happens_to_hold_the_outputs_file_is_never_replaced(tmp_path, key, signature):
+    """The trial: data.raw_dir pointed at a folder of the user's with a manifest.parquet in it was replaced whole.
+    Only the marker proves ownership; a folder without it (an older artgan's output too) is refused."""
+    d = tmp_path / "mine"
+    (d / "photos").mkdir(parents=True)
+    (d / "notes.txt").write_text("mine")
+    (d / "photos" / "holiday.png").write_bytes(b"png")
+    (d / signature).write_bytes(b"theirs")
+    ran = []
+    with pytest.raises(ArtganError, match=rf"^{key}: {d} holds a {signature} but no \.artgan marker .*"
+                                          rf"delete {d} and run again, else point {key} at a new folder$") as info:
+        with atomic_dir(d, key, signature) as tmp:
+            ran.append(tmp)
+    assert not ran and "\n" not in str(info.value)
+    assert sorted(os.listdir(d)) == sorted(["notes.txt", "photos", signature])
+    assert (d / signature).read_bytes() == b"theirs" and (d / "photos" / "holiday.png").read_bytes() == b"png"
+    assert sorted(os.listdir(tmp_path)) == ["mine"]
+
+
+def test_a_marker_that_is_not_artgans_proves_nothing(tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("mine")
+    (d / ".artgan").write_text("my own dotfile")
+    with pytest.raises(ArtganError, match=r"is not an artgan output \(no \.artgan marker\)"):
+        with atomic_dir(d, "data.raw_dir", "manifest.parquet"):
+            pass
+    assert sorted(os.listdir(d)) == [".artgan", "notes.txt"]
 
 
 def test_require_names_the_stage_that_makes_a_missing_input(tmp_path):
@@ -90,12 +132,14 @@ def test_a_folder_artgan_did_not_make_is_never_replaced(tmp_path, what):
     assert sorted(os.listdir(tmp_path)) == ["art"]
 
 
-def test_an_empty_folder_may_be_filled(tmp_path):
-    d = tmp_path / "raw"
-    d.mkdir()
-    with atomic_dir(d, "data.raw_dir", "manifest.parquet") as tmp:
-        (tmp / "manifest.parquet").write_text("")
-    assert sorted(os.listdir(d)) == ["manifest.parquet"]
+def test_an_empty_or_missing_folder_may_be_filled(tmp_path):
+    # DVC deletes a stage's outputs before it runs the stage: a missing folder is always artgan's to make
+    for d in (tmp_path / "raw", tmp_path / "absent" / "raw"):
+        if d.name == "raw" and d.parent == tmp_path:
+            d.mkdir()
+        with atomic_dir(d, "data.raw_dir", "manifest.parquet") as tmp:
+            (tmp / "manifest.parquet").write_text("")
+        assert sorted(os.listdir(d)) == [".artgan", "manifest.parquet"]
 
 
 def test_an_unreadable_input_names_the_file_and_the_stage_that_makes_it(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
 import shutil
@@ -198,16 +199,23 @@ def test_bad_folders_are_one_clear_error_and_stay_untouched(fetch, tmp_path, mak
     assert snapshot(tmp_path / "user") == before
 
 
-@pytest.mark.parametrize("where", ["the source itself", "a folder of the user's", "inside the source"])
+@pytest.mark.parametrize("where", ["the source itself", "a folder of the user's", "inside the source",
+                                   "a folder of the user's with a manifest.parquet"])
 def test_data_raw_dir_never_replaces_or_writes_into_the_users_folders(fetch, art, tmp_path, where):
-    """fetch replaces data.raw_dir whole: pointed at a folder artgan did not make, or into the source, it refuses
-    before copying anything, and every file of the user's stays as it was."""
+    """fetch replaces data.raw_dir whole: pointed at a folder artgan did not make (no .artgan marker, whatever
+    files it holds), or into the source, it refuses before copying anything, and every file of the user's stays
+    as it was."""
     mine = tmp_path / "user" / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
+    if where.endswith("manifest.parquet"):
+        (mine / "photos").mkdir()
+        (mine / "photos" / "holiday.png").write_bytes(png_bytes(9))
+        pd.DataFrame({"path": ["photos/holiday.png"]}).to_parquet(mine / "manifest.parquet")
     raw_dir, needle = {"the source itself": (art, "is not an artgan output"),
                        "a folder of the user's": (mine, "is not an artgan output"),
-                       "inside the source": (art / "raw", "is inside the source folder")}[where]
+                       "inside the source": (art / "raw", "is inside the source folder"),
+                       "a folder of the user's with a manifest.parquet": (mine, "but no .artgan marker")}[where]
     before = snapshot(tmp_path / "user")
     with pytest.raises(ArtganError, match=rf"^data\.raw_dir: {raw_dir}.* {needle}") as info:
         fetch(f"folder:{art}", raw_dir=str(raw_dir))
@@ -217,6 +225,7 @@ def test_data_raw_dir_never_replaces_or_writes_into_the_users_folders(fetch, art
 
 def test_a_fetched_folder_is_replaced_by_the_next_fetch(fetch, art):
     first = fetch(f"folder:{art}")
+    assert json.loads((fetch.raw / ".artgan").read_text())["stage"] == "fetch"  # what proves it is artgan's
     (fetch.raw / "stale.txt").write_text("from an earlier run")
     assert sorted(fetch(f"folder:{art}")["path"]) == sorted(first["path"])
     assert not (fetch.raw / "stale.txt").exists()

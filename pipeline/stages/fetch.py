@@ -24,7 +24,7 @@ def run(cfg: Config) -> dict:
     check_applicable(cfg)
     fetch = SOURCES[scheme]
     raw = Path(cfg.data.raw_dir)
-    with atomic_dir(raw, "data.raw_dir", MANIFEST) as tmp:
+    with atomic_dir(raw, "data.raw_dir", MANIFEST, stage="fetch") as tmp:
         rows = fetch(cfg, tmp)
         if not rows:
             raise ArtganError(f"data.source {cfg.data.source!r} produced no images")

@@ -446,7 +446,7 @@ def run(cfg: Config) -> dict:
     size = cfg.data.image_size
     device = feature_device(cfg.eval.device)  # a bad value fails now, before the images are built
     # atomic_dir refuses a folder of the user's before any work, too
-    with atomic_dir(cfg.data.processed_dir, "data.processed_dir", IMAGES) as tmp:
+    with atomic_dir(cfg.data.processed_dir, "data.processed_dir", IMAGES, stage="preprocess") as tmp:
         built = build(cfg, tmp)
         images = np.load(tmp / IMAGES, mmap_mode="r")  # read in batches; never one whole copy in memory
         set_threads(cfg)

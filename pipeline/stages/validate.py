@@ -241,7 +241,7 @@ def run_suite(cfg: Config, table: pd.DataFrame, docs: Path) -> dict:
         ))
         run = checkpoint.run(batch_parameters={"dataframe": table})
         result = next(iter(run.run_results.values())).to_json_dict()
-        with atomic_dir(docs, "reports_dir", DOCS_SIGNATURE) as out:
+        with atomic_dir(docs, "reports_dir", DOCS_SIGNATURE, stage="validate") as out:
             shutil.copytree(site, out, dirs_exist_ok=True)
     return result
 
@@ -317,7 +317,7 @@ def run(cfg: Config) -> dict:
             f"{raw / MANIFEST}: {len(failures)} critical expectation(s) failed "
             f"(details in {reports / REPORT}, Data Docs in {reports / DOCS}/index.html):\n" + "\n".join(failures)
         )
-    with atomic_dir(out_dir, "data.raw_dir", MANIFEST) as tmp:
+    with atomic_dir(out_dir, "data.raw_dir", MANIFEST, stage="validate") as tmp:
         manifest.write(checked.drop(columns=["kind"]), tmp / MANIFEST)
     return summary
 
