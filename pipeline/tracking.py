@@ -16,6 +16,10 @@ from pipeline.errors import ArtganError, first_line as _first_line
 
 EXPERIMENT = "artgan"
 DATA_EXPERIMENT = "artgan-data"
+# MLflow 3's experiment type (its UI's ExperimentKind): a training experiment opens on its runs, not on the GenAI
+# overview (traces, evaluations) that MLflow 3 shows an experiment of no or an inferred kind
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 MLFLOW_DIGEST_CHARS = 32  # MLflow's dataset digest column holds 36 characters; a sha256 is 64 hex digits
 
 
@@ -169,12 +173,41 @@ def new_run(stage: str, params: dict[str, object], experiment: str = EXPERIMENT,
         _set_experiment(mlflow, experiment)
     except Exception as exc:
         raise ArtganError(f"MLflow tracking at {tracking_uri()!r} failed: {str(exc).splitlines()[0]}") from None
-    name = os.environ.get("DVC_EXP_NAME") or None
+    dvc_name = os.environ.get("DVC_EXP_NAME") or None
+    name = dvc_name or run_name(stage, params)
     with _activate(mlflow, {"run_name": name, "log_system_metrics": system_metrics}, stage) as run:
         run.log_params(params)
-        if name:
-            run.set_tags({"dvc_exp_name": name})
+        if dvc_name:
+            run.set_tags({"dvc_exp_name": dvc_name})
         yield run
+
+
+def dataset_slug(source: object) -> str:
+    """A short name for `data.source`: openmoji, folder:/art/impressionists -> impressionists,
+    url:https://x.org/wikiart.zip -> wikiart, hf:huggan/wikiart -> wikiart, torchvision:CIFAR10 -> cifar10."""
+    import re
+
+    text = str(source or "data")
+    scheme, _, rest = text.partition(":") if ":" in text else ("", "", text)
+    rest = rest.split("?", 1)[0].rstrip("/\\") or scheme
+    last = re.split(r"[/\\]", rest)[-1] or scheme
+    for ext in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".tar"):
+        if last.lower().endswith(ext):
+            last = last[: -len(ext)]
+            break
+    slug = re.sub(r"[^a-z0-9]+", "-", last.lower()).strip("-")
+    return slug[:40] or scheme or "data"
+
+
+def run_name(stage: str, params: dict[str, object]) -> str:
+    """A name a person can tell apart when there is no DVC experiment name: what was trained, on what, at which
+    commit, e.g. `dcgan-ns-openmoji-32px-1a2b3c4` (train) or `fetch-openmoji-32px-1a2b3c4` (a data stage)."""
+    sha = git_commit()
+    what = [params.get("model.arch", "model"), params.get("train.loss", "loss")] if stage == "train" else [stage]
+    parts = [*what, dataset_slug(params.get("data.source")), f"{params.get('data.image_size', '?')}px"]
+    if sha != "unknown":
+        parts.append(sha[:7])
+    return "-".join(str(p) for p in parts)
 
 
 def read_run_id(run_file: Path) -> str:
@@ -380,7 +413,22 @@ def _set_experiment(mlflow, name: str) -> None:
             except Exception:  # another queue worker created it meanwhile
                 if mlflow.get_experiment_by_name(name) is None:
                     raise
-    mlflow.set_experiment(name)
+    experiment = mlflow.set_experiment(name)
+    set_experiment_kind(mlflow, experiment)
+
+
+def set_experiment_kind(mlflow, experiment) -> None:
+    """Tag the experiment as MLflow 3's training kind (`mlflow.experimentKind: custom_model_development`), so
+    the UI opens it on its runs, unless someone gave it a kind of their own. An inferred kind (what the UI
+    guesses and may store, e.g. `genai_development_inferred`) is replaced. Best effort: a user who may only read
+    the experiment on a team server cannot tag it, and tracking goes on without."""
+    kind = (experiment.tags or {}).get(EXPERIMENT_KIND_TAG, "")
+    if kind == EXPERIMENT_KIND or (kind and not kind.endswith("_inferred") and kind != "no_inferred_type"):
+        return
+    try:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    except Exception:  # a READ-only user on a basic-auth server: the runs are still tracked
+        pass
 
 
 DVC_LOCK_ARTIFACT = "dvc/dvc.lock"
