@@ -10,6 +10,7 @@ because MLflow runs it.
 from __future__ import annotations
 
 import mlflow
+import pandas as pd  # the type hints of predict: MLflow reads them (a DataFrame: validated by the signature)
 from mlflow.pyfunc import PythonModel
 
 from pipeline.generate import CHECKPOINT_ARTIFACT
@@ -23,9 +24,7 @@ class ArtganGenerator(PythonModel):
 
         self.sampler = Sampler.from_file(context.artifacts[CHECKPOINT_ARTIFACT])
 
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from pipeline.generate import png_base64
 
         if len(model_input) > MAX_ROWS:
