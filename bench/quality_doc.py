@@ -52,9 +52,11 @@ def write(rows: list[dict], out: Path) -> None:
         "Written by `python bench/quality_doc.py` from the rows `bench/quality_table.py` ran; do not edit by hand.",
         "Protocol of every row: the default evaluate (2,048 generated images against all real images of the",
         "dataset's `data/processed`, TF-Inception FID, KID, k=3 precision/recall), train and evaluate on one thread",
-        "(`train.threads=1`: two rows ran side by side on the 2 cores), no FID curve. One thread sums in another",
-        "order than two, so a row's figures differ from a two-thread `make repro` of the same params by about the",
-        "spread between seeds.",
+        "(`train.threads=1`: two rows ran side by side on the 2 cores), no FID curve. `train s` is wall time on a",
+        "shared machine (other rows and tests ran beside it): compare cost by FLOPs (batch × steps), not by it.",
+        "The noto rows train on Google's Noto Color Emoji (`python bench/noto_emoji.py`, Debian's",
+        "fonts-noto-color-emoji, SIL OFL 1.1) as `data.source: folder:...`: another artist's style over the same",
+        "subjects, so a recipe tuned to OpenMoji alone shows here.",
         "",
         "| dataset | tried | seed | FID | KID ×1000 | precision | recall | FID ÷ baseline | train s | date, machine |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -68,11 +70,11 @@ def write(rows: list[dict], out: Path) -> None:
             f"{1000 * r['kid_std']:.1f} | {r['precision']:.3f} | {r['recall']:.3f} | {ratio} | {r['seconds']:.0f} | "
             f"{r.get('date', '?')}, {r.get('machine', '?')} |")
     lines += ["", "## The grids (8×8, EMA generator, `render.seed` 0)", ""]
-    for r in rows:
+    for i, r in enumerate(rows):
         grid = r["folder"] / "render" / "grid.png"
         if not grid.exists():
             continue
-        name = f"{dataset_of(r)}-{r['name']}-seed{r['overrides'].get('train.seed', 0)}.png"
+        name = f"{i:02d}-{dataset_of(r)}-seed{r['overrides'].get('train.seed', 0)}.png"
         shutil.copyfile(grid, img_dir / name)
         lines += [f"**{dataset_of(r)}, {tried(r)}** (FID {r['fid']:.1f})", "",
                   f"![{tried(r)}](img/quality/{name})", ""]
