@@ -137,7 +137,7 @@ def time_rows(base: dict, rows: list[dict], steps: int, rounds: int) -> list[tup
     from torch.utils.flop_counter import FlopCounterMode
 
     from pipeline.config import set_threads
-    from pipeline.stages.train import load_images
+    from pipeline.artifacts import load_images
     from pipeline.training import dist
     from pipeline.training.loop import Data, Trainer
 

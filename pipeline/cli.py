@@ -131,7 +131,8 @@ def generate(
     import os
 
     from pipeline.errors import ArtganError
-    from pipeline.generate import Sampler, grid
+    from pipeline.generate import Sampler
+    from pipeline.imaging import grid
     from pipeline.io import atomic_path
     from pipeline.registry import local_checkpoint
 

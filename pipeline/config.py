@@ -57,6 +57,7 @@ class DataCfg(Section):
     image_size: Annotated[int, Field(ge=8, le=1024)] = 32
     max_images: NonNegInt = 0  # 0 = all; a deterministic prefix (by sorted name) for quick runs
     raw_dir: Folder = "data/raw"
+    validated_dir: Folder = "data/validated"
     processed_dir: Folder = "data/processed"
     label: str = ""  # a manifest column whose values become classes (conditional training); "" = none
     sha256: str = ""  # url: the archive's SHA-256 (a mismatch is an error); "" = not pinned (a warning)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline.errors import ArtganError
 from pipeline.errors import first_line as _first_line
-from pipeline.generate import read_checkpoint
+from pipeline.artifacts import generator_from, read_checkpoint
 from pipeline.io import atomic_path
 
 # Max abs difference allowed between onnxruntime and torch on [-1, 1] outputs. Measured differences are
@@ -34,8 +34,6 @@ DYNAMO_MIN_OPSET = 18  # below this the torch.export-based exporter cannot write
 
 def load_generator(ckpt: dict, path: Path, ema: bool = True):
     """(G in eval mode, which weights: "ema" | "raw")."""
-    from pipeline.stages.train import generator_from
-
     weights = "ema" if ema and ckpt.get("generator_ema") is not None else "raw"
     try:
         G = generator_from(ckpt, ema)

@@ -2,7 +2,7 @@
 (`artgan generate`, the MLflow pyfunc model behind `mlflow models serve`, a registry download).
 
 A generator file is an artgan checkpoint (`models/checkpoint.pt`, or the generator-only copy evaluate puts
-in the registered model); `read_checkpoint` checks it and names the file when it is not one.
+in the registered model); `pipeline.artifacts.read_checkpoint` checks it and names the file when it is not one.
 """
 from __future__ import annotations
 
@@ -12,46 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.artifacts import generator_from, read_checkpoint
 from pipeline.errors import ArtganError, first_line
-
-CHECKPOINT_ARTIFACT = "checkpoint"  # the generator-only checkpoint inside a logged MLflow model
-GENERATOR_KEYS = ("generator", "generator_ema", "config", "classes", "class_counts", "kind", "step")
-
-
-def read_checkpoint(path: str | Path, hint: str = "pass the models/checkpoint.pt that `artgan train` writes") -> dict:
-    """The checkpoint dict `artgan train` wrote at `path` (a generator-only copy will do), or a one-line
-    ArtganError naming the file and saying what to do (`hint`)."""
-    p = Path(path)
-    if p.is_dir():
-        raise ArtganError(f"{p}: a directory, not a checkpoint; pass the checkpoint file (models/checkpoint.pt)")
-    if not p.is_file():
-        raise ArtganError(f"{p}: no such checkpoint; run `artgan train` (or `dvc repro`) first, or pass "
-                          "--model PATH (or an MLflow model URI such as models:/<name>@champion)")
-    from pipeline.io import torch_load
-
-    ckpt = torch_load(p, hint, what="not an artgan checkpoint")
-    try:
-        model, data = ckpt["config"]["model"], ckpt["config"]["data"]
-        ok = isinstance(ckpt["generator"], dict) and all(k in model for k in ("arch", "z_dim", "g_channels",
-                                                                               "d_channels")) and "image_size" in data
-    except (KeyError, TypeError, IndexError):
-        ok = False
-    if not ok:
-        raise ArtganError(f"{p}: not an artgan checkpoint (no generator weights and model config); {hint}")
-    return ckpt
-
-
-def generator_only(ckpt: dict) -> dict:
-    """The part of a training checkpoint a generator needs (no discriminator): what the registry stores."""
-    return {k: ckpt.get(k) for k in GENERATOR_KEYS} | {"discriminator": None}
+from pipeline.imaging import to_uint8
 
 
 class Sampler:
     """A generator in eval mode with what it needs to draw: z_dim, classes, image size."""
 
     def __init__(self, ckpt: dict, ema: bool = True):
-        from pipeline.stages.train import generator_from
-
         self.G = generator_from(ckpt, ema)
         self.z_dim = int(ckpt["config"]["model"]["z_dim"])
         self.classes = [str(c) for c in (ckpt.get("classes") or [])]
@@ -100,8 +69,6 @@ class Sampler:
         """uint8 N×S×S×3, one image per seed."""
         import torch
 
-        from pipeline.stages.train import to_uint8
-
         seeds = [int(s) for s in seeds]
         y = self.labels(seeds, labels)
         out = []
@@ -123,16 +90,3 @@ def png_bytes(image: np.ndarray) -> bytes:
 def png_base64(image: np.ndarray) -> str:
     return base64.b64encode(png_bytes(image)).decode("ascii")
 
-
-def grid(images: np.ndarray, nrow: int, padding: int = 2):
-    """A PIL grid (white padding) of uint8 NHWC images, `nrow` per row."""
-    from PIL import Image
-
-    n, s = len(images), images.shape[1]
-    cols = max(1, min(nrow, n))
-    rows = (n + cols - 1) // cols
-    canvas = Image.new("RGB", (cols * (s + padding) + padding, rows * (s + padding) + padding), "white")
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas.paste(Image.fromarray(img), (padding + c * (s + padding), padding + r * (s + padding)))
-    return canvas

@@ -13,7 +13,7 @@ import mlflow
 import pandas as pd  # the type hints of predict: MLflow reads them (a DataFrame: validated by the signature)
 from mlflow.pyfunc import PythonModel
 
-from pipeline.generate import CHECKPOINT_ARTIFACT
+from pipeline.layout import CHECKPOINT_ARTIFACT
 
 MAX_ROWS = 4096
 

@@ -119,7 +119,7 @@ def local_checkpoint(model: str) -> Iterator[Path]:
     a model is downloaded to a temporary folder, removed on exit."""
     import yaml
 
-    from pipeline.generate import CHECKPOINT_ARTIFACT
+    from pipeline.layout import CHECKPOINT_ARTIFACT
 
     if not model.startswith(("models:/", "runs:/")) and "://" not in model:
         yield Path(model)

@@ -22,20 +22,12 @@ from urllib.parse import quote
 
 from pipeline.config import Config
 from pipeline.io import atomic_path
+from pipeline.layout import (DUPLICATES, INDEX, LARGE, MANIFEST, MEMORISATION, METRICS, REAL, RENDER, VALIDATION,
+                             VALIDATION_SUMMARY)
 from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 
 MAX_CLASS_GRIDS = 64  # render draws a grid for each of the first 64 classes
 
-INDEX = "index.html"
-MANIFEST = "manifest.parquet"
-VALIDATION = "validation.json"
-VALIDATION_SUMMARY = "validation_summary.json"
-DUPLICATES = "duplicates.csv"
-METRICS = "metrics.json"
-RENDER = "render"
-MEMORISATION = "memorisation.png"
-REAL = "real.png"  # render: training images drawn as the generated grids are
-LARGE = "large"  # render/large/: the upscaled copies the page shows
 LARGE_MIN_WIDTH = 256  # px: the smallest width a picture is shown at (integer factors, nearest neighbour) ...
 PAIR_WIDTH = 560  # ... and, as near as an integer factor gets, the grids' width: two side by side fit the page
 ROW_WIDTH = 1100  # a picture alone in its row (progress strip, memorisation pairs) up to the page's width

@@ -281,7 +281,7 @@ def log_generator_model(checkpoint: Path, conditional: bool) -> str:
     from mlflow.types.schema import ColSpec, Schema
 
     import pipeline
-    from pipeline.generate import CHECKPOINT_ARTIFACT
+    from pipeline.layout import CHECKPOINT_ARTIFACT
 
     code = Path(pipeline.__file__).parent
 

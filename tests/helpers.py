@@ -30,6 +30,7 @@ def tiny_cfg(tmp_path: Path, **overrides) -> dict:
             "image_size": 16,
             "max_images": 40,
             "raw_dir": str(tmp_path / "data" / "raw"),
+            "validated_dir": str(tmp_path / "data" / "validated"),
             "processed_dir": str(tmp_path / "data" / "processed"),
         },
         "validate": {"min_images": 10},

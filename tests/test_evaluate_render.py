@@ -82,7 +82,7 @@ def test_the_metrics_are_those_of_the_generated_and_real_features(pipeline_run):
     from pipeline.metrics.kid import kid
     from pipeline.metrics.knn import memorisation, precision_recall
     from pipeline.stages.evaluate import generate_uint8
-    from pipeline.stages.train import load_generator
+    from pipeline.artifacts import load_generator
 
     cfg, _, _ = pipeline_run
     e = cfg.eval
@@ -333,7 +333,7 @@ def test_a_corrupt_checkpoint_is_one_line_naming_it_before_any_work(pipeline_run
 
 
 def test_corrupt_snapshots_are_one_line_naming_the_file(pipeline_run, tmp_path):
-    from pipeline.stages.train import load_snapshots
+    from pipeline.artifacts import load_snapshots
 
     cfg, _, _ = pipeline_run
     models = tmp_path / "models"

@@ -57,7 +57,7 @@ def make_checkpoint(tmp_path: Path, arch: str, n_classes: int = 0, ema: bool = T
 
 
 def torch_generator(path: Path, ema: bool = True):
-    from pipeline.stages.train import generator_from
+    from pipeline.artifacts import generator_from
 
     return generator_from(torch.load(path, map_location="cpu", weights_only=True), ema)
 

@@ -8,6 +8,7 @@ import pytest
 from helpers import isolate_mlflow, tiny_cfg
 from PIL import Image
 
+from pipeline import layout
 from pipeline.config import parse
 from pipeline.data import openmoji
 
@@ -81,7 +82,7 @@ def test_fetch_stage_writes_images_and_manifest(tmp_path, monkeypatch, mlflow_di
     raw = tmp_path / "data" / "raw"
     assert figures["images"] == 50 and figures["distinct_sha256"] == 50
     assert len(list((raw / "images").glob("*.png"))) == 50
-    df = pd.read_parquet(raw / fetch.MANIFEST)
+    df = pd.read_parquet(raw / layout.MANIFEST)
     assert len(df) == 50
     for col in ("path", "sha256", "width", "height", "mode", "label"):
         assert col in df.columns
@@ -102,8 +103,8 @@ def test_fetch_twice_is_reproducible(tmp_path, monkeypatch, mlflow_dir):
     isolate_mlflow(monkeypatch, tmp_path, mlflow_dir)
     cfg = parse(tiny_cfg(tmp_path, data={"max_images": 10}))
     fetch.run(cfg)
-    first = pd.read_parquet(tmp_path / "data" / "raw" / fetch.MANIFEST)
+    first = pd.read_parquet(tmp_path / "data" / "raw" / layout.MANIFEST)
     fetch.run(cfg)  # replaces the directory whole
-    second = pd.read_parquet(tmp_path / "data" / "raw" / fetch.MANIFEST)
+    second = pd.read_parquet(tmp_path / "data" / "raw" / layout.MANIFEST)
     assert list(first["sha256"]) == list(second["sha256"])
     assert len(list((tmp_path / "data" / "raw" / "images").glob("*.png"))) == 10

@@ -16,6 +16,7 @@ from helpers import isolate_mlflow, tiny_cfg
 from PIL import Image
 
 from pipeline.config import parse
+from pipeline.data.digest import dataset_digest
 from pipeline.errors import ArtganError
 from pipeline.stages import preprocess as P
 
@@ -292,14 +293,14 @@ def test_near_duplicates_can_be_kept(tmp_path):
 def test_digest_is_stable_and_covers_paths_hashes_labels(built):
     _, _, out, result, _ = built
     df = pd.read_parquet(out / "manifest.parquet")
-    assert result["dataset_digest"] == P.dataset_digest(df) == P.dataset_digest(df.copy())
+    assert result["dataset_digest"] == dataset_digest(df) == dataset_digest(df.copy())
     assert len(result["dataset_digest"]) == 64
     for col, value in (("label", "z"), ("sha256", "0" * 64), ("path", "images/other.png")):
         changed = df.copy()
         changed.loc[3, col] = value
-        assert P.dataset_digest(changed) != result["dataset_digest"]
-    assert P.dataset_digest(df.iloc[::-1]) != result["dataset_digest"]  # order is part of the dataset
-    assert P.dataset_digest(df.assign(bytes=0)) == result["dataset_digest"]  # file metadata is not
+        assert dataset_digest(changed) != result["dataset_digest"]
+    assert dataset_digest(df.iloc[::-1]) != result["dataset_digest"]  # order is part of the dataset
+    assert dataset_digest(df.assign(bytes=0)) == result["dataset_digest"]  # file metadata is not
 
 
 def test_a_missing_validated_manifest_says_to_run_validate(tmp_path):

@@ -146,7 +146,8 @@ def test_every_loss_trains_to_a_finite_loss(processed, tmp_path, loss):
 
 
 def test_checkpoint_reloads_as_a_generator(processed, tmp_path):
-    from pipeline.stages.train import load_generator, to_uint8
+    from pipeline.artifacts import load_generator
+    from pipeline.imaging import to_uint8
 
     _, out, _ = train(tmp_path, "g", train={"steps": 2})
     cfg = parse(tiny_cfg(tmp_path, train={"out_dir": str(out)}))
@@ -242,7 +243,7 @@ def data_tags(data: dict) -> dict:
 
 @pytest.mark.parametrize("arch", ["mlp", "dcgan", "resnet", "vae"])
 def test_every_architecture_trains_and_reloads(processed, tmp_path, arch):
-    from pipeline.stages.train import load_generator
+    from pipeline.artifacts import load_generator
 
     size = SIZE if arch != "resnet" else 32
     if size != SIZE:
@@ -340,7 +341,7 @@ def test_ema_generator_is_the_exact_moving_average(processed, tmp_path):
 def test_conditional_training_on_a_label_column(processed, tmp_path):
     import pandas as pd
 
-    from pipeline.stages.train import load_generator
+    from pipeline.artifacts import load_generator
 
     labels = ["cat" if i % 3 else "dog" for i in range(N_IMAGES)]
     pd.DataFrame({"path": [f"{i}.png" for i in range(N_IMAGES)], "style": labels}).to_parquet(

@@ -37,7 +37,7 @@ def _header(path: Path) -> tuple[int | None, int | None, str | None, str | None]
 
 def describe(root: Path, rows: list[dict], source: str = "") -> pd.DataFrame:
     """Open every image once (header only) and record what it is; `source` is data.source."""
-    from pipeline.data.sources import file_sha256
+    from pipeline.data.digest import file_sha256
 
     records = []
     for row in rows:

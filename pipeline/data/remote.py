@@ -48,7 +48,7 @@ def pinned_elsewhere(cache: Path, url: str, sha256: str) -> str | None:
 
 def download(url: str, cache: Path, sha256: str, timeout: float, what: str) -> Path:
     """The verified local copy of `url` (downloaded unless the pinned file of this URL is already cached)."""
-    from pipeline.data.sources import file_sha256
+    from pipeline.data.digest import file_sha256
 
     cache = url_dir(cache, url)
     if sha256:

@@ -13,7 +13,6 @@ only ever read: folder sources are copied, archives are extracted into out_dir.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Callable
@@ -129,10 +128,3 @@ def check_applicable(cfg) -> None:
         raise ArtganError(f"data.filter applies to hf: datasets only, but data.source is {cfg.data.source!r}; "
                           "set data.filter to {}")
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -32,13 +32,11 @@ from pipeline.config import Config, set_threads
 from pipeline.errors import ArtganError
 from pipeline.io import atomic_path, read_input, require, write_json
 from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
-from pipeline.stages.preprocess import IMAGES, STATS
-from pipeline.stages.train import (CHECKPOINT, SNAPSHOTS, check_images, check_trained_on, load_generator,
-                                   load_snapshots, run_file, to_uint8)
-
-METRICS = "metrics.json"
-FID_CURVE = "fid_curve.csv"
-PAIRS = "memorisation.png"
+from pipeline.artifacts import (check_images, check_trained_on, generator_only, load_generator, load_snapshots,
+                                read_checkpoint)
+from pipeline.imaging import to_uint8
+from pipeline.layout import (CHECKPOINT, FID_CURVE, IMAGES, METRICS, SNAPSHOTS, STATS, model_file, run_file)
+from pipeline.layout import MEMORISATION as PAIRS
 
 
 def generate_uint8(G, z_dim: int, n: int, seed: int, batch_size: int, class_counts: list[int] = ()) -> np.ndarray:
@@ -126,7 +124,7 @@ def run(cfg: Config) -> dict:
     check_trained_on(cfg, images)  # not a generator of another dataset, scored and logged as this one's
     G, z_dim, _, class_counts = load_generator(cfg)
     G = G.to(device)
-    require(Path(cfg.train.out_dir) / SNAPSHOTS, "train")  # fail now, not after minutes of work
+    require(model_file(cfg, SNAPSHOTS), "train")  # fail now, not after minutes of work
     tracking.read_run_id(run_file(cfg))  # likewise models/mlflow_run.json, truncated or without a run_id
     model = FastInception().to(device)
     with tracking.resume_run("evaluate", run_file(cfg)) as mlrun:
@@ -198,9 +196,7 @@ def register(cfg: Config, run_id: str, metrics: dict) -> dict:
 
     import torch
 
-    from pipeline.generate import generator_only, read_checkpoint
-
-    ckpt = read_checkpoint(Path(cfg.train.out_dir) / CHECKPOINT)
+    ckpt = read_checkpoint(model_file(cfg, CHECKPOINT))
     digest = tracking.run_data(run_id)["tags"].get("data_digest", "unknown")
     with tempfile.TemporaryDirectory(prefix="artgan-model-") as tmp:
         path = Path(tmp) / "generator.pt"

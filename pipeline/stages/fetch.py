@@ -9,9 +9,9 @@ from pipeline.data import manifest
 from pipeline.data.sources import SOURCES, check_applicable, source_scheme
 from pipeline.errors import ArtganError
 from pipeline.io import atomic_dir
+from pipeline.layout import MANIFEST
 from pipeline import tracking
 
-MANIFEST = "manifest.parquet"
 # DVC tracks this stage by its params and code: a folder outside the repository is not one of its dependencies
 FOLDER_NOTE = ("fetch: note: dvc does not watch {source}; after adding or changing images there, run "
                "`dvc repro -s -f fetch` and then `dvc repro` (or `dvc exp run`)")

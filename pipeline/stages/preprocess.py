@@ -23,8 +23,6 @@ columns, in order); train logs it as the MLflow dataset input of the training ru
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -36,18 +34,14 @@ from pipeline.config import Config, set_threads
 from pipeline.data import manifest
 from pipeline.errors import ArtganError
 from pipeline.io import atomic_dir, atomic_path, read_input
-from pipeline.stages.fetch import MANIFEST
+from pipeline.data.digest import dataset_digest
+from pipeline.layout import DUPLICATES, IMAGES, MANIFEST, STATS, report_file, validated_manifest
 
-IMAGES = "images.npy"
-STATS = "fid_stats.npz"
-DUPLICATES = "duplicates.csv"
-VALIDATED = "validated"  # validate's output folder, beside data.raw_dir (data/raw -> data/validated)
 HASH_SIDE = 32  # pHash: DCT of a 32×32 grayscale thumbnail, the 8×8 lowest frequencies against their median
 THUMB_SIDE = 16  # a near-duplicate candidate is confirmed on a 16×16 RGB thumbnail (mean absolute difference)
 CHUNK = 256  # images per unit of work (one worker task; bounded memory)
 BIG_BUCKET = 256  # near-duplicate search: a hash band shared by more images than this is searched blockwise
 # manifest columns that describe the file, not the dataset's identity (the digest leaves them out)
-_DESCRIPTIVE = {"name", "width", "height", "mode", "format", "bytes", "source", "status", "reason"}
 
 
 # ---- one image ---------------------------------------------------------------------------------------
@@ -264,11 +258,6 @@ def near_duplicates(h: np.ndarray, thumbs: np.ndarray, max_distance: int,
 
 # ---- the manifest and the digest --------------------------------------------------------------------
 
-def validated_manifest(cfg: Config) -> Path:
-    """validate's manifest (the same path as pipeline.stages.validate.validated_manifest)."""
-    return Path(cfg.data.raw_dir).parent / VALIDATED / MANIFEST
-
-
 def read_validated(cfg: Config) -> tuple[pd.DataFrame, int, Path]:
     """The rows validate passed (status "ok"), the number it quarantined, and the file read."""
     path = validated_manifest(cfg)
@@ -277,23 +266,6 @@ def read_validated(cfg: Config) -> tuple[pd.DataFrame, int, Path]:
         raise ArtganError(f"{path}: no 'status' column; run `artgan validate` again")
     ok = df["status"].astype(str) == "ok"
     return df[ok].reset_index(drop=True), int((~ok).sum()), path
-
-
-def digest_columns(df: pd.DataFrame) -> list[str]:
-    """path, sha256 and the label columns (`label` and any extra column a source added)."""
-    first = [c for c in ("path", "sha256") if c in df.columns]
-    return first + [c for c in df.columns if c not in ("path", "sha256") and c not in _DESCRIPTIVE]
-
-
-def dataset_digest(df: pd.DataFrame) -> str:
-    """sha256 of the processed manifest's identity: column names, then per row (in order) the path,
-    sha256 and labels as JSON; independent of parquet/pandas versions and of file metadata."""
-    cols = digest_columns(df)
-    h = hashlib.sha256(json.dumps(cols).encode())
-    values = df[cols].astype("string").astype(object).where(df[cols].notna(), None)
-    for row in values.itertuples(index=False, name=None):
-        h.update(b"\n" + json.dumps(row, ensure_ascii=False).encode())
-    return h.hexdigest()
 
 
 # ---- the whole set, streamed ------------------------------------------------------------------------
@@ -458,7 +430,7 @@ def run(cfg: Config) -> dict:
         np.savez(tmp / STATS, mu=mu, sigma=sigma, features=feats, indices=ref, image_size=size,
                  digest=np.array(built["dataset_digest"]), precision=np.array(cfg.eval.fid_precision))
         del images, subset
-    report = Path(cfg.reports_dir) / DUPLICATES
+    report = report_file(cfg, DUPLICATES)
     write_duplicates(report, built["duplicates"])
     figures = {k: v for k, v in built.items() if k not in ("duplicates", "manifest")}
     figures["fid_reference_images"] = int(len(ref))

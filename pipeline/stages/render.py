@@ -20,16 +20,16 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-
 from pipeline import tracking
+from pipeline.artifacts import load_generator, load_images, load_labels, load_snapshots
 from pipeline.config import Config
+from pipeline.imaging import grid, grid_image
 from pipeline.io import atomic_dir
+from pipeline.layout import CURVES, FID_CURVE, MEMORISATION, REAL, run_file
+from pipeline.layout import RENDER as RENDER_DIR
 from pipeline.report import MAX_CLASS_GRIDS  # one cap: render draws that many, the report says so
-from pipeline.report import MEMORISATION, REAL, upscale_pictures
-from pipeline.stages.evaluate import FID_CURVE
-from pipeline.stages.train import CURVES, grid_image, load_generator, load_images, load_labels, load_snapshots, run_file
+from pipeline.report import upscale_pictures
 
-RENDER_DIR = "render"
 INTERP_STEPS = 10
 GIF_SIDE, GIF_KEYS, GIF_STEPS, GIF_MS = 4, 4, 8, 80
 SCALE = 4  # small samples are upscaled (nearest) in strips and GIFs
@@ -86,7 +86,6 @@ def real_grid(cfg: Config, nrow: int, n_classes: int):
     """nrow×nrow training images as a grid like the generated ones: a seeded sample, or for a conditional model
     row r from class r (as the generated grid's rows), so real and generated compare cell for cell."""
     import numpy as np
-    import torch
 
     images = load_images(cfg)
     rng = np.random.default_rng(cfg.render.seed)
@@ -101,8 +100,7 @@ def real_grid(cfg: Config, nrow: int, n_classes: int):
             idx.extend(rng.choice(pool, size=nrow, replace=len(pool) < nrow) if len(pool) else
                        rng.choice(len(images), size=nrow))
         idx = np.asarray(idx)
-    x = torch.from_numpy(np.ascontiguousarray(images[np.sort(idx) if labels is None else idx]))
-    return grid_image(x.permute(0, 3, 1, 2).float().div(127.5).sub(1), nrow=nrow)
+    return grid(np.ascontiguousarray(images[np.sort(idx) if labels is None else idx]), nrow)
 
 
 def progress_strip(cfg: Config, z, y):

@@ -36,23 +36,11 @@ from pipeline.data import manifest
 from pipeline.errors import ArtganError
 from pipeline import tracking
 from pipeline.io import atomic_dir, check_replaceable, read_input, write_json
-from pipeline.stages.fetch import MANIFEST
+from pipeline.layout import MANIFEST, VALIDATION, VALIDATION_DOCS, VALIDATION_SUMMARY
 
-REPORT = "validation.json"
-SUMMARY = "validation_summary.json"
-DOCS = "validation"
+REPORT, SUMMARY, DOCS = VALIDATION, VALIDATION_SUMMARY, VALIDATION_DOCS
 DOCS_SIGNATURE = "index.html"  # the Data Docs site's front page
 OK, QUARANTINED = "ok", "quarantined"
-
-
-def validated_dir(cfg: Config) -> Path:
-    """data/validated: beside data.raw_dir (data/raw -> data/validated)."""
-    return Path(cfg.data.raw_dir).parent / "validated"
-
-
-def validated_manifest(cfg: Config) -> Path:
-    """The manifest preprocess reads: every raw row + status, reason, note."""
-    return validated_dir(cfg) / MANIFEST
 
 
 # ---- per-file checks -------------------------------------------------------------------------------
@@ -286,8 +274,8 @@ def run(cfg: Config) -> dict:
     raw = Path(cfg.data.raw_dir)
     reports = Path(cfg.reports_dir)
     df = read_input(raw / MANIFEST, "fetch", manifest.read)
-    out_dir = validated_dir(cfg)
-    check_replaceable(out_dir, "data.raw_dir", MANIFEST)  # data/validated sits beside data.raw_dir
+    out_dir = Path(cfg.data.validated_dir)
+    check_replaceable(out_dir, "data.validated_dir", MANIFEST)
     check_replaceable(reports / DOCS, "reports_dir", DOCS_SIGNATURE)
     shutil.rmtree(out_dir, ignore_errors=True)  # a stale one must not outlive a failed run
 
@@ -317,7 +305,7 @@ def run(cfg: Config) -> dict:
             f"{raw / MANIFEST}: {len(failures)} critical expectation(s) failed "
             f"(details in {reports / REPORT}, Data Docs in {reports / DOCS}/index.html):\n" + "\n".join(failures)
         )
-    with atomic_dir(out_dir, "data.raw_dir", MANIFEST, stage="validate") as tmp:
+    with atomic_dir(out_dir, "data.validated_dir", MANIFEST, stage="validate") as tmp:
         manifest.write(checked.drop(columns=["kind"]), tmp / MANIFEST)
     return summary
 
