@@ -1,8 +1,9 @@
 """train.cuda_graphs: a step drawn first and computed from input buffers (what a CUDA graph replays) is bitwise
 the eager step, for every kind of step, and draws in the documented order; a non-finite value still stops at its
-step; a checkpoint resumes whichever way the optimisers' step counts were kept; on a CPU the setting is ignored
-with a note; with torch.compile it is a params error. On CUDA: captured steps replay what eager steps compute,
-a resume is bitwise, and a step that cannot be captured is a one-line error."""
+step; a checkpoint resumes whichever way the optimisers' step counts were kept; on a CPU or in several processes
+the setting is ignored with a note (the trainer's step runner is the eager one); with torch.compile it is a params
+error. On CUDA: captured steps replay what eager steps compute, a resume is bitwise, and a step that cannot be
+captured is a one-line error."""
 from __future__ import annotations
 
 import copy
@@ -14,7 +15,7 @@ from helpers import make_trainer as trainer, run_steps, tiny_cfg
 from pipeline.config import parse
 from pipeline.errors import ArtganError
 from pipeline import augment
-from pipeline.training.graphs import StepGraphs, leaves, tree_map
+from pipeline.training.graphs import EagerRunner, GraphRunner, leaves, runner, tree_map
 from pipeline.training.loop import NonFinite, Trainer
 
 CPU = torch.device("cpu")
@@ -47,8 +48,8 @@ def assert_same_state(a: Trainer, b: Trainer) -> None:
     assert torch.equal(sa["gen"], sb["gen"]) and torch.equal(sa["order"], sb["order"]) and sa["cursor"] == sb["cursor"]
 
 
-class ScramblingGraphs(StepGraphs):
-    """Buffered steps whose draws are zeroed once uploaded: if StepGraphs handed the step the draws instead of
+class ScramblingGraphs(GraphRunner):
+    """Buffered steps whose draws are zeroed once uploaded: if GraphRunner handed the step the draws instead of
     its buffers (which a replayed graph reads), the step would compute from zeros. And the step itself draws
     nothing: a replay would repeat the captured draw."""
 
@@ -56,18 +57,18 @@ class ScramblingGraphs(StepGraphs):
         super().__init__(CPU, capture=False)
         self.gen = gen
 
-    def run(self, kind, draws, eager, captured):
+    def run(self, kind, draws, compute, check):
         draws = tree_map(torch.clone, draws)  # (the real draws include a view of the data order)
 
-        def scrambled(inputs):
+        def scrambled(inputs, check):
             for t in leaves(draws):
                 t.zero_()
             before = self.gen.get_state()
-            out = eager(inputs)
+            out = compute(inputs, check)
             assert torch.equal(self.gen.get_state(), before), "the step drew from the trainer's generator"
             return out
 
-        return super().run(kind, draws, scrambled, captured)
+        return super().run(kind, draws, scrambled, check)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -76,23 +77,23 @@ def test_a_step_computed_from_its_input_buffers_is_bitwise_the_eager_step(tmp_pa
     # once, and the step reads only those. A buffer that were not refreshed, or a draw that the step made
     # for itself, would make these runs part (new latents, a new data order every epoch, new augmentations).
     eager, buffered = trainer(tmp_path, CASES[name]), trainer(tmp_path, CASES[name])
-    buffered.graphs = ScramblingGraphs(buffered.gen)
+    buffered.runner = ScramblingGraphs(buffered.gen)
     assert run_steps(eager, 9) == run_steps(buffered, 9)
     assert_same_state(eager, buffered)
     kinds = {("vae",)} if eager.kind == "vae" else {("gan", False)}
     if "R1" in name:
         kinds.add(("gan", True))
-    assert set(buffered.graphs.kinds) == kinds  # every step went through the buffers, one set per kind of step
+    assert set(buffered.runner.kinds) == kinds  # every step went through the buffers, one set per kind of step
 
 
 def test_the_buffers_are_made_once_per_kind_and_read_fresh_each_step(tmp_path):
     tr = trainer(tmp_path, CASES["ns, translation + cutout, EMA (the default)"])
-    tr.graphs = StepGraphs(CPU, capture=False)
+    tr.runner = GraphRunner(CPU, capture=False)
     tr.gan_step(1)
-    first = leaves(tr.graphs.kinds[("gan", False)].inputs)
+    first = leaves(tr.runner.kinds[("gan", False)].inputs)
     z1 = first[0].clone()
     tr.gan_step(2)
-    again = leaves(tr.graphs.kinds[("gan", False)].inputs)
+    again = leaves(tr.runner.kinds[("gan", False)].inputs)
     assert all(a is b for a, b in zip(first, again))  # the same tensors (a graph reads fixed addresses) ...
     assert not torch.equal(z1, again[0])  # ... holding the new step's draws
 
@@ -137,7 +138,7 @@ def test_a_non_finite_value_in_a_buffered_step_stops_at_the_same_step_as_eager(t
     for buffers in (False, True):
         tr = trainer(tmp_path, explode)
         if buffers:
-            tr.graphs = StepGraphs(CPU, capture=False)
+            tr.runner = GraphRunner(CPU, capture=False)
         with pytest.raises(NonFinite, match=r"non-finite loss at step \d+") as err:
             run_steps(tr, 50)
         failed.append(str(err.value).split(" (")[0])
@@ -176,8 +177,19 @@ def test_cuda_graphs_off_cuda_are_ignored_with_a_note_and_train_as_eager(tmp_pat
     case = CASES["ns, translation + cutout, EMA (the default)"]
     with_graphs, eager = trainer(tmp_path, case, cuda_graphs=True), trainer(tmp_path, case)
     assert "train.cuda_graphs is ignored on cpu" in capsys.readouterr().err
-    assert with_graphs.graphs is None
+    assert type(with_graphs.runner) is EagerRunner
     assert run_steps(with_graphs, 3) == run_steps(eager, 3)
+
+
+def test_the_runner_is_graphed_only_for_one_process_on_cuda_and_says_why_not(capsys):
+    # several processes on CUDA: eager with a note (made without touching a GPU); off: eager, silently
+    multi = runner(True, torch.device("cuda"), world_size=2)
+    assert type(multi) is EagerRunner
+    assert "train.cuda_graphs is ignored on cuda: CUDA graphs run in one process" in capsys.readouterr().err
+    assert type(runner(True, CPU, main=False)) is EagerRunner and capsys.readouterr().err == ""  # noted on rank 0
+    assert type(runner(False, CPU)) is EagerRunner and capsys.readouterr().err == ""
+    eager = EagerRunner(CPU)
+    assert eager.optimizer_kwargs() == {"capturable": False} and eager.autocast_cache()
 
 
 def test_cuda_graphs_do_not_change_the_checkpoint_key(tmp_path):
@@ -206,10 +218,10 @@ def test_captured_steps_replay_what_eager_steps_compute(tmp_path, name, determin
     dev = torch.device("cuda")
     captured = trainer(tmp_path, CASES[name], dev, cuda_graphs=True)
     eager = trainer(tmp_path, CASES[name], dev, cuda_graphs=True)  # capturable optimisers too, ...
-    eager.graphs = StepGraphs(dev, capture=False)  # ... but every step eager
+    eager.runner = GraphRunner(dev, capture=False)  # ... but every step eager
     assert run_steps(captured, 9) == run_steps(eager, 9)
     assert_same_state(captured, eager)
-    assert set(captured.graphs.captured_kinds()) == set(captured.graphs.kinds)  # captured after the warm-up, replayed
+    assert set(captured.runner.captured_kinds()) == set(captured.runner.kinds)  # captured after the warm-up, replayed
 
 
 @CUDA
@@ -225,14 +237,14 @@ def test_a_resume_with_cuda_graphs_is_bitwise(tmp_path, deterministic, first_gra
     first = trainer(tmp_path, case, dev, cuda_graphs=first_graphs)
     run_steps(first, 10)
     if first_graphs:
-        assert len(first.graphs.captured_kinds()) == 2
+        assert len(first.runner.captured_kinds()) == 2
     ck = copy.deepcopy(first.state_dict())
     ck["rng"] = rng_states()
     resumed = trainer(tmp_path, case, dev, cuda_graphs=True)
     run_steps(resumed, 10)  # graphs captured on its own weights, dropped by the load
     resumed.load_state_dict(ck)
     run_steps(resumed, 10, start=10)
-    assert len(resumed.graphs.captured_kinds()) == 2
+    assert len(resumed.runner.captured_kinds()) == 2
     if first_graphs:
         assert_same_state(whole, resumed)
 

@@ -29,7 +29,7 @@ def test_the_critic_gradient_is_the_losss_plus_the_penalty_at_its_weight(tmp_pat
     tr = make_trainer(tmp_path, {"train": {**train, "augment": ["translation", "cutout"], "augment_p": 1.0}})
     G0, D0 = copy.deepcopy(tr.G), copy.deepcopy(tr.D)  # the weights the step starts from
     draws = tr._draw_gan()
-    tr._gan_compute(copy.deepcopy(draws), r1=penalty == "r1", step=2)
+    tr._gan_compute(copy.deepcopy(draws), r1=penalty == "r1", check=lambda values: tr._check(values, 2))
     got = [p.grad for p in tr.D.parameters()]  # D's step gradient (G's step leaves D's gradients alone)
 
     # the same step's terms, one by one, from the same draws

@@ -1,18 +1,24 @@
-"""CUDA graphs of whole training steps (`train.cuda_graphs`): each kind of step is captured once and then
-replayed, so the host launches one graph a step instead of a few hundred kernels.
+"""How a training step runs: the step runner the Trainer picks once, at construction (`runner`).
 
-A small GAN on a fast GPU is bound by the host, not the GPU: DCGAN at 64 px on an H200 spent 137 ms of CPU
-time on kernel launches against 20 ms of GPU time for 10 steps (README, "On a GPU"). A step here is a pure
-function of its draws (latents, image indices, augmentation and penalty weights; pipeline/training/loop.py),
-so its replay only needs them copied into the buffers the capture read: one flat buffer per dtype, filled by
-one copy each from pinned host memory. Each kind of step (a GAN step with or without R1, a VAE step) is its
-own graph, in its own memory pool, after a few eager steps that set up cuDNN, cuBLAS and the optimisers'
-state (PyTorch's recipe for whole-network capture: warm-up on a side stream, capturable optimisers, autocast
-without its weight cache). A step that cannot be captured (a kernel that waits on the host) is a one-line
-error that says to turn the setting off.
+A step is drawn first and then computed from its draws alone (pipeline/training/loop.py). The Trainer hands
+each step to its runner as `run(kind, draws, compute, check)`: `compute(inputs, check)` is the step on the
+device from `inputs` (the draws, there), calling `check(values)` on its values before each update, and
+returns its values. The runner also says how the Trainer builds what a step touches: `optimizer_kwargs()`
+for Adam, `autocast_cache()` for autocast, and `reset(*optimizers)` after a checkpoint is loaded.
+
+- `EagerRunner`: the step as it is written, every step.
+- `GraphRunner` (`train.cuda_graphs`, one process on CUDA): each kind of step (a GAN step with or without R1,
+  a VAE step) is captured once as a CUDA graph and then replayed. Its replay reads the buffers the capture
+  read, so each step's draws are copied into them first: one flat buffer per dtype, filled by one copy each
+  from pinned host memory. Before its capture, a kind runs `WARMUP` eager steps on a side stream (cuDNN,
+  cuBLAS and the optimisers' state set up); Adam is capturable (its step counts on the device) and autocast
+  keeps no weight cache, as PyTorch's recipe for whole-network capture has it. A replayed step is checked
+  after its updates, as a whole. A step that cannot be captured is a one-line error saying to turn the
+  setting off.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,7 +28,8 @@ from pipeline.errors import ArtganError
 
 WARMUP = 3  # eager steps of each kind before it is captured
 
-Step = Callable[[object], dict]  # the step computed from its inputs on the device -> scalar tensors
+Check = Callable[[dict], None]  # raises when a step's values may not be applied
+Compute = Callable[[object, Check], dict]  # the step on the device, from its inputs -> scalar tensors
 
 
 def tree_map(fn: Callable[[torch.Tensor], torch.Tensor], obj):
@@ -47,6 +54,52 @@ def to_device(draws, device: torch.device):
     return tree_map(lambda t: t.to(device), draws)
 
 
+def runner(cuda_graphs: bool, device: torch.device, world_size: int = 1, main: bool = True):
+    """The step runner for this run: a GraphRunner when `train.cuda_graphs` is on and can be (one process on
+    CUDA), else an EagerRunner; asked for where it cannot be, with a one-line note (from the main process)."""
+    if not cuda_graphs:
+        return EagerRunner(device)
+    why = ("CUDA graphs need a CUDA device" if device.type != "cuda" else
+           "CUDA graphs run in one process (this is one of several)" if world_size > 1 else "")
+    if not why:
+        return GraphRunner(device)
+    if main:
+        print(f"train: note: train.cuda_graphs is ignored on {device}: {why}; training runs eagerly", file=sys.stderr)
+    return EagerRunner(device)
+
+
+def set_capturable(opt: torch.optim.Optimizer, capturable: bool) -> None:
+    """Adam's `capturable` and where its step counts live (on the parameters' device when capturable, on the
+    host when not). load_state_dict brings back the saved run's, which this run must not keep when it differs."""
+    for group in opt.param_groups:
+        group["capturable"] = capturable
+    for p, state in opt.state.items():
+        if "step" in state:
+            state["step"] = state["step"].to(device=p.device if capturable else "cpu")
+
+
+class EagerRunner:
+    """Every step computed as it is written, checked before each update."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def run(self, kind: tuple, draws, compute: Compute, check: Check) -> dict[str, torch.Tensor]:
+        return compute(to_device(draws, self.device), check)
+
+    def optimizer_kwargs(self) -> dict:
+        return {"capturable": False}
+
+    def autocast_cache(self) -> bool:
+        return True
+
+    def reset(self, *optimizers: torch.optim.Optimizer) -> None:
+        """After a checkpoint load: the optimisers' step counts back on the host (a graphed run saves them
+        on the device)."""
+        for opt in optimizers:
+            set_capturable(opt, False)
+
+
 @dataclass
 class _Kind:
     """One kind of step: its input buffers (views of one flat device buffer per dtype) and, once captured, its
@@ -62,7 +115,7 @@ class _Kind:
     out: dict = field(default_factory=dict)
 
 
-class StepGraphs:
+class GraphRunner:
     """Runs steps through one captured graph per kind of step.
 
     With capture=False (or off CUDA) the steps run eagerly from the same input buffers: the data path of a
@@ -73,6 +126,19 @@ class StepGraphs:
         self.capture = capture and device.type == "cuda"
         self.kinds: dict[tuple, _Kind] = {}
         self.stream = torch.cuda.Stream(device) if self.capture else None
+
+    def optimizer_kwargs(self) -> dict:
+        return {"capturable": self.capture}  # a captured step keeps Adam's step counts on the device
+
+    def autocast_cache(self) -> bool:
+        return False  # autocast's cache of cast weights would hold tensors freed after a capture
+
+    def reset(self, *optimizers: torch.optim.Optimizer) -> None:
+        """After a checkpoint load: the graphs, which hold the optimisers' old state tensors, are dropped (to
+        be captured again), and the optimisers' step counts go where this runner keeps them."""
+        self.kinds = {}
+        for opt in optimizers:
+            set_capturable(opt, self.capture)
 
     def _new_kind(self, draws) -> _Kind:
         sizes: dict[torch.dtype, int] = {}
@@ -97,29 +163,34 @@ class StepGraphs:
             k.copied = torch.cuda.Event()
             k.copied.record()
 
-    def run(self, kind: tuple, draws, eager: Step, captured: Step) -> dict[str, torch.Tensor]:
-        """The step of this kind for these draws: `eager(inputs)` for the warm-up steps (and always when not
-        capturing), `captured(inputs)` to capture it. A captured graph's outputs are its own tensors, which
-        the next replay overwrites: read them before the next step."""
+    def run(self, kind: tuple, draws, compute: Compute, check: Check) -> dict[str, torch.Tensor]:
+        """The step of this kind for these draws, computed from this kind's input buffers: eagerly (checked
+        before each update) for the warm-up steps and always when not capturing; else replayed from its graph
+        (captured on first use) and checked after. A replayed graph's outputs are its own tensors, which the
+        next replay overwrites: read them before the next step."""
         k = self.kinds.get(kind)
         if k is None:
             k = self.kinds[kind] = self._new_kind(draws)
         self._upload(k, draws)
         if not self.capture:
-            return eager(k.inputs)
+            return compute(k.inputs, check)
         if k.graph is None and k.calls < WARMUP:
             k.calls += 1
-            return self._side_stream(eager, k.inputs)
+            return self._side_stream(compute, k.inputs, check)
         if k.graph is None:
-            k.graph, k.out = self._capture(kind, captured, k.inputs)
+            k.graph, k.out = self._capture(kind, compute, k.inputs)
         k.graph.replay()
-        return dict(k.out)
+        # checked after its updates (a non-finite value earlier in the step reaches the last critic step's
+        # values and G's through the weights); training stops here, before those weights reach a checkpoint
+        out = dict(k.out)
+        check(out)
+        return out
 
-    def _capture(self, kind: tuple, captured: Step, inputs) -> tuple[torch.cuda.CUDAGraph, dict]:
+    def _capture(self, kind: tuple, compute: Compute, inputs) -> tuple[torch.cuda.CUDAGraph, dict]:
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
-                out = captured(inputs)
+                out = compute(inputs, lambda values: None)  # no host sync inside a capture: checked after replay
         except Exception as exc:  # a kernel that waits on the host (or an optimiser that is not capturable)
             cause = exc.__context__ or exc  # what broke the capture, not the end of the broken capture
             first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
@@ -127,10 +198,10 @@ class StepGraphs:
                               f"({type(cause).__name__}: {first}); set train.cuda_graphs: false") from None
         return graph, out
 
-    def _side_stream(self, eager: Step, inputs) -> dict[str, torch.Tensor]:
+    def _side_stream(self, compute: Compute, inputs, check: Check) -> dict[str, torch.Tensor]:
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
-            out = eager(inputs)
+            out = compute(inputs, check)
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
         return out
 

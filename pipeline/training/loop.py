@@ -6,8 +6,9 @@ fake label and every augmentation parameter, always for the *global* batch, on t
 keeps its rows. So the sample stream does not depend on the device or on the number of processes.
 
 A step first makes all of its draws (`_draw_gan`, `_draw_vae`), then computes from them on the device
-(`_gan_compute`, `_vae_compute`): the draws are the step's only inputs, which is what lets `train.cuda_graphs`
-copy them into a captured CUDA graph's buffers and replay it (pipeline/training/graphs.py).
+(`_gan_compute`, `_vae_compute`), calling a check on its values before each update: the draws are the step's
+only inputs. How the step runs (eagerly, or replayed as a CUDA graph with `train.cuda_graphs`) is the step
+runner's business, picked once at construction (pipeline/training/graphs.py).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from pipeline.device import pick_device  # noqa: F401  (re-exported: the stage a
 from pipeline.errors import ArtganError
 from pipeline.losses import LOSSES, clip_weights, gp_weights, gradient_penalty, r1_penalty
 from pipeline.training import checkpoint, dist
-from pipeline.training.graphs import StepGraphs, to_device
+from pipeline.training.graphs import Check, runner
 
 
 def grad_norm(module: nn.Module) -> torch.Tensor:
@@ -84,16 +85,7 @@ class Trainer:
         # NCHW, as the default's published numbers were made); not under torch.compile, which picks its own layouts
         # (and in torch 2.11 failed a stride assertion in the backward of G's first transposed convolution with it)
         self.channels_last = (device.type == "cuda" or (device.type == "cpu" and self.amp)) and not t.compile
-        # CUDA graphs of whole steps (one process on CUDA; elsewhere the setting is ignored, with a note)
-        self.graphs = None
-        if t.cuda_graphs:
-            why = ("CUDA graphs need a CUDA device" if device.type != "cuda" else
-                   "CUDA graphs run in one process (this is one of several)" if world.size > 1 else "")
-            if not why:
-                self.graphs = StepGraphs(device)
-            elif world.rank == 0:
-                print(f"train: note: train.cuda_graphs is ignored on {device}: {why}; training runs eagerly",
-                      file=sys.stderr)
+        self.runner = runner(t.cuda_graphs, device, world.size, world.rank == 0)  # eager, or CUDA graphs
 
         torch.manual_seed(t.seed)
         G, D = build(m.arch, cfg.data.image_size, m.z_dim, m.g_channels, m.d_channels,
@@ -101,18 +93,12 @@ class Trainer:
                      d_batch_norm=not self.loss.gp)  # the gradient penalty is per sample: no batch norm in D
         if world.size > 1:
             G, D = dist.convert_sync_bn(G), dist.convert_sync_bn(D)
-        if device.type == "cpu" and self.amp and not t.compile:  # oneDNN's bf16 weight gradients: slow on small maps
-            from pipeline.training.cpu_conv import use_gemm_weight_grads
-
-            use_gemm_weight_grads(G)
-            use_gemm_weight_grads(D)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.G, self.D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema_decay > 0 else None
-        # a captured step holds the optimisers' step counts on the device (capturable), not on the host
-        capturable = self.graphs is not None
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), capturable=capturable)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), capturable=capturable)
+        kw = self.runner.optimizer_kwargs()
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), **kw)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), **kw)
         self.g_fwd, self.d_fwd = (torch.compile(self.G), torch.compile(self.D)) if t.compile else (self.G, self.D)
         self.gen = torch.Generator().manual_seed(t.seed)
         self.state = State()
@@ -175,8 +161,7 @@ class Trainer:
     def _autocast(self):
         if not self.amp:
             return contextlib.nullcontext()
-        # autocast's cache of cast weights would hold tensors freed after a capture
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=self.graphs is None)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=self.runner.autocast_cache())
 
     # ---------------------------------------------------------------- one optimisation step
     def _check(self, values: dict[str, torch.Tensor], step: int) -> None:
@@ -185,7 +170,7 @@ class Trainer:
             shown = ", ".join(f"{k}={v.item():.4g}" for k, v in values.items())
             raise NonFinite(f"non-finite loss at step {step} ({shown})")
 
-    def _step_d(self, c: dict, fake: torch.Tensor, r1: bool, step: int | None) -> dict[str, torch.Tensor]:
+    def _step_d(self, c: dict, fake: torch.Tensor, r1: bool, check: Check) -> dict[str, torch.Tensor]:
         t = self.t
         real, y_real = self._real(c["idx"])
         real = augment.apply(real, c["aug_real"])
@@ -207,14 +192,13 @@ class Trainer:
         loss.backward()
         dist.all_reduce_grads(self.D, self.world)
         out["grad_norm_d"] = grad_norm(self.D)
-        if step is not None:
-            self._check(out, step)  # before the update: the weights never take a non-finite step
+        check(out)  # before the update: the weights never take a non-finite step
         self.opt_d.step()
         if self.loss.clip:
             clip_weights(self.D, t.clip_value)
         return out
 
-    def _step_g(self, fake: torch.Tensor, y_fake, aug: augment.Draws, step: int | None) -> dict[str, torch.Tensor]:
+    def _step_g(self, fake: torch.Tensor, y_fake, aug: augment.Draws, check: Check) -> dict[str, torch.Tensor]:
         self.D.requires_grad_(False)  # no weight gradients for D in G's step: a third of D's backward saved
         try:
             with self._autocast():
@@ -225,25 +209,24 @@ class Trainer:
             self.D.requires_grad_(True)
         dist.all_reduce_grads(self.G, self.world)
         norm = grad_norm(self.G)
-        if step is not None:
-            self._check({"loss_g": loss, "grad_norm_g": norm}, step)
+        check({"loss_g": loss, "grad_norm_g": norm})
         self.opt_g.step()
         return {"loss_g": loss, "grad_norm_g": norm}
 
-    def _gan_compute(self, d: dict, r1: bool, step: int | None) -> dict[str, torch.Tensor]:
-        """One GAN step from its draws. With `step`, the values are checked before each update; with None
-        (a captured step) the caller checks them after."""
+    def _gan_compute(self, d: dict, r1: bool, check: Check) -> dict[str, torch.Tensor]:
+        """One GAN step from its draws (on the device); `check` sees the values before each update."""
         for i, c in enumerate(d["critic"]):
             last = i == len(d["critic"]) - 1
             # the last critic step's fakes are kept (with their graph) for G's step, as the classic loop does
             with self._autocast(), (contextlib.nullcontext() if last else torch.no_grad()):
                 fake = self.g_fwd(c["z"], c["y_fake"])
-            out = self._step_d(c, fake, r1, step)
-        out.update(self._step_g(fake, c["y_fake"], d["aug_g"], step))
+            out = self._step_d(c, fake, r1, check)
+        out.update(self._step_g(fake, c["y_fake"], d["aug_g"], check))
         return out
 
-    def _vae_compute(self, d: dict, step: int | None) -> dict[str, torch.Tensor]:
-        """ELBO = reconstruction (sum of squared errors per image) + vae_beta * KL(q(z|x) || N(0, I))."""
+    def _vae_compute(self, d: dict, check: Check) -> dict[str, torch.Tensor]:
+        """ELBO = reconstruction (sum of squared errors per image) + vae_beta * KL(q(z|x) || N(0, I)), from its
+        draws (on the device); `check` sees the values before the update."""
         real, y = self._real(d["idx"])
         with self._autocast():
             mu, logvar = self.d_fwd(real, y)
@@ -259,28 +242,18 @@ class Trainer:
         dist.all_reduce_grads(self.G, self.world)
         dist.all_reduce_grads(self.D, self.world)
         out["grad_norm_g"], out["grad_norm_d"] = grad_norm(self.G), grad_norm(self.D)
-        if step is not None:
-            self._check(out, step)
+        check(out)
         self.opt_g.step()
         self.opt_d.step()
         return out
 
-    def _run(self, kind: tuple, draws: dict, compute, step: int) -> dict[str, torch.Tensor]:
-        if self.graphs is None:
-            return compute(to_device(draws, self.device), step)
-        # a replayed graph is checked after its updates (the last critic step's values and G's: a non-finite
-        # value earlier in the step reaches them through the weights); those weights never reach a checkpoint,
-        # as training stops here and the last good checkpoint stays. Eager warm-up steps check before.
-        out = self.graphs.run(kind, draws, lambda d: compute(d, step), lambda d: compute(d, None))
-        self._check(out, step)
-        return out
-
     def gan_step(self, step: int) -> dict[str, torch.Tensor]:
         r1 = self.t.r1_gamma > 0 and step % self.t.r1_every == 0
-        return self._run(("gan", r1), self._draw_gan(), lambda d, check: self._gan_compute(d, r1, check), step)
+        return self.runner.run(("gan", r1), self._draw_gan(), lambda d, check: self._gan_compute(d, r1, check),
+                               lambda values: self._check(values, step))
 
     def vae_step(self, step: int) -> dict[str, torch.Tensor]:
-        return self._run(("vae",), self._draw_vae(), self._vae_compute, step)
+        return self.runner.run(("vae",), self._draw_vae(), self._vae_compute, lambda values: self._check(values, step))
 
     @torch.no_grad()
     def update_ema(self, step: int) -> None:
@@ -317,26 +290,11 @@ class Trainer:
             self.G_ema.load_state_dict(ck["G_ema"])
         self.opt_g.load_state_dict(ck["opt_g"])
         self.opt_d.load_state_dict(ck["opt_d"])
-        capturable = self.graphs is not None  # this run's, whatever the checkpoint's run used
-        for opt in (self.opt_g, self.opt_d):
-            _set_capturable(opt, capturable)
+        self.runner.reset(self.opt_g, self.opt_d)  # this run's way of stepping, whatever the checkpoint's run used
         self.gen.set_state(ck["gen"])
         self.state = State(step=ck["step"], order=ck["order"], cursor=ck["cursor"], curves=list(ck["curves"]),
                            seconds=ck["seconds"], run_id=ck["run_id"])
         checkpoint.set_rng_states(ck["rng"])
-        if self.graphs is not None:  # captured graphs hold the optimisers' old state tensors
-            self.graphs = StepGraphs(self.device)
-
-
-def _set_capturable(opt: torch.optim.Optimizer, capturable: bool) -> None:
-    """Adam's `capturable` and where its step counts live (on the parameters' device when capturable, on the
-    host when not): load_state_dict brings back the saved run's, which a CUDA-graph run resumed eagerly (or
-    on a CPU), or the other way round, must not keep."""
-    for group in opt.param_groups:
-        group["capturable"] = capturable
-    for p, state in opt.state.items():
-        if "step" in state:
-            state["step"] = state["step"].to(device=p.device if capturable else "cpu")
 
 
 class NonFinite(ArtganError):
