@@ -203,7 +203,7 @@ def main() -> None:
     print("  rows in turn: " + " | ".join(loops), flush=True)
     rows = list(timed_rounds(loops, args.steps, args.repeats, args.batch, device).items())
     if graphed is not None:
-        print(f"  train.cuda_graphs: steps replayed from captured graphs: {graphed.graphs.captured_kinds()}", flush=True)
+        print(f"  train.cuda_graphs: steps replayed from captured graphs: {graphed.runner.captured_kinds()}", flush=True)
     flops = step_flops(trainer)
 
     if device.type == "cuda":
