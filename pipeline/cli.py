@@ -42,11 +42,14 @@ def _user_errors(interrupted: str):
 
 def _run_stage(stage: str, params: Path) -> None:
     from pipeline.config import load
+    from pipeline.layout import check_inside_dvc_project, write_errors
 
     with _user_errors(f"{stage} interrupted; its outputs were not updated"):
         cfg = load(params)
+        check_inside_dvc_project(cfg)
         module = importlib.import_module(f"pipeline.stages.{stage}")
-        figures = module.run(cfg)
+        with write_errors(cfg, stage):
+            figures = module.run(cfg)
     typer.echo(f"{stage}: {json.dumps(figures, sort_keys=True, default=str)}")
 
 

@@ -94,7 +94,11 @@ def atomic_dir(path: str | os.PathLike, key: str, signature: str, stage: str | N
             old = dst.with_name(f".{dst.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(dst, old)
-            os.replace(tmp, dst)
+            try:
+                os.replace(tmp, dst)
+            except BaseException:
+                os.replace(old, dst)  # the earlier output back in place: a failed swap loses nothing
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, dst)

@@ -6,7 +6,13 @@ moves both what a stage writes and what DVC tracks. The file names inside them a
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 from pathlib import Path
+from typing import Iterator
+
+from pipeline.errors import ArtganError
 
 # fetch -> data.raw_dir; validate -> data.validated_dir; preprocess -> data.processed_dir (all three hold one)
 MANIFEST = "manifest.parquet"
@@ -64,3 +70,56 @@ def report_file(cfg, name: str) -> Path:
 def run_file(cfg) -> Path:
     """The train stage's MLflow run id, which evaluate and render log into."""
     return model_file(cfg, RUN_FILE)
+
+
+FOLDER_PARAMS = ("data.raw_dir", "data.validated_dir", "data.processed_dir", "train.out_dir", "reports_dir")
+
+
+def folder(cfg, param: str) -> Path:
+    section, _, key = param.rpartition(".")
+    return Path(getattr(getattr(cfg, section) if section else cfg, key))
+
+
+def check_inside_dvc_project(cfg, environ=os.environ) -> None:
+    """Under `dvc repro` / `dvc exp run` (DVC_ROOT set), a one-line error for a folder param outside the DVC
+    project: DVC tracks outputs inside it only, and would refuse the stage after it had written there."""
+    root = environ.get("DVC_ROOT")
+    if not root:
+        return
+    root = Path(root).resolve()
+    for param in FOLDER_PARAMS:
+        path = folder(cfg, param)
+        if not (root / path).resolve().is_relative_to(root):
+            raise ArtganError(f"{param}: {path} is outside the DVC project {root}, and DVC tracks outputs inside it "
+                              f"only; set {param} to a path inside the project (e.g. the default in params.yaml), "
+                              "or run the `artgan` command itself rather than `dvc repro`")
+
+
+_REMEDY = {
+    errno.ENOSPC: "free space on the disk that holds it (`df -h {dir}`), or point {param} at another disk",
+    errno.EDQUOT: "free space within your disk quota, or point {param} at another disk",
+    errno.EROFS: "that file system is read-only: mount it read-write, or point {param} at a writable folder",
+    errno.EPERM: "make it writable (`chmod u+w {dir}`, or `chattr -i {dir}` if it is immutable), or point {param} "
+                 "at a writable folder",
+    errno.EACCES: "make it writable (`chmod u+w {dir}`), or point {param} at a writable folder",
+}
+
+
+@contextlib.contextmanager
+def write_errors(cfg, stage: str) -> Iterator[None]:
+    """A stage's write that the file system refuses (full, read-only, immutable, not permitted) becomes one line
+    naming the path, the folder param it lies in and what to free or fix. The outputs of an earlier run are
+    intact: every output is written to a temp path first and renamed into place."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _REMEDY:
+            raise
+        path = Path(exc.filename or exc.filename2 or ".")
+        param = next((p for p in FOLDER_PARAMS if path.resolve().is_relative_to(folder(cfg, p).resolve())), None)
+        if param is None:  # a temp sibling: the folder param whose folder it sits beside
+            param = next((p for p in FOLDER_PARAMS if folder(cfg, p).resolve().parent == path.resolve().parent),
+                         "the output folder")
+        remedy = _REMEDY[exc.errno].format(dir=path.parent, param=param)
+        raise ArtganError(f"{stage}: cannot write {path} ({os.strerror(exc.errno)}); {remedy}. Outputs of an earlier "
+                          f"run are unchanged") from None

@@ -369,3 +369,43 @@ def test_a_broken_mlflow_run_json_is_one_line_naming_it_and_train_before_any_wor
         evaluate.run(broken)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "reports").exists()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EPERM"])
+@pytest.mark.parametrize("stage_name, param", [("render", "reports_dir"), ("fetch", "data.raw_dir")])
+def test_a_refused_write_is_one_line_and_leaves_the_old_outputs_and_no_temp_files(pipeline_run, monkeypatch,
+                                                                                  stage_name, param, code):
+    """A full disk, a read-only file system or an immutable folder, met when a stage renames its output into
+    place: one line naming the path, the param and the remedy; the earlier outputs unchanged, no temp left."""
+    import errno
+    import importlib
+    import os
+
+    from pipeline.layout import folder, write_errors
+
+    cfg, _, _ = pipeline_run
+    out = folder(cfg, param)
+    before = _tree(out)
+    real_replace = os.replace
+
+    def refuse(src, dst, *a, **kw):
+        if Path(dst).resolve().is_relative_to(out.resolve()) and str(src).endswith(".tmp"):  # the new output
+            err = getattr(errno, code)
+            raise OSError(err, os.strerror(err), str(dst))
+        return real_replace(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    stage = importlib.import_module(f"pipeline.stages.{stage_name}")
+    with pytest.raises(ArtganError) as exc, write_errors(cfg, stage_name):
+        stage.run(cfg)
+    monkeypatch.undo()
+    line = str(exc.value)
+    assert "\n" not in line and line.startswith(f"{stage_name}: cannot write {out}") and param in line
+    assert os.strerror(getattr(errno, code)) in line and "unchanged" in line
+    assert {"ENOSPC": "free space", "EROFS": "read-only", "EPERM": "chattr -i"}[code] in line
+    assert _tree(out) == before  # the old outputs, byte for byte
+    assert not [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp") or p.name.endswith(".old")]

@@ -317,3 +317,25 @@ def test_dvc_push_to_a_local_remote_then_pull_in_a_clone_restores_everything(que
         assert _sha256_tree(clone, out) == original, out  # byte-identical, file for file
     status = _sh([DVC, "status"], clone, env).stdout
     assert "Data and pipelines are up to date." in status, status
+
+
+@pytest.mark.e2e
+def test_a_moved_folder_param_moves_what_dvc_tracks_and_one_outside_the_project_is_refused(queued, tmp_path):
+    """The path params have one owner, params.yaml: dvc.yaml interpolates them, so `-S train.out_dir=...` moves the
+    checkpoint and DVC's record of it together. (Runs last: it changes the workspace's params.yaml.)"""
+    repo, env = queued["repo"], queued["env"]
+    _sh([DVC, "exp", "run", "-S", "train.out_dir=models_b"], repo, env)
+    assert (repo / "models_b" / "checkpoint.pt").is_file() and (repo / "models_b" / "mlflow_run.json").is_file()
+    lock = dvclock.parse((repo / "dvc.lock").read_text())
+    outs = {out["path"] for out in lock["stages"]["train"]["outs"]}
+    assert outs == {"models_b/checkpoint.pt", "models_b/snapshots.pt", "models_b/mlflow_run.json"}
+    assert {d["path"] for d in lock["stages"]["evaluate"]["deps"]} >= outs  # evaluate scored the moved checkpoint
+    assert "Data and pipelines are up to date." in _sh([DVC, "status"], repo, env).stdout
+    assert json.loads((repo / "reports" / "metrics.json").read_text())["fid"] > 0
+
+    outside = tmp_path / "models_outside"
+    res = _sh([DVC, "exp", "run", "-S", f"train.out_dir={outside}"], repo, env, ok=False)
+    assert res.returncode != 0
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "train.out_dir" in errors[0] and "outside the DVC project" in errors[0], res.stderr
+    assert not outside.exists()  # refused before anything was written there

@@ -156,3 +156,22 @@ def test_an_unreadable_input_names_the_file_and_the_stage_that_makes_it(tmp_path
         read_input(bad, "preprocess", np.load)
     with pytest.raises(ArtganError, match="missing input; run `artgan preprocess`"):
         read_input(tmp_path / "nope.npy", "preprocess", np.load)
+
+
+def test_a_folder_param_outside_the_dvc_project_is_one_line_only_under_dvc(tmp_path):
+    from helpers import tiny_cfg
+
+    from pipeline.config import parse
+    from pipeline.layout import check_inside_dvc_project
+
+    root = tmp_path / "project"
+    root.mkdir()
+    inside = parse({"train": {"out_dir": "models_b"}})
+    check_inside_dvc_project(inside, {"DVC_ROOT": str(root)})
+    outside = parse({**tiny_cfg(tmp_path), "reports_dir": str(tmp_path / "elsewhere")})
+    check_inside_dvc_project(outside, {})  # `artgan render` itself may write anywhere
+    with pytest.raises(ArtganError, match=r"^data.raw_dir: .* is outside the DVC project .*set data.raw_dir") as exc:
+        check_inside_dvc_project(outside, {"DVC_ROOT": str(root)})
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ArtganError, match="^train.out_dir: ../models is outside"):
+        check_inside_dvc_project(parse({"train": {"out_dir": "../models"}}), {"DVC_ROOT": str(root)})
