@@ -92,7 +92,7 @@ def reference_loop(size: int, ch: int, batch: int, steps: int, device: torch.dev
 
 
 def load_uint8(size: int, n: int) -> np.ndarray:
-    from pipeline.stages.preprocess import to_rgb_square
+    from pipeline.data.decode import to_rgb_square
 
     paths = sorted((RAW / "images").glob("*.png"))[:n]
     return np.stack([to_rgb_square(p, size, (255, 255, 255)) for p in paths])

@@ -18,6 +18,7 @@ from PIL import Image
 from pipeline.config import parse
 from pipeline.data.digest import dataset_digest
 from pipeline.errors import ArtganError
+from pipeline.data import decode, dedup, npy
 from pipeline.stages import preprocess as P
 
 SIZE = 16
@@ -25,7 +26,7 @@ RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 25
 
 
 def load(path: Path, size: int = SIZE, policy: str = "center-crop", background=WHITE) -> np.ndarray:
-    return P.to_rgb_square(path, size, background, policy)
+    return decode.to_rgb_square(path, size, background, policy)
 
 
 def close(a, b, tol: int = 2) -> bool:
@@ -145,7 +146,7 @@ def test_close_pairs_match_brute_force():
     h[200:] = h[:200] ^ (np.uint64(1) << rng.integers(0, 64, 200).astype(np.uint64))  # planted pairs
     h[:50] &= np.uint64(0xFFFF)  # a crowded band: the blockwise path
     for dmax in (0, 2, 4):
-        p, q, d = P.close_pairs(h, dmax)
+        p, q, d = dedup.close_pairs(h, dmax)
         full = np.bitwise_count(h[:, None] ^ h[None, :])
         i, j = np.nonzero((full <= dmax) & np.triu(np.ones_like(full, bool), 1))
         assert set(zip(p.tolist(), q.tolist())) == set(zip(i.tolist(), j.tolist()))
@@ -159,7 +160,7 @@ def test_near_duplicates_greedy_keep_first_matches_the_definition():
     protos = rng.integers(0, 256, (4, 16, 16, 3))
     noise = rng.integers(0, 3, (n, 16, 16, 3)) * 4 * (rng.random((n, 1, 1, 1)) < 0.5)  # half: 0..2.7 apart
     thumbs = np.clip(protos[rng.integers(0, 4, n)] + noise, 0, 255).astype(np.uint8)
-    kept_by, dist, diff = P.near_duplicates(h, thumbs, 4, 1.4)
+    kept_by, dist, diff = dedup.near_duplicates(h, thumbs, 4, 1.4)
     flat = thumbs.reshape(n, -1).astype(int)
     kept = []
     for j in range(n):  # the definition, directly
@@ -178,7 +179,7 @@ def test_phash_is_imagehash_phash():
 
     rng = np.random.default_rng(2)
     thumbs = rng.integers(0, 256, (5, 32, 32), dtype=np.uint8)
-    for t, h in zip(thumbs, P.phash(thumbs)):
+    for t, h in zip(thumbs, dedup.phash(thumbs)):
         low = dct(dct(t.astype(float), axis=0), axis=1)[:8, :8]
         bits = (low > np.median(low)).ravel()
         assert int(h) == int("".join("1" if b else "0" for b in bits), 2)
@@ -277,7 +278,7 @@ def test_raw_files_are_byte_identical_afterwards(built):
 
 def test_a_pool_of_workers_writes_the_same_array(built, tmp_path, monkeypatch):
     cfg, _, out, result, _ = built
-    monkeypatch.setattr(P, "CHUNK", 4)  # several chunks over 2 spawned processes
+    monkeypatch.setattr(npy, "CHUNK", 4)  # several chunks over 2 spawned processes
     cfg2 = cfg.model_copy(update={"preprocess": cfg.preprocess.model_copy(update={"workers": 2})})
     r2 = P.build(cfg2, tmp_path, progress=False)
     assert np.array_equal(np.load(tmp_path / "images.npy"), np.load(out / "images.npy"))
