@@ -195,7 +195,7 @@ def main() -> None:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
-    os.environ.pop("DVC_ROOT", None)  # tracking.project_root() is then the working directory: the output folder
+    os.environ.pop("DVC_ROOT", None)  # dvclock.project_root() is then the working directory: the output folder
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     os.chdir(out)  # MLflow's default artifact root ./mlruns resolves here, not in the repository
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.sets)}

@@ -17,7 +17,7 @@ workspace) rewrite dvc.lock after each stage finishes. While a stage runs (DVC e
 describes its previous run. render is the last stage and depends on every other stage, so from render
 the record is every entry except render's own.
 
-Pure functions over a file: no MLflow, no DVC import (the lock is parsed with ruamel.yaml's safe
+Functions over a file (and `log_dvc_lock`, over a pipeline.tracking.Run): no MLflow, no DVC import (the lock is parsed with ruamel.yaml's safe
 loader, YAML 1.2, as DVC parses it, so values such as `1e-05` keep DVC's types).
 """
 from __future__ import annotations
@@ -106,3 +106,28 @@ def _without_stage(lock: dict, name: str) -> str:
     buf = io.StringIO()
     yaml.dump(out, buf)
     return buf.getvalue()
+
+
+def project_root() -> Path:
+    """The repository the runs belong to: DVC exports it as DVC_ROOT to every stage it runs, pointing at the
+    user's repository even when a queued (`dvc exp run --queue`, `--temp`) experiment runs in a temporary
+    copy under `.dvc/tmp/exps/` that is deleted afterwards; the working directory outside DVC."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd())
+
+
+DVC_LOCK_ARTIFACT = "dvc/dvc.lock"
+
+
+def log_dvc_lock(run, lock_file: str | os.PathLike = "dvc.lock") -> dict[str, str]:
+    """Tag the run with the hash of every stage that dvc.lock records for this run (`dvc.stage.<name>`,
+    above) and log the lock file as the artifact `dvc/dvc.lock`; returns the hashes.
+
+    Only under DVC (DVC_STAGE names the running stage, whose own, previous entry is left out) and only
+    where there is a dvc.lock: a stage run by hand logs nothing."""
+    record = current(lock_file, running=os.environ.get("DVC_STAGE"))
+    if record is None:
+        return {}
+    hashes, text = record
+    run.set_tags(tags(hashes))
+    run.log_text(text, DVC_LOCK_ARTIFACT)
+    return hashes

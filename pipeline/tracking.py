@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.errors import ArtganError, first_line as _first_line
+from pipeline.dvclock import project_root
+from pipeline.errors import ArtganError
 
 EXPERIMENT = "artgan"
 DATA_EXPERIMENT = "artgan-data"
@@ -132,6 +133,9 @@ class Run:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._mlflow.set_tags(tags)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._mlflow.log_text(text, artifact_file)
 
     def log_dataset(self, df, name: str, source: str, digest: str, context: str = "training") -> None:
         """The dataset behind this run as an MLflow dataset input (its schema and row count, not the data).
@@ -261,124 +265,6 @@ def run_data(run_id: str) -> dict:
 
 # --- the generator as an MLflow model, and the Model Registry (decisions in pipeline/registry.py) ----------------
 
-MODEL_NAME = "generator"  # the logged model's name inside its run
-
-
-def _missing(exc: BaseException) -> bool:
-    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE") \
-        or "not found" in str(exc).lower() or "does not exist" in str(exc).lower()
-
-
-def log_generator_model(checkpoint: Path, conditional: bool) -> str:
-    """Log the generator as a pyfunc model (pipeline/pyfunc_model.py, seeds -> PNG) into the active run, with
-    its signature, an input example and the artgan code it runs; returns the model URI."""
-    import importlib.metadata as md
-
-    import pandas as pd
-
-    mlflow = _mlflow()
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-
-    import pipeline
-    from pipeline.layout import CHECKPOINT_ARTIFACT
-
-    code = Path(pipeline.__file__).parent
-
-    inputs = Schema([ColSpec("long", "seed"), ColSpec("string", "label", required=False)])
-    outputs = Schema([ColSpec("long", "seed"), ColSpec("string", "label"), ColSpec("string", "png")])
-    example = pd.DataFrame({"seed": [0, 1]})
-    if conditional:
-        example["label"] = ["", ""]
-    reqs = [f"{pkg}=={md.version(pkg).split('+')[0]}" for pkg in ("mlflow", "torch", "torchvision", "numpy", "pandas", "pillow")]
-    try:
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_NAME, python_model=str(code / "pyfunc_model.py"), artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-            code_paths=[str(code)], signature=ModelSignature(inputs, outputs),
-            input_example=example, pip_requirements=reqs)
-    except Exception as exc:
-        raise ArtganError(f"MLflow could not log the generator model: {_first_line(exc)}") from None
-    return info.model_uri
-
-
-def registered_model(name: str) -> dict | None:
-    """{"tags": ..., "aliases": {alias: version}} of a registered model, or None when there is none."""
-    mlflow = _mlflow()
-    try:
-        rm = mlflow.MlflowClient().get_registered_model(name)
-    except Exception as exc:
-        if _missing(exc):
-            return None
-        raise ArtganError(f"MLflow registry at {tracking_uri()}: {_first_line(exc)}") from None
-    return {"tags": dict(rm.tags), "aliases": {a: str(v) for a, v in (rm.aliases or {}).items()}}
-
-
-def registered_model_names(limit: int = 20) -> list[str]:
-    client = _mlflow().MlflowClient()
-    try:
-        return sorted(m.name for m in client.search_registered_models(max_results=limit))
-    except Exception:
-        return []
-
-
-def create_registered_model(name: str, tags: dict[str, str], description: str) -> None:
-    client = _mlflow().MlflowClient()
-    try:
-        client.create_registered_model(name, tags=tags, description=description)
-    except Exception as exc:
-        if getattr(exc, "error_code", "") == "RESOURCE_ALREADY_EXISTS":  # a concurrent evaluate made it first
-            return
-        raise ArtganError(f"MLflow registry: could not create registered model {name!r}: {_first_line(exc)}") from None
-
-
-def register_version(name: str, model_uri: str, tags: dict[str, str]) -> str:
-    """A new version of `name` from a logged model; returns the version number."""
-    mlflow = _mlflow()
-    try:
-        mv = mlflow.register_model(model_uri, name, tags=tags)
-    except Exception as exc:
-        raise ArtganError(f"MLflow registry: could not register {model_uri} as {name!r}: {_first_line(exc)}") from None
-    return str(mv.version)
-
-
-def model_version(name: str, version: str | None = None, alias: str | None = None) -> dict | None:
-    """{"version", "run_id", "tags", "source"} of a version (by number or alias), or None when it does not exist."""
-    client = _mlflow().MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, str(version))
-    except Exception as exc:
-        if _missing(exc):
-            return None
-        raise ArtganError(f"MLflow registry at {tracking_uri()}: {_first_line(exc)}") from None
-    return {"version": str(mv.version), "run_id": mv.run_id, "tags": dict(mv.tags), "source": mv.source}
-
-
-def model_versions(name: str) -> list[str]:
-    client = _mlflow().MlflowClient()
-    try:
-        return sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
-    except Exception:
-        return []
-
-
-def set_alias(name: str, alias: str, version: str) -> None:
-    client = _mlflow().MlflowClient()
-    try:
-        client.set_registered_model_alias(name, alias, str(version))
-    except Exception as exc:
-        raise ArtganError(f"MLflow registry: could not set {name}@{alias} to version {version}: {_first_line(exc)}") from None
-
-
-def download_model(uri: str, dst: Path) -> Path:
-    """The files of a logged or registered model under `dst` (its MLmodel at the top)."""
-    mlflow = _mlflow()
-    try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
-    except Exception as exc:
-        raise ArtganError(f"model {uri}: could not download it from {tracking_uri()}: {_first_line(exc)}") from None
-    return Path(local)
-
-
 def log_data_stage(stage: str, params: dict[str, object], figures: dict, artifacts: list[Path] = (),
                    tags: dict[str, str] | None = None) -> str:
     """One small run per data stage (fetch, validate, preprocess) in the data experiment."""
@@ -391,14 +277,7 @@ def log_data_stage(stage: str, params: dict[str, object], figures: dict, artifac
         return run.run_id
 
 
-# --- DVC: where the store lives under `dvc exp run --queue` / `--temp`, and what dvc.lock says ----------------
-
-
-def project_root() -> Path:
-    """The repository the runs belong to: DVC exports it as DVC_ROOT to every stage it runs, pointing at the
-    user's repository even when a queued (`dvc exp run --queue`, `--temp`) experiment runs in a temporary
-    copy under `.dvc/tmp/exps/` that is deleted afterwards; the working directory outside DVC."""
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd())
+# --- under `dvc exp run --queue` / `--temp`: the store of the repository, not of the temporary copy ----------
 
 
 def _set_experiment(mlflow, name: str) -> None:
@@ -429,23 +308,3 @@ def set_experiment_kind(mlflow, experiment) -> None:
         mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     except Exception:  # a READ-only user on a basic-auth server: the runs are still tracked
         pass
-
-
-DVC_LOCK_ARTIFACT = "dvc/dvc.lock"
-
-
-def log_dvc_lock(run: Run, lock_file: str | os.PathLike = "dvc.lock") -> dict[str, str]:
-    """Tag the run with the hash of every stage that dvc.lock records for this run (`dvc.stage.<name>`,
-    pipeline/dvclock.py) and log the lock file as the artifact `dvc/dvc.lock`; returns the hashes.
-
-    Only under DVC (DVC_STAGE names the running stage, whose own, previous entry is left out) and only
-    where there is a dvc.lock: a stage run by hand logs nothing."""
-    from pipeline import dvclock
-
-    record = dvclock.current(lock_file, running=os.environ.get("DVC_STAGE"))
-    if record is None:
-        return {}
-    hashes, text = record
-    run.set_tags(dvclock.tags(hashes))
-    run._mlflow.log_text(text, DVC_LOCK_ARTIFACT)
-    return hashes

@@ -142,16 +142,16 @@ def test_a_queued_workspace_tracks_into_the_repository_store(tmp_path, monkeypat
     assert tracking.tracking_uri() == f"sqlite:///{root / 'mlflow.db'}"
 
     with tracking.new_run("render", {"train.loss": "hinge"}) as run:
-        assert tracking.log_dvc_lock(run) == {}  # not under DVC (no DVC_STAGE): nothing
+        assert dvclock.log_dvc_lock(run) == {}  # not under DVC (no DVC_STAGE): nothing
         monkeypatch.setenv("DVC_STAGE", "train")
-        hashes = tracking.log_dvc_lock(run)
+        hashes = dvclock.log_dvc_lock(run)
         run_id = run.run_id
     assert hashes == {"prepare": dvclock.stage_hashes(dvclock.parse(LOCK))["prepare"]}
 
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     got = client.get_run(run_id)
     assert _stage_tags(got) == {"dvc.stage.prepare": hashes["prepare"]}
-    lock_copy = Path(client.download_artifacts(run_id, tracking.DVC_LOCK_ARTIFACT, str(tmp_path)))
+    lock_copy = Path(client.download_artifacts(run_id, dvclock.DVC_LOCK_ARTIFACT, str(tmp_path)))
     assert list(dvclock.load(lock_copy)["stages"]) == ["prepare"]
     experiment = client.get_experiment(got.info.experiment_id)
     assert Path(experiment.artifact_location) == root / "mlruns" / tracking.EXPERIMENT

@@ -201,6 +201,6 @@ def register(cfg: Config, run_id: str, metrics: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="artgan-model-") as tmp:
         path = Path(tmp) / "generator.pt"
         torch.save(generator_only(ckpt), path)
-        uri = tracking.log_generator_model(path, conditional=bool(ckpt.get("classes")))
+        uri = registry.log_generator_model(path, conditional=bool(ckpt.get("classes")))
     return registry.publish(cfg.registry.name, uri, run_id, metrics["fid"], digest,
                             registry.protocol(metrics, cfg.eval.fid_precision))

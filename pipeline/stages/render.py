@@ -13,14 +13,14 @@ Under reports/render/ (one DVC output; each file also goes to the MLflow run):
   reports/memorisation.png), at least 256 px across, which the report shows (pipeline/report.py).
 Then reports/index.html, the self-contained report (pipeline/report.py).
 Under DVC it also tags the run with the hash of every earlier stage from dvc.lock and logs the lock file
-(`tracking.log_dvc_lock`): render is the last stage, so dvc.lock then holds the run's fetch ... evaluate.
+(`dvclock.log_dvc_lock`): render is the last stage, so dvc.lock then holds the run's fetch ... evaluate.
 """
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-from pipeline import tracking
+from pipeline import dvclock, tracking
 from pipeline.artifacts import load_generator, load_images, load_labels, load_snapshots
 from pipeline.config import Config
 from pipeline.imaging import grid, grid_image
@@ -211,5 +211,5 @@ def run(cfg: Config) -> dict:
         mlrun.log_artifacts(reports / RENDER_DIR, artifact_path=RENDER_DIR)
         report = write_report(cfg)
         mlrun.log_artifact(report)
-        tracking.log_dvc_lock(mlrun)  # under DVC: the stage hashes of this run + dvc.lock (pipeline/dvclock.py)
+        dvclock.log_dvc_lock(mlrun)  # under DVC: the stage hashes of this run + dvc.lock
     return {"render": str(reports / RENDER_DIR), "files": sorted(written), "report": str(report), "classes": n_classes}
