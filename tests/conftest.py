@@ -13,6 +13,13 @@ from __future__ import annotations
 
 import pytest
 
+@pytest.fixture(scope="module")
+def mlflow_dir(tmp_path_factory):
+    """One MLflow tracking store per test module (creating a store costs seconds); each test looks its runs up by
+    their own ids. Use it with helpers.isolate_mlflow(monkeypatch, tmp_path, mlflow_dir)."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
 BROWSER_FIXTURES = {"browser", "chromium"}  # tests/test_report.py's playwright browser, test_mlflow_ui's chromium
 POSTGRES_FIXTURES = {"postgres"}  # tests/test_team_server.py's PostgresCluster
 CUDA_REASONS = ("needs a cuda device", "needs cuda", "requires cuda")

@@ -14,12 +14,6 @@ from pipeline.data import openmoji
 
 
 @pytest.fixture(scope="module")
-def mlflow_dir(tmp_path_factory):
-    """One tracking store for the module (creating one costs seconds)."""
-    return tmp_path_factory.mktemp("mlflow")
-
-
-@pytest.fixture(scope="module")
 def all_glyphs():
     names = openmoji.glyph_names()
     return names, list(openmoji.render(names, 128))

@@ -56,11 +56,6 @@ def snapshot(root: Path) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def mlflow_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("mlflow")
-
-
 @pytest.fixture
 def fetch(tmp_path, monkeypatch, mlflow_dir):
     """fetch(source, **data) -> the manifest; data/raw and the download cache live under tmp_path."""

@@ -18,12 +18,6 @@ from pipeline.errors import ArtganError
 N_IMAGES, SIZE = 64, 16
 
 
-@pytest.fixture(scope="module")
-def mlflow_dir(tmp_path_factory) -> Path:
-    """One tracking store for the module: each run is looked up by its own id."""
-    return tmp_path_factory.mktemp("mlflow")
-
-
 @pytest.fixture
 def processed(tmp_path, monkeypatch, mlflow_dir) -> Path:
     """A tiny images.npy where preprocess would put it (no Inception needed)."""
