@@ -9,8 +9,8 @@ global sum pooling → Linear → logit. D has no batch norm (with or without sp
 Widths, with g = g_channels and d = d_channels:
 - 16 and 32 px, the SN-GAN CIFAR-10 models: constant widths 2g in G and d in D, so g = d = 128 is SN-GAN's
   256 / 128 exactly, and the project default g = d = 32 gives a 64 / 32-wide model that trains on a CPU
-  (G ≈ 0.34 M, D ≈ 0.07 M parameters at 32 px with z_dim = 100; ≈ 0.2 + 0.035 GFLOP per image forward,
-  ~0.7 s per 64-image hinge step on 2 CPU cores, vs ~5.6 s for the 4g / 2d widths). D: optimized block
+  (G ≈ 0.34 M, D ≈ 0.07 M parameters at 32 px with z_dim = 100; ≈ 0.2 + 0.035 GFLOP per image forward;
+  step times in docs/benchmarks.md). D: optimized block
   (down), one down block, two blocks that keep the size (32 → 8×8, 16 → 4×4).
 - 64 px, the SN-GAN STL/ImageNet-64 layout (mimicry's SNGAN-64 with ngf = ndf = 1024 at g = d = 64): G widths
   16g → 8g → 4g → 2g → g over 4 up-blocks; D widths d, 2d, 4d, 8d, 16d, all downsampling (64 → 2).

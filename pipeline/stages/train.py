@@ -2,8 +2,8 @@
 
 Resumes automatically: the state is checkpointed every `train.checkpoint_every` steps under
 `train.checkpoint_dir/<key>/`, where the key hashes the configuration and the data; a killed run picks
-up from there and ends bitwise where an uninterrupted run would (CPU; on CUDA too, checked on an H200). Multi-process: `artgan train
---nproc N` (torchrun); rank 0 alone logs and writes.
+up from there and ends bitwise where an uninterrupted run would (on the CPU and on CUDA). Multi-process:
+`artgan train --nproc N` (torchrun); rank 0 alone logs and writes.
 """
 from __future__ import annotations
 
