@@ -20,14 +20,13 @@ cache directory in the format each library loads:
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from pipeline.errors import ArtganError
+from pipeline.io import atomic_path
 from pipeline.metrics.inception import FEATURE_DIM, load_shipped, weights_path
 
 TORCH_FIDELITY_NAME = "inception-v3-compat"
@@ -42,21 +41,6 @@ def _require(module: str, pip_name: str):
         return importlib.import_module(module)
     except ImportError:
         raise ArtganError(f"the reference FID implementations need {pip_name}: pip install {pip_name}") from None
-
-
-def _atomic_save(write, path: Path) -> Path:
-    """Write through a temporary file in the same directory, so a concurrent reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def _fresh(path: Path) -> bool:
@@ -145,7 +129,8 @@ def torch_fidelity_weights(cache_dir: str | Path) -> Path:
     path = Path(cache_dir) / TORCH_FIDELITY_FILE
     if not _fresh(path):
         sd = torch_fidelity_state_dict()
-        _atomic_save(lambda p: torch.save(sd, p), path)
+        with atomic_path(path) as tmp:
+            torch.save(sd, tmp)
     return path
 
 
@@ -206,7 +191,8 @@ def cleanfid_model_dir(cache_dir: str | Path) -> Path:
     path = Path(cache_dir) / CLEANFID_FILE
     if not _fresh(path):
         scripted = torch.jit.script(NvidiaInterface(load_shipped().net.layers).eval())
-        _atomic_save(lambda p: torch.jit.save(scripted, p), path)
+        with atomic_path(path) as tmp:
+            torch.jit.save(scripted, str(tmp))
     return path.parent
 
 
