@@ -1,0 +1,157 @@
+"""Write the `dvc exp run --queue` sweep into docs/quality.md: the `dvc exp show` table and each experiment's grid.
+
+    dvc exp run --queue -n NAME -S train.threads=1 -S eval.curve_samples=0 -S registry.enabled=false -S ...
+    dvc queue start -j 1            # one training at a time
+    python bench/quality_exps.py --rev <the commit the experiments were queued on> [--rev ...]
+
+For each finished experiment of the given baseline commits it reads the params and reports/metrics.json that
+`dvc exp show --json` lists, the params it changed against its baseline, and its grid (render/grid.png, from
+the MLflow run named after the experiment in the repository's store). It replaces the part of docs/quality.md
+between the sweep markers, and leaves the rest of the page alone. Experiments that share the tried params and
+differ only in `train.seed` are summarised as a mean over their seeds too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- dvc-exp-sweep: written by bench/quality_exps.py -->", "<!-- /dvc-exp-sweep -->"
+PROTOCOL = {"train.threads", "eval.curve_samples", "registry.enabled"}  # how a row ran, not what it tried
+METRICS = ("fid", "kid_mean", "kid_std", "precision", "recall")
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("filter",):
+            out |= flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _data(rev: dict) -> tuple[dict, dict]:
+    data = rev.get("data") or {}
+    params = flat(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
+    metrics = ((data.get("metrics") or {}).get("reports/metrics.json") or {}).get("data") or {}
+    return params, metrics
+
+
+def experiments(revs: list[str]) -> list[dict]:
+    dvc = Path(sys.executable).parent / "dvc"
+    args = [str(dvc), "exp", "show", "--json", "--no-pager"] + [a for r in revs for a in ("--rev", r)]
+    show = json.loads(subprocess.run(args, cwd=REPO, check=True, capture_output=True, text=True).stdout)
+    rows = []
+    for commit in show:
+        if commit["rev"] == "workspace":
+            continue
+        base_params, base_metrics = _data(commit)
+        rows.append({"name": f"baseline {commit['rev'][:7]}", "changed": {}, "params": base_params,
+                     "metrics": base_metrics, "baseline": True})
+        for exp in commit.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state", "success") != "success":
+                continue  # queued, running or failed: its metrics are not its own yet
+            for rev in exp.get("revs") or []:
+                params, metrics = _data(rev)
+                if not metrics.get("fid"):
+                    continue  # queued, running or failed
+                changed = {k: v for k, v in params.items() if base_params.get(k) != v and k not in PROTOCOL}
+                rows.append({"name": rev.get("name") or rev["rev"][:7], "changed": changed, "params": params,
+                             "metrics": metrics, "baseline": False})
+    return rows
+
+
+def grid_of(name: str, dst: Path) -> bool:
+    """The experiment's render/grid.png from the MLflow run named after it (the repository's store)."""
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{REPO / 'mlflow.db'}")
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("artgan")
+    runs = client.search_runs([exp.experiment_id], f"attributes.run_name = '{name}'") if exp else []
+    for run in runs:
+        try:
+            path = client.download_artifacts(run.info.run_id, "render/grid.png", str(dst.parent))
+        except Exception:
+            continue
+        shutil.move(path, dst)
+        return True
+    return False
+
+
+def tried(changed: dict) -> str:
+    items = {k: v for k, v in changed.items() if k != "train.seed"}
+    return ", ".join(f"`{k}={v}`" for k, v in items.items()) or "the baseline's params"
+
+
+def section(rows: list[dict], img_dir: Path, machine: str, date: str) -> list[str]:
+    lines = [BEGIN, "", "## The `dvc exp` sweep", "",
+             f"Queued with `dvc exp run --queue` and run one at a time (`dvc queue start -j 1`, `train.threads=1`) on "
+             f"{machine}, {date}; the protocol is the default evaluate without the FID curve. The table is "
+             "`dvc exp show`'s, less the columns every row shares.", "",
+             "| experiment | tried | seed | FID | KID ×1000 | precision | recall |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        m = r["metrics"]
+        kid = f"{1000 * m['kid_mean']:.1f} ± {1000 * m.get('kid_std', 0):.1f}" if "kid_mean" in m else "–"
+        lines.append(f"| {r['name']} | {'–' if r['baseline'] else tried(r['changed'])} | "
+                     f"{r['params'].get('train.seed', 0)} | {m['fid']:.1f} | {kid} | {m['precision']:.3f} | "
+                     f"{m['recall']:.3f} |")
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if not r["baseline"]:
+            groups.setdefault(tried(r["changed"]), []).append(r)
+    seeded = {k: v for k, v in groups.items() if len(v) > 1}
+    if seeded:
+        lines += ["", "Over seeds (mean ± standard deviation):", "",
+                  "| tried | seeds | FID | KID ×1000 | precision | recall |", "|---|---|---:|---:|---:|---:|"]
+        for k, v in seeded.items():
+            def ms(key: str, scale: float = 1.0) -> str:
+                xs = [scale * r["metrics"][key] for r in v]
+                return f"{statistics.mean(xs):.{1 if scale != 1 or key == 'fid' else 3}f} ± " \
+                       f"{statistics.stdev(xs):.{1 if scale != 1 or key == 'fid' else 3}f}"
+            seeds = ", ".join(str(r["params"].get("train.seed", 0)) for r in v)
+            lines.append(f"| {k} | {seeds} | {ms('fid')} | {ms('kid_mean', 1000)} | {ms('precision')} | "
+                         f"{ms('recall')} |")
+    lines += ["", "Grids (8×8, EMA generator, `render.seed` 0):", ""]
+    for r in rows:
+        if r["baseline"]:
+            continue
+        dst = img_dir / f"exp-{r['name']}.png"
+        if grid_of(r["name"], dst):
+            lines += [f"**{r['name']}**: {tried(r['changed'])}, seed {r['params'].get('train.seed', 0)} "
+                      f"(FID {r['metrics']['fid']:.1f})", "", f"![{r['name']}](img/quality/{dst.name})", ""]
+    return lines + [END]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rev", action="append", required=True, help="a baseline commit the experiments were queued on")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "quality.md")
+    ap.add_argument("--machine", default=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    ap.add_argument("--date", default=__import__("datetime").date.today().isoformat())
+    args = ap.parse_args()
+    img_dir = args.out.parent / "img" / "quality"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    new = section(experiments(args.rev), img_dir, args.machine, args.date)
+    text = args.out.read_text() if args.out.exists() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + "\n".join(new) + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + "\n".join(new) + "\n"
+    tmp = args.out.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
