@@ -14,7 +14,7 @@ CHROMIUM := /usr/bin/chromium
 POSTGRES := /usr/bin/pg_ctlcluster
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install setup repro test test-fast clean
+.PHONY: install setup repro test test-fast lint clean
 
 $(BIN)/artgan: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,12 @@ setup: install $(CHROMIUM) $(POSTGRES)
 repro: install
 	$(BIN)/dvc repro
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # the unit tests only, for the inner loop: no end-to-end, browser, PostgreSQL or GPU tests (so no apt installs);
 # select a tier on its own with e.g. `.venv/bin/python -m pytest -m browser`

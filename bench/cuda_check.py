@@ -11,6 +11,7 @@ dry run with few steps). Needs data/processed/images.npy (`dvc repro preprocess`
 --no-tracking replaces the MLflow run by a null one (for a machine without mlflow installed); the
 training code is otherwise the stage's own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,18 @@ def config(root: Path, device: str, steps: int, compile_: bool, every: int, grap
     from pipeline.config import load, parse
 
     raw = load().model_dump(by_alias=True)
-    raw["train"].update(device=device, steps=steps, compile=compile_, cuda_graphs=graphs, checkpoint_every=every,
-                        snapshot_every=0,
-                        sample_every=10**9, log_every=max(1, steps // 10), checkpoint_dir=str(root / "checkpoints"),
-                        out_dir=str(root / "models"))
+    raw["train"].update(
+        device=device,
+        steps=steps,
+        compile=compile_,
+        cuda_graphs=graphs,
+        checkpoint_every=every,
+        snapshot_every=0,
+        sample_every=10**9,
+        log_every=max(1, steps // 10),
+        checkpoint_dir=str(root / "checkpoints"),
+        out_dir=str(root / "models"),
+    )
     raw["reports_dir"] = str(root / "reports")
     return parse(raw)
 
@@ -90,9 +99,11 @@ def eval_check(n: int) -> None:
     on_dev = generate_uint8(G.to(dev), m.z_dim, n, cfg.eval.seed, cfg.eval.batch_size)
     t2 = time.perf_counter()
     differ = on_cpu != on_dev
-    print(f"check: {n} samples of an untrained {m.arch} G on {dev} vs the CPU: {differ.mean():.2e} of the pixels differ, "
-          f"max |diff| {np.abs(on_cpu.astype(int) - on_dev.astype(int)).max()} levels ({t1 - t0:.2f} s vs {t2 - t1:.2f} s)",
-          flush=True)
+    print(
+        f"check: {n} samples of an untrained {m.arch} G on {dev} vs the CPU: {differ.mean():.2e} of the pixels differ, "
+        f"max |diff| {np.abs(on_cpu.astype(int) - on_dev.astype(int)).max()} levels ({t1 - t0:.2f} s vs {t2 - t1:.2f} s)",
+        flush=True,
+    )
     half = n // 2
     fids = []
     for model in (FastInception(), FastInception().to(dev)):
@@ -102,10 +113,12 @@ def eval_check(n: int) -> None:
         (m1, s1), (m2, s2) = statistics(feats[:half]), statistics(feats[half:])
         fids.append((frechet_distance(m1, s1, m2, s2), feats, n / dt))
     (fc, fcpu, rc), (fd, fdev, rd) = fids
-    print(f"check: features ({cfg.eval.fid_precision}) of the same {n} samples on {dev} vs the CPU: max rel diff "
-          f"{np.abs(fdev - fcpu).max() / np.abs(fcpu).max():.1e}; FID (first half vs second half) {fd:.6f} vs "
-          f"{fc:.6f}, relative difference {abs(fd - fc) / fc:.1e}; extract_features {rd:.0f} vs {rc:.1f} img/s",
-          flush=True)
+    print(
+        f"check: features ({cfg.eval.fid_precision}) of the same {n} samples on {dev} vs the CPU: max rel diff "
+        f"{np.abs(fdev - fcpu).max() / np.abs(fcpu).max():.1e}; FID (first half vs second half) {fd:.6f} vs "
+        f"{fc:.6f}, relative difference {abs(fd - fc) / fc:.1e}; extract_features {rd:.0f} vs {rc:.1f} img/s",
+        flush=True,
+    )
 
 
 def kill_and_resume(root: Path, args, reference: Path, graphs: bool) -> tuple[dict, bool, float, int]:
@@ -114,10 +127,13 @@ def kill_and_resume(root: Path, args, reference: Path, graphs: bool) -> tuple[di
     resumed from."""
     from pipeline.training import checkpoint
 
-    child = subprocess.Popen([sys.executable, __file__, "--child", str(root), "--device", args.device,
-                              "--steps", str(args.steps)] + (["--no-tracking"] if args.no_tracking else [])
-                             + (["--child-graphs"] if graphs else []),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--child", str(root), "--device", args.device, "--steps", str(args.steps)]
+        + (["--no-tracking"] if args.no_tracking else [])
+        + (["--child-graphs"] if graphs else []),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 600
     while not list((root / "checkpoints").glob("*/latest.pt")) and child.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -128,8 +144,11 @@ def kill_and_resume(root: Path, args, reference: Path, graphs: bool) -> tuple[di
     killed = child.returncode == -signal.SIGKILL
     latest = next((root / "checkpoints").glob("*/latest.pt"), None)
     at = checkpoint.load(latest)["step"] if latest else 0
-    print(f"check: child {'killed by SIGKILL' if killed else f'exited {child.returncode} before the kill'}; "
-          f"latest checkpoint at step {at} of {args.steps}", flush=True)
+    print(
+        f"check: child {'killed by SIGKILL' if killed else f'exited {child.returncode} before the kill'}; "
+        f"latest checkpoint at step {at} of {args.steps}",
+        flush=True,
+    )
     resumed = train(root, args, graphs=graphs)
     equal, diff = compare(weights(reference), weights(root))
     return resumed, equal, diff, at
@@ -140,8 +159,13 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--no-tracking", action="store_true")
-    ap.add_argument("--eval-only", type=int, default=0, metavar="N",
-                    help="only compare evaluate's sampling and FID features on the device and the CPU, N samples")
+    ap.add_argument(
+        "--eval-only",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only compare evaluate's sampling and FID features on the device and the CPU, N samples",
+    )
     ap.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile run")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # the run that gets killed
     ap.add_argument("--child-graphs", action="store_true", help=argparse.SUPPRESS)
@@ -160,9 +184,15 @@ def main() -> None:
     from pipeline.training.loop import pick_device
 
     dev = pick_device(args.device)
-    print(f"torch {torch.__version__}, device {dev}"
-          + (f" ({torch.cuda.get_device_name()}, capability {torch.cuda.get_device_capability()})"
-             if dev.type == "cuda" else ""), flush=True)
+    print(
+        f"torch {torch.__version__}, device {dev}"
+        + (
+            f" ({torch.cuda.get_device_name()}, capability {torch.cuda.get_device_capability()})"
+            if dev.type == "cuda"
+            else ""
+        ),
+        flush=True,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -173,8 +203,11 @@ def main() -> None:
 
         # 2. the same run killed with SIGKILL after its first checkpoint, then resumed in this process
         resumed, equal, diff, at = kill_and_resume(tmp / "b", args, tmp / "a", graphs=False)
-        print(f"check: resumed from step {at}: final G weights {'bitwise equal' if equal else 'differ'} "
-              f"(max |diff| {diff:.3g}) to the uninterrupted run", flush=True)
+        print(
+            f"check: resumed from step {at}: final G weights {'bitwise equal' if equal else 'differ'} "
+            f"(max |diff| {diff:.3g}) to the uninterrupted run",
+            flush=True,
+        )
         rows.append(("eager, resumed after SIGKILL (part after the kill)", resumed))
 
         # 3. torch.compile
@@ -188,12 +221,17 @@ def main() -> None:
         g = train(tmp / "g", args, graphs=True)
         rows.append(("train.cuda_graphs (3 eager warm-up steps and the capture included)", g))
         equal, diff = compare(weights(tmp / "a"), weights(tmp / "g"))
-        print(f"check: CUDA-graph run's final G weights vs eager: max |diff| {diff:.3g} (capturable Adam rounds "
-              f"its bias correction on the device, so a few ulps apart at first)", flush=True)
+        print(
+            f"check: CUDA-graph run's final G weights vs eager: max |diff| {diff:.3g} (capturable Adam rounds "
+            f"its bias correction on the device, so a few ulps apart at first)",
+            flush=True,
+        )
         resumed, equal, diff, at = kill_and_resume(tmp / "h", args, tmp / "g", graphs=True)
-        print(f"check: CUDA graphs, resumed from step {at}: final G weights "
-              f"{'bitwise equal' if equal else 'differ'} (max |diff| {diff:.3g}) to the uninterrupted graph run",
-              flush=True)
+        print(
+            f"check: CUDA graphs, resumed from step {at}: final G weights "
+            f"{'bitwise equal' if equal else 'differ'} (max |diff| {diff:.3g}) to the uninterrupted graph run",
+            flush=True,
+        )
         rows.append(("train.cuda_graphs, resumed after SIGKILL (part after the kill)", resumed))
 
     print(f"\n| run ({args.steps} steps, params.yaml model and batch) | img/s | wall s |\n|---|---:|---:|")

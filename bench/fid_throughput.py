@@ -18,6 +18,7 @@ On a GPU (or with --fid) it also compares FID of two image sets, artgan vs torch
     python bench/fid_throughput.py [--n 32] [--batch 16] [--repeats 3] [--device auto] [--threads N] [--fp16]
     python bench/fid_throughput.py --n 512 --save-images sets.npz   # then --images sets.npz elsewhere
 """
+
 from __future__ import annotations
 
 import argparse
@@ -113,12 +114,16 @@ def make_paths(device: torch.device, cache: Path, with_cleanfid: bool, fp16: boo
     paths = {
         "artgan FastInception": (ours, "host"),
         "TorchScript as shipped (+ to_network_input)": (
-            lambda x: shipped(to_network_input(x)).reshape(-1, FEATURE_DIM).cpu(), "nhwc"),
+            lambda x: shipped(to_network_input(x)).reshape(-1, FEATURE_DIM).cpu(),
+            "nhwc",
+        ),
         "torch-fidelity inception-v3-compat": (lambda x: tf(x)[0].cpu(), "nchw"),
     }
     if fp16:  # eval.fid_precision: fp16 (float16 autocast; tensor cores on a GPU)
         paths["artgan FastInception, fp16"] = (
-            lambda x: torch.from_numpy(extract_features(fast, x.numpy(), batch_size=len(x), precision="fp16")), "host")
+            lambda x: torch.from_numpy(extract_features(fast, x.numpy(), batch_size=len(x), precision="fp16")),
+            "host",
+        )
     if with_cleanfid:
         cf = references.cleanfid_extractor(cache, device)
         paths["clean-fid legacy_tensorflow"] = (lambda x: cf(x.float()).cpu(), "nchw")
@@ -166,8 +171,11 @@ def fid_comparison(paths, images_a: np.ndarray, batch: int, device: torch.device
                 Image.fromarray(np.ascontiguousarray(im)).save(d / f"{i:04d}.png")
             dirs.append(d)
         theirs = references.torch_fidelity_fid(dirs[0], dirs[1], cache, device=device.type, batch_size=batch)
-    return "\n".join(f"FID of two sets of {len(images_a)} images: {name} {fid:.6f}, torch-fidelity {theirs:.6f}, "
-                     f"relative difference {abs(fid - theirs) / abs(theirs):.2e}" for name, fid in ours.items())
+    return "\n".join(
+        f"FID of two sets of {len(images_a)} images: {name} {fid:.6f}, torch-fidelity {theirs:.6f}, "
+        f"relative difference {abs(fid - theirs) / abs(theirs):.2e}"
+        for name, fid in ours.items()
+    )
 
 
 def main() -> None:
@@ -180,7 +188,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32, help="input image size before the 299 resize")
     ap.add_argument("--cleanfid", action="store_true", help="also time clean-fid's extractor")
     ap.add_argument("--fid", action="store_true", help="compare FID with torch-fidelity on CPU too (always on GPU)")
-    ap.add_argument("--tf32", action="store_true", help="allow TF32 on GPU for the reference paths (artgan's extract_features stays fp32)")
+    ap.add_argument(
+        "--tf32",
+        action="store_true",
+        help="allow TF32 on GPU for the reference paths (artgan's extract_features stays fp32)",
+    )
     ap.add_argument("--fp16", action="store_true", help="also time artgan with eval.fid_precision: fp16 (and its FID)")
     ap.add_argument("--cache", default=None, help="directory for the converted reference weights (default: temp)")
     ap.add_argument("--images", default=None, help="read the two image sets from this .npz (see --save-images)")
@@ -189,8 +201,13 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
@@ -200,17 +217,22 @@ def main() -> None:
     global IMAGES_NPZ
     IMAGES_NPZ = Path(args.images) if args.images else None
     images = first_set(args.n, args.size)
-    print(f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
-          f"{torch.get_num_threads()} threads, {args.n} OpenMoji images {args.size} px -> 299, batch {args.batch}, "
-          f"{args.repeats} repeats{', TF32 allowed' if device.type == 'cuda' and args.tf32 else ''}", flush=True)
+    print(
+        f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
+        f"{torch.get_num_threads()} threads, {args.n} OpenMoji images {args.size} px -> 299, batch {args.batch}, "
+        f"{args.repeats} repeats{', TF32 allowed' if device.type == 'cuda' and args.tf32 else ''}",
+        flush=True,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(args.cache) if args.cache else Path(tmp)
         paths, tf = make_paths(device, cache, args.cleanfid, args.fp16)
         nhwc = torch.from_numpy(images)
-        inputs = {"host": list(nhwc.split(args.batch)),  # extract_features uploads each batch itself
-                  "nhwc": [b.to(device) for b in nhwc.split(args.batch)],
-                  "nchw": [b.to(device) for b in nhwc.permute(0, 3, 1, 2).contiguous().split(args.batch)]}
+        inputs = {
+            "host": list(nhwc.split(args.batch)),  # extract_features uploads each batch itself
+            "nhwc": [b.to(device) for b in nhwc.split(args.batch)],
+            "nchw": [b.to(device) for b in nhwc.permute(0, 3, 1, 2).contiguous().split(args.batch)],
+        }
         for fn, layout in paths.values():  # warm-up: allocator, oneDNN / cuDNN plans, TorchScript profiling runs
             for _ in range(2):
                 run_path(fn, inputs[layout][:1], device)
@@ -221,7 +243,12 @@ def main() -> None:
                 rate, f = run_path(fn, inputs[layout], device)
                 rates[name].append(rate)
                 feats.setdefault(name, f)
-            print("  " + ", ".join(f"{k.split()[0]}{' fp16' if 'fp16' in k else ''} {v[-1]:.1f}" for k, v in rates.items()) + " img/s", flush=True)
+            print(
+                "  "
+                + ", ".join(f"{k.split()[0]}{' fp16' if 'fp16' in k else ''} {v[-1]:.1f}" for k, v in rates.items())
+                + " img/s",
+                flush=True,
+            )
 
         flops = flops_per_image(tf, device)
         peak = peak_gflops(device)
@@ -230,15 +257,21 @@ def main() -> None:
         ref_med = statistics.median(rates[ref_name])
         shipped = feats["TorchScript as shipped (+ to_network_input)"].double()
         # FLOPs as torch counts them: 2 per multiply-add, as in the matmul rate (2·n³ per n×n product)
-        print(f"\nnetwork: {flops / 1e9:.2f} GFLOP ({flops / 2e9:.2f} G multiply-adds) per 299×299 image; "
-              f"fp32 matmul measured {peak:.0f} GFLOP/s -> ceiling {ceiling:.1f} img/s\n")
-        print("| path | img/s median (min–max) | × torch-fidelity | % of fp32 ceiling | max rel diff of features vs shipped |")
+        print(
+            f"\nnetwork: {flops / 1e9:.2f} GFLOP ({flops / 2e9:.2f} G multiply-adds) per 299×299 image; "
+            f"fp32 matmul measured {peak:.0f} GFLOP/s -> ceiling {ceiling:.1f} img/s\n"
+        )
+        print(
+            "| path | img/s median (min–max) | × torch-fidelity | % of fp32 ceiling | max rel diff of features vs shipped |"
+        )
         print("|---|---:|---:|---:|---:|")
         for name, r in rates.items():
             med = statistics.median(r)
             diff = ((feats[name].double() - shipped).abs().max() / shipped.abs().max()).item()
-            print(f"| {name} | {med:.1f} ({min(r):.1f}–{max(r):.1f}) | {med / ref_med:.2f} | {100 * med / ceiling:.0f}% "
-                  f"| {diff:.1e} |")
+            print(
+                f"| {name} | {med:.1f} ({min(r):.1f}–{max(r):.1f}) | {med / ref_med:.2f} | {100 * med / ceiling:.0f}% "
+                f"| {diff:.1e} |"
+            )
         print(f"| FLOP ceiling | {ceiling:.1f} | {ceiling / ref_med:.2f} | 100% | |")
 
         if device.type == "cuda":
@@ -246,7 +279,9 @@ def main() -> None:
 
             cpu = extract_features(FastInception(), images, args.batch)
             gpu = feats["artgan FastInception"].double().numpy()
-            print(f"\nartgan features on {device} vs on the CPU: max rel diff {np.abs(gpu - cpu).max() / np.abs(cpu).max():.1e}")
+            print(
+                f"\nartgan features on {device} vs on the CPU: max rel diff {np.abs(gpu - cpu).max() / np.abs(cpu).max():.1e}"
+            )
         if device.type == "cuda" or args.fid:
             print("\n" + fid_comparison(paths, images, args.batch, device, cache))
 

@@ -7,6 +7,7 @@ outlines, gradients) over much the same subjects, so a recipe tuned to OpenMoji'
 
     python bench/noto_emoji.py --out bench/out/noto     # ~3,500 PNGs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ def render_all(out: Path, size: int = 128) -> int:
         data = canvas.tobytes()
         if tofu is None:  # the font's missing-glyph box, drawn for code points it lacks (OpenMoji's own extras)
             tofu_canvas = Image.new("RGBA", (160, 160), (0, 0, 0, 0))
-            ImageDraw.Draw(tofu_canvas).text((80, 80), "\U000FFFFD", font=font, anchor="mm", embedded_color=True)
+            ImageDraw.Draw(tofu_canvas).text((80, 80), "\U000ffffd", font=font, anchor="mm", embedded_color=True)
             tofu = tofu_canvas.tobytes()
         if data == tofu:
             continue

@@ -15,6 +15,7 @@ The real FID statistics are skipped (--skip-fid, the default): TF-Inception feat
 take hours on a CPU, and that cost (linear, batched from the memory-mapped array) is not what this
 measures. --with-fid runs the whole stage instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,9 +72,22 @@ def _write_block(args: tuple[str, int, int]) -> list[dict]:
         path = Path(folder) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        rows.append({"path": rel, "name": f"{i:06d}", "sha256": hashlib.sha256(data).hexdigest(), "width": w,
-                     "height": h, "mode": mode, "format": fmt, "bytes": len(data), "label": str(i % 10),
-                     "source": "synthetic", "status": "ok", "reason": ""})
+        rows.append(
+            {
+                "path": rel,
+                "name": f"{i:06d}",
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "width": w,
+                "height": h,
+                "mode": mode,
+                "format": fmt,
+                "bytes": len(data),
+                "label": str(i % 10),
+                "source": "synthetic",
+                "status": "ok",
+                "reason": "",
+            }
+        )
     return rows
 
 
@@ -112,10 +126,15 @@ def child(args) -> None:
     work.mkdir(exist_ok=True)
     (cache / "validated").mkdir(exist_ok=True)  # where validate would write it: beside raw/
     pd.read_parquet(cache / "raw" / "manifest.parquet").head(args.child).to_parquet(
-        cache / "validated" / "manifest.parquet", index=False)
-    cfg = parse({"data": {"image_size": args.size, "raw_dir": str(cache / "raw"),
-                          "processed_dir": str(work / "processed")},
-                 "preprocess": {"workers": args.workers}, "reports_dir": str(work / "reports")})
+        cache / "validated" / "manifest.parquet", index=False
+    )
+    cfg = parse(
+        {
+            "data": {"image_size": args.size, "raw_dir": str(cache / "raw"), "processed_dir": str(work / "processed")},
+            "preprocess": {"workers": args.workers},
+            "reports_dir": str(work / "reports"),
+        }
+    )
     out = work / "processed"
     out.mkdir(exist_ok=True)
     t = time.perf_counter()
@@ -128,9 +147,19 @@ def child(args) -> None:
     seconds = time.perf_counter() - t
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"n": args.child, "seconds": seconds, "rss_mb": self_mb, "worker_rss_mb": workers_mb,
-                      "images": figures["images"], "exact": figures["exact_duplicates"],
-                      "near": figures["near_duplicates"]}))
+    print(
+        json.dumps(
+            {
+                "n": args.child,
+                "seconds": seconds,
+                "rss_mb": self_mb,
+                "worker_rss_mb": workers_mb,
+                "images": figures["images"],
+                "exact": figures["exact_duplicates"],
+                "near": figures["near_duplicates"],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -153,26 +182,46 @@ def main() -> None:
     generate(cache, max(args.sizes), args.workers or cores)
     results = []
     for n in sorted(args.sizes):
-        cmd = [sys.executable, __file__, "--child", str(n), "--size", str(args.size), "--workers", str(args.workers),
-               "--cache", str(cache), "--with-fid" if args.with_fid else "--skip-fid"]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(n),
+            "--size",
+            str(args.size),
+            "--workers",
+            str(args.workers),
+            "--cache",
+            str(cache),
+            "--with-fid" if args.with_fid else "--skip-fid",
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"N={n}: {r['seconds']:.1f} s, peak RSS {r['rss_mb']:.0f} MB (largest worker {r['worker_rss_mb']:.0f} MB), "
-              f"kept {r['images']}, duplicates exact {r['exact']} near {r['near']}", flush=True)
+        print(
+            f"N={n}: {r['seconds']:.1f} s, peak RSS {r['rss_mb']:.0f} MB (largest worker {r['worker_rss_mb']:.0f} MB), "
+            f"kept {r['images']}, duplicates exact {r['exact']} near {r['near']}",
+            flush=True,
+        )
 
-    print(f"\npreprocess {'(with FID)' if args.with_fid else '(conversion + duplicates, FID skipped)'} at "
-          f"{args.size} px, {args.workers or cores} worker(s), {cores} cores; target: peak RSS < {TARGET_MB} MB "
-          "at 100,000 images, time linear in N\n")
-    print("| N | seconds | s per 1k images | peak RSS MB (stage) | peak RSS MB (largest child, incl. pages shared at fork) | stage within 2 GB |")
+    print(
+        f"\npreprocess {'(with FID)' if args.with_fid else '(conversion + duplicates, FID skipped)'} at "
+        f"{args.size} px, {args.workers or cores} worker(s), {cores} cores; target: peak RSS < {TARGET_MB} MB "
+        "at 100,000 images, time linear in N\n"
+    )
+    print(
+        "| N | seconds | s per 1k images | peak RSS MB (stage) | peak RSS MB (largest child, incl. pages shared at fork) | stage within 2 GB |"
+    )
     print("|---:|---:|---:|---:|---:|:---:|")
     for r in results:
         # the verdict is the stage process's own peak: a child's ru_maxrss counts the pages it shared with the
         # stage between fork and exec (with workers 1, no pool at all, it still reads ~850 MB), so adding
         # it would count the same memory twice; each spawned worker's own memory is a fresh interpreter
         ok = "yes" if r["rss_mb"] < TARGET_MB else "NO"
-        print(f"| {r['n']:,} | {r['seconds']:.1f} | {1000 * r['seconds'] / r['n']:.2f} | {r['rss_mb']:.0f} | "
-              f"{r['worker_rss_mb']:.0f} | {ok} |")
+        print(
+            f"| {r['n']:,} | {r['seconds']:.1f} | {1000 * r['seconds'] / r['n']:.2f} | {r['rss_mb']:.0f} | "
+            f"{r['worker_rss_mb']:.0f} | {ok} |"
+        )
 
 
 if __name__ == "__main__":

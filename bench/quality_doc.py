@@ -6,6 +6,7 @@ Every row's grid is copied beside the page (docs/img/quality/<row>.png), so the 
 means. The first row named `baseline` (today's defaults, no override but the protocol's) is the reference
 of the "× baseline" column; rows of another dataset are compared with the baseline of that dataset.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,15 @@ def dataset_of(row: dict) -> str:
 
 
 def tried(row: dict) -> str:
-    o = {k: v for k, v in row["overrides"].items() if k not in PROTOCOL_KEYS and k != "data.source"
-         and not k.startswith("data.") and k != "validate.min_images"}
-    return ", ".join(f"`{k}={'+'.join(map(str, v)) if isinstance(v, list) else v}`" for k, v in o.items()) or \
-        "today's defaults"
+    o = {
+        k: v
+        for k, v in row["overrides"].items()
+        if k not in PROTOCOL_KEYS and k != "data.source" and not k.startswith("data.") and k != "validate.min_images"
+    }
+    return (
+        ", ".join(f"`{k}={'+'.join(map(str, v)) if isinstance(v, list) else v}`" for k, v in o.items())
+        or "today's defaults"
+    )
 
 
 def write(rows: list[dict], out: Path) -> None:
@@ -69,7 +75,8 @@ def write(rows: list[dict], out: Path) -> None:
         lines.append(
             f"| {dataset_of(r)} | {tried(r)} | {seed} | {r['fid']:.1f} | {1000 * r['kid_mean']:.1f} ± "
             f"{1000 * r['kid_std']:.1f} | {r['precision']:.3f} | {r['recall']:.3f} | {ratio} | "
-            f"{r.get('date', '?')}, {r.get('machine', '?')} |")
+            f"{r.get('date', '?')}, {r.get('machine', '?')} |"
+        )
     lines += ["", "## The grids (8×8, EMA generator, `render.seed` 0)", ""]
     for i, r in enumerate(rows):
         grid = r["folder"] / "render" / "grid.png"
@@ -77,8 +84,7 @@ def write(rows: list[dict], out: Path) -> None:
             continue
         name = f"{i:02d}-{dataset_of(r)}-seed{r['overrides'].get('train.seed', 0)}.png"
         shutil.copyfile(grid, img_dir / name)
-        lines += [f"**{dataset_of(r)}, {tried(r)}** (FID {r['fid']:.1f})", "",
-                  f"![{tried(r)}](img/quality/{name})", ""]
+        lines += [f"**{dataset_of(r)}, {tried(r)}** (FID {r['fid']:.1f})", "", f"![{tried(r)}](img/quality/{name})", ""]
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out)

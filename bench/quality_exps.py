@@ -10,6 +10,7 @@ the MLflow run named after the experiment in the repository's store). It replace
 between the sweep markers, and leaves the rest of the page alone. Experiments that share the tried params and
 differ only in `train.seed` are summarised as a mean over their seeds too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,15 @@ def experiments(revs: list[str]) -> list[dict]:
         if commit["rev"] == "workspace":
             continue
         base_params, base_metrics = _data(commit)
-        rows.append({"name": f"baseline {commit['rev'][:7]}", "changed": {}, "params": base_params,
-                     "metrics": base_metrics, "baseline": True})
+        rows.append(
+            {
+                "name": f"baseline {commit['rev'][:7]}",
+                "changed": {},
+                "params": base_params,
+                "metrics": base_metrics,
+                "baseline": True,
+            }
+        )
         for exp in commit.get("experiments") or []:
             if (exp.get("executor") or {}).get("state", "success") != "success":
                 continue  # queued, running or failed: its metrics are not its own yet
@@ -64,8 +72,15 @@ def experiments(revs: list[str]) -> list[dict]:
                 if not metrics.get("fid"):
                     continue  # queued, running or failed
                 changed = {k: v for k, v in params.items() if base_params.get(k) != v and k not in PROTOCOL}
-                rows.append({"name": rev.get("name") or rev["rev"][:7], "changed": changed, "params": params,
-                             "metrics": metrics, "baseline": False})
+                rows.append(
+                    {
+                        "name": rev.get("name") or rev["rev"][:7],
+                        "changed": changed,
+                        "params": params,
+                        "metrics": metrics,
+                        "baseline": False,
+                    }
+                )
     return rows
 
 
@@ -93,41 +108,65 @@ def tried(changed: dict) -> str:
 
 
 def section(rows: list[dict], img_dir: Path, machine: str, date: str) -> list[str]:
-    lines = [BEGIN, "", "## The `dvc exp` sweep", "",
-             f"Queued with `dvc exp run --queue` and run one at a time (`dvc queue start -j 1`, `train.threads=1`) on "
-             f"{machine}, {date}; the protocol is the default evaluate without the FID curve. The table is "
-             "`dvc exp show`'s, less the columns every row shares.", "",
-             "| experiment | tried | seed | FID | KID ×1000 | precision | recall |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        BEGIN,
+        "",
+        "## The `dvc exp` sweep",
+        "",
+        f"Queued with `dvc exp run --queue` and run one at a time (`dvc queue start -j 1`, `train.threads=1`) on "
+        f"{machine}, {date}; the protocol is the default evaluate without the FID curve. The table is "
+        "`dvc exp show`'s, less the columns every row shares.",
+        "",
+        "| experiment | tried | seed | FID | KID ×1000 | precision | recall |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         m = r["metrics"]
         kid = f"{1000 * m['kid_mean']:.1f} ± {1000 * m.get('kid_std', 0):.1f}" if "kid_mean" in m else "–"
-        lines.append(f"| {r['name']} | {'–' if r['baseline'] else tried(r['changed'])} | "
-                     f"{r['params'].get('train.seed', 0)} | {m['fid']:.1f} | {kid} | {m['precision']:.3f} | "
-                     f"{m['recall']:.3f} |")
+        lines.append(
+            f"| {r['name']} | {'–' if r['baseline'] else tried(r['changed'])} | "
+            f"{r['params'].get('train.seed', 0)} | {m['fid']:.1f} | {kid} | {m['precision']:.3f} | "
+            f"{m['recall']:.3f} |"
+        )
     groups: dict[str, list[dict]] = {}
     for r in rows:
         if not r["baseline"]:
             groups.setdefault(tried(r["changed"]), []).append(r)
     seeded = {k: v for k, v in groups.items() if len(v) > 1}
     if seeded:
-        lines += ["", "Over seeds (mean ± standard deviation):", "",
-                  "| tried | seeds | FID | KID ×1000 | precision | recall |", "|---|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Over seeds (mean ± standard deviation):",
+            "",
+            "| tried | seeds | FID | KID ×1000 | precision | recall |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
         for k, v in seeded.items():
+
             def ms(key: str, scale: float = 1.0) -> str:
                 xs = [scale * r["metrics"][key] for r in v]
-                return f"{statistics.mean(xs):.{1 if scale != 1 or key == 'fid' else 3}f} ± " \
-                       f"{statistics.stdev(xs):.{1 if scale != 1 or key == 'fid' else 3}f}"
+                return (
+                    f"{statistics.mean(xs):.{1 if scale != 1 or key == 'fid' else 3}f} ± "
+                    f"{statistics.stdev(xs):.{1 if scale != 1 or key == 'fid' else 3}f}"
+                )
+
             seeds = ", ".join(str(r["params"].get("train.seed", 0)) for r in v)
-            lines.append(f"| {k} | {seeds} | {ms('fid')} | {ms('kid_mean', 1000)} | {ms('precision')} | "
-                         f"{ms('recall')} |")
+            lines.append(
+                f"| {k} | {seeds} | {ms('fid')} | {ms('kid_mean', 1000)} | {ms('precision')} | {ms('recall')} |"
+            )
     lines += ["", "Grids (8×8, EMA generator, `render.seed` 0):", ""]
     for r in rows:
         if r["baseline"]:
             continue
         dst = img_dir / f"exp-{r['name']}.png"
         if grid_of(r["name"], dst):
-            lines += [f"**{r['name']}**: {tried(r['changed'])}, seed {r['params'].get('train.seed', 0)} "
-                      f"(FID {r['metrics']['fid']:.1f})", "", f"![{r['name']}](img/quality/{dst.name})", ""]
+            lines += [
+                f"**{r['name']}**: {tried(r['changed'])}, seed {r['params'].get('train.seed', 0)} "
+                f"(FID {r['metrics']['fid']:.1f})",
+                "",
+                f"![{r['name']}](img/quality/{dst.name})",
+                "",
+            ]
     return lines + [END]
 
 

@@ -17,6 +17,7 @@ land there, never in the repository's own mlflow.db. For a quick evaluation add 
 upwards: compare such rows only with each other). On a shared CPU add `-S train.threads=1`: two torch threads
 competing with other processes for two cores can run 10-25× slower per step; one thread does not.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,29 +34,40 @@ REPO = Path(__file__).resolve().parent.parent
 
 ROWS = {
     "losses": [{"train.loss": loss} for loss in ("bce", "ns", "wgan", "wgan-gp", "lsgan", "hinge")],
-    "archs": [{"model.arch": "mlp"}, {"model.arch": "dcgan"},
-              {"model.arch": "resnet", "model.spectral_norm": True, "train.loss": "hinge"},
-              {"model.arch": "vae", "train.ema_decay": 0.0, "train.lr_g": 1e-3, "train.lr_d": 1e-3, "train.augment": []}],
+    "archs": [
+        {"model.arch": "mlp"},
+        {"model.arch": "dcgan"},
+        {"model.arch": "resnet", "model.spectral_norm": True, "train.loss": "hinge"},
+        {"model.arch": "vae", "train.ema_decay": 0.0, "train.lr_g": 1e-3, "train.lr_d": 1e-3, "train.augment": []},
+    ],
     # CPU-budget tuning of the DCGAN default on OpenMoji (32 px, 32 channels). Steps, batch size and DiffAugment ([]
     # unless a row names it) are pinned so the rows do not move with params.yaml. Cost per step (torch FLOP counter): 6.4 GFLOP at batch 64, 3.2 at batch 32,
     # 14.0 with 48 channels; DiffAugment, spectral norm and hinge add no FLOPs. train.ema_decay is left out: the EMA
     # warm-up min(decay, (1 + step) / (10 + step)) stays below 0.995 until step 1791 and below 0.999 until step 8991,
     # so 0.995 and 0.999 give the same weights at these lengths (checked: identical FID at 1,500 steps).
-    "tuning": [{**row, "train.augment": row.get("train.augment", [])} for row in [
-        {"train.steps": 1500, "train.batch_size": 64},  # the old default (FLOP budget 1×)
-        {"train.steps": 1500, "train.batch_size": 64, "train.augment": ["translation", "cutout"]},
-        {"train.steps": 1500, "train.batch_size": 64, "train.augment": ["translation", "color", "cutout"]},
-        {"train.steps": 1500, "train.batch_size": 64, "model.g_channels": 48, "model.d_channels": 48},  # 2.2×
-        {"train.steps": 1500, "train.batch_size": 64, "model.spectral_norm": True, "train.loss": "hinge"},
-        {"train.steps": 1500, "train.batch_size": 64, "model.spectral_norm": True, "train.loss": "hinge",
-         "train.augment": ["translation", "cutout"]},
-        {"train.steps": 3000, "train.batch_size": 64},  # 2×
-        {"train.steps": 3000, "train.batch_size": 32},  # 1×
-        {"train.steps": 3500, "train.batch_size": 64, "train.augment": ["translation", "cutout"]},  # 2.33×
-        {"train.steps": 3500, "train.batch_size": 64},  # 2.33×
-        {"train.steps": 6000, "train.batch_size": 32, "train.augment": ["translation", "cutout"]},  # 2×
-        {"train.steps": 7000, "train.batch_size": 32, "train.augment": ["translation", "cutout"]},  # 2.33×
-    ]],
+    "tuning": [
+        {**row, "train.augment": row.get("train.augment", [])}
+        for row in [
+            {"train.steps": 1500, "train.batch_size": 64},  # the old default (FLOP budget 1×)
+            {"train.steps": 1500, "train.batch_size": 64, "train.augment": ["translation", "cutout"]},
+            {"train.steps": 1500, "train.batch_size": 64, "train.augment": ["translation", "color", "cutout"]},
+            {"train.steps": 1500, "train.batch_size": 64, "model.g_channels": 48, "model.d_channels": 48},  # 2.2×
+            {"train.steps": 1500, "train.batch_size": 64, "model.spectral_norm": True, "train.loss": "hinge"},
+            {
+                "train.steps": 1500,
+                "train.batch_size": 64,
+                "model.spectral_norm": True,
+                "train.loss": "hinge",
+                "train.augment": ["translation", "cutout"],
+            },
+            {"train.steps": 3000, "train.batch_size": 64},  # 2×
+            {"train.steps": 3000, "train.batch_size": 32},  # 1×
+            {"train.steps": 3500, "train.batch_size": 64, "train.augment": ["translation", "cutout"]},  # 2.33×
+            {"train.steps": 3500, "train.batch_size": 64},  # 2.33×
+            {"train.steps": 6000, "train.batch_size": 32, "train.augment": ["translation", "cutout"]},  # 2×
+            {"train.steps": 7000, "train.batch_size": 32, "train.augment": ["translation", "cutout"]},  # 2.33×
+        ]
+    ],
 }
 ALL = ("losses", "archs")  # --rows all (the default); the tuning table only on request
 # per-loss settings the literature pairs with each objective (otherwise the defaults)
@@ -123,9 +135,14 @@ def run_row(base: dict, overrides: dict, out: Path) -> dict:
     wall = time.perf_counter() - t0
     metrics = evaluate.run(cfg)
     render.run(cfg)
-    return {"seconds": figures["seconds"], "wall_seconds": round(wall, 1), "steps": figures["steps"],
-            "s_per_step": figures["seconds"] / max(figures["steps"], 1), "img_per_s": figures["img_per_s"],
-            **{k: v for k, v in metrics.items() if k != "fid_curve"}}
+    return {
+        "seconds": figures["seconds"],
+        "wall_seconds": round(wall, 1),
+        "steps": figures["steps"],
+        "s_per_step": figures["seconds"] / max(figures["steps"], 1),
+        "img_per_s": figures["img_per_s"],
+        **{k: v for k, v in metrics.items() if k != "fid_curve"},
+    }
 
 
 def time_rows(base: dict, rows: list[dict], steps: int, rounds: int) -> list[tuple[float, float]]:
@@ -136,8 +153,8 @@ def time_rows(base: dict, rows: list[dict], steps: int, rounds: int) -> list[tup
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pipeline.config import set_threads
     from pipeline.artifacts import load_images
+    from pipeline.config import set_threads
     from pipeline.training import dist
     from pipeline.training.loop import Data, Trainer
 
@@ -169,8 +186,18 @@ def time_rows(base: dict, rows: list[dict], steps: int, rounds: int) -> list[tup
 
 def machine_info() -> dict:
     """When and where a row ran: rows of other days or CPUs are not comparable in seconds."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "unknown CPU",
+        )
+        if Path("/proc/cpuinfo").exists()
+        else "unknown CPU"
+    )
     return {"date": time.strftime("%Y-%m-%d"), "machine": f"{cpu}, {os.cpu_count()} cores"}
 
 
@@ -180,16 +207,34 @@ def _get_steps(base: dict, overrides: dict) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", choices=[*ROWS, "all"], default=None, help="a table of rows (default: all = "
-                    "losses and archs, unless --row is given)")
-    ap.add_argument("--row", action="append", default=[], metavar="YAML",
-                    help="an ad-hoc row, a YAML mapping of overrides, e.g. '{train.loss: hinge, train.steps: 3000}'")
+    ap.add_argument(
+        "--rows",
+        choices=[*ROWS, "all"],
+        default=None,
+        help="a table of rows (default: all = losses and archs, unless --row is given)",
+    )
+    ap.add_argument(
+        "--row",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="an ad-hoc row, a YAML mapping of overrides, e.g. '{train.loss: hinge, train.steps: 3000}'",
+    )
     ap.add_argument("-S", dest="sets", action="append", default=[], help="extra override for every row, KEY=VALUE")
     ap.add_argument("--out", default="bench/out/quality")
-    ap.add_argument("--only", action="append", default=[],
-                    help="keep rows with this value (e.g. wgan-gp) or this folder name (e.g. baseline)")
-    ap.add_argument("--time", type=int, default=0, metavar="STEPS",
-                    help="only measure seconds per training step (STEPS steps per round, rows interleaved)")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="keep rows with this value (e.g. wgan-gp) or this folder name (e.g. baseline)",
+    )
+    ap.add_argument(
+        "--time",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="only measure seconds per training step (STEPS steps per round, rows interleaved)",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of --time")
     args = ap.parse_args()
     out = Path(args.out).resolve()
@@ -210,12 +255,16 @@ def main() -> None:
     if args.time:
         per_step = time_rows(base, full, args.time, args.rounds)
         (s0, f0), n0 = per_step[0], _get_steps(base, full[0])
-        print(f"\n| configuration | s/step (median of {args.rounds}×{args.time} steps) | GFLOP/step | "
-              f"× first row (s/step; GFLOP) | × first row's run (steps × s/step; × GFLOP) |\n|---|---:|---:|---:|---:|")
+        print(
+            f"\n| configuration | s/step (median of {args.rounds}×{args.time} steps) | GFLOP/step | "
+            f"× first row (s/step; GFLOP) | × first row's run (steps × s/step; × GFLOP) |\n|---|---:|---:|---:|---:|"
+        )
         for r, o, (s, f) in zip(rows, full, per_step):
             n = _get_steps(base, o)
-            print(f"| {label_of(r)} | {s:.3f} | {f:.1f} | {s / s0:.2f}; {f / f0:.2f} | "
-                  f"{n * s / (n0 * s0):.2f}; {n * f / (n0 * f0):.2f} |")
+            print(
+                f"| {label_of(r)} | {s:.3f} | {f:.1f} | {s / s0:.2f}; {f / f0:.2f} | "
+                f"{n * s / (n0 * s0):.2f}; {n * f / (n0 * f0):.2f} |"
+            )
         return
 
     results = []
@@ -225,14 +274,21 @@ def main() -> None:
         results.append((label, res))
         with open(out / "results.jsonl", "a") as f:
             f.write(json.dumps({"name": name, "overrides": o, **machine_info(), **res}) + "\n")
-        print(f"{label}: FID {res['fid']:.2f} KID {res['kid_mean']:.4f} P {res['precision']:.3f} "
-              f"R {res['recall']:.3f} ({res['seconds']:.0f} s train, {res['s_per_step']:.3f} s/step)", flush=True)
-    print("\n| configuration | FID | KID × 1000 (± std) | precision | recall | train s | s/step | img/s |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|")
+        print(
+            f"{label}: FID {res['fid']:.2f} KID {res['kid_mean']:.4f} P {res['precision']:.3f} "
+            f"R {res['recall']:.3f} ({res['seconds']:.0f} s train, {res['s_per_step']:.3f} s/step)",
+            flush=True,
+        )
+    print(
+        "\n| configuration | FID | KID × 1000 (± std) | precision | recall | train s | s/step | img/s |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|"
+    )
     for label, r in results:
-        print(f"| {label} | {r['fid']:.2f} | {1000 * r['kid_mean']:.1f} ± {1000 * r['kid_std']:.1f} | "
-              f"{r['precision']:.3f} | {r['recall']:.3f} | {r['seconds']:.0f} | {r['s_per_step']:.3f} | "
-              f"{r['img_per_s']:.0f} |")
+        print(
+            f"| {label} | {r['fid']:.2f} | {1000 * r['kid_mean']:.1f} ± {1000 * r['kid_std']:.1f} | "
+            f"{r['precision']:.3f} | {r['recall']:.3f} | {r['seconds']:.0f} | {r['s_per_step']:.3f} | "
+            f"{r['img_per_s']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

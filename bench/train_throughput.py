@@ -15,6 +15,7 @@ every row alike.
     python bench/train_throughput.py [--steps 15] [--repeats 3] [--size 64] [--channels 64] [--compile] [--bf16]
 Needs data/raw (`dvc repro fetch`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,11 +46,20 @@ def reference_loop(size: int, ch: int, batch: int, steps: int, device: torch.dev
 
     from pipeline.models import dcgan
 
-    dataset = dset.ImageFolder(root=str(RAW), transform=transforms.Compose([
-        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
-        transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=2, drop_last=True,
-                                         persistent_workers=True)
+    dataset = dset.ImageFolder(
+        root=str(RAW),
+        transform=transforms.Compose(
+            [
+                transforms.Resize(size),
+                transforms.CenterCrop(size),
+                transforms.ToTensor(),
+                transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+            ]
+        ),
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch, shuffle=True, num_workers=2, drop_last=True, persistent_workers=True
+    )
     torch.manual_seed(0)
     netG, netD = dcgan.build(size, 100, ch, ch)
     netG, netD = netG.to(device), netD.to(device)
@@ -98,15 +108,35 @@ def load_uint8(size: int, n: int) -> np.ndarray:
     return np.stack([to_rgb_square(p, size, (255, 255, 255)) for p in paths])
 
 
-def artgan_trainer(size: int, ch: int, batch: int, device: torch.device, compile_: bool, images: np.ndarray,
-                   amp: str = "auto", graphs: bool = False):
+def artgan_trainer(
+    size: int,
+    ch: int,
+    batch: int,
+    device: torch.device,
+    compile_: bool,
+    images: np.ndarray,
+    amp: str = "auto",
+    graphs: bool = False,
+):
     from pipeline.config import parse
     from pipeline.training.dist import World
     from pipeline.training.loop import Data, Trainer
 
-    cfg = parse({"data": {"image_size": size}, "model": {"arch": "dcgan", "g_channels": ch, "d_channels": ch},
-                 "train": {"batch_size": batch, "loss": "ns", "ema_decay": 0.0, "augment": [], "compile": compile_,
-                           "amp": amp, "cuda_graphs": graphs}})
+    cfg = parse(
+        {
+            "data": {"image_size": size},
+            "model": {"arch": "dcgan", "g_channels": ch, "d_channels": ch},
+            "train": {
+                "batch_size": batch,
+                "loss": "ns",
+                "ema_decay": 0.0,
+                "augment": [],
+                "compile": compile_,
+                "amp": amp,
+                "cuda_graphs": graphs,
+            },
+        }
+    )
     data = Data(images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device), labels=None, n_classes=0)
     return Trainer(cfg, data, World(), device)
 
@@ -133,7 +163,7 @@ def timed_rounds(loops: dict, steps: int, repeats: int, batch: int, device: torc
     rates: dict[str, list[float]] = {name: [] for name in loops}
     names = list(loops)
     for rep in range(repeats + 1):
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             t0 = time.perf_counter()
             loops[name]()
             if device.type == "cuda":
@@ -171,22 +201,32 @@ def main() -> None:
     torch.use_deterministic_algorithms(False)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    print(f"device {device}, {torch.get_num_threads()} threads, dcgan {args.size} px, {args.channels} channels, "
-          f"batch {args.batch}, {args.steps} steps × {args.repeats} repeats", flush=True)
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, dcgan {args.size} px, {args.channels} channels, "
+        f"batch {args.batch}, {args.steps} steps × {args.repeats} repeats",
+        flush=True,
+    )
     images = load_uint8(args.size, 2048)
 
-    loops = {"classic DCGAN loop (DataLoader, 2 workers)":
-             reference_loop(args.size, args.channels, args.batch, args.steps, device)}
+    loops = {
+        "classic DCGAN loop (DataLoader, 2 workers)": reference_loop(
+            args.size, args.channels, args.batch, args.steps, device
+        )
+    }
     trainer = artgan_trainer(args.size, args.channels, args.batch, device, False, images)
     loops["artgan Trainer.gan_step"] = artgan_loop(trainer, args.steps)
     other = "off" if device.type == "cuda" else "bf16"  # the default's opposite: fp32 on CUDA, bf16 autocast on a CPU
     emulated = device.type == "cpu" and not cpu_bf16_native()
     if emulated and not args.bf16:  # emulated bf16 runs at about 1/13 of fp32 (AVX2): rounds would take many minutes
-        print(f"  no train.amp: bf16 row: this CPU has no native bf16 (torch sees "
-              f"{torch.backends.cpu.get_cpu_capability()}); --bf16 times it all the same", flush=True)
+        print(
+            f"  no train.amp: bf16 row: this CPU has no native bf16 (torch sees "
+            f"{torch.backends.cpu.get_cpu_capability()}); --bf16 times it all the same",
+            flush=True,
+        )
     else:
         loops[f"artgan Trainer.gan_step, train.amp: {other}"] = artgan_loop(
-            artgan_trainer(args.size, args.channels, args.batch, device, False, images, other), args.steps)
+            artgan_trainer(args.size, args.channels, args.batch, device, False, images, other), args.steps
+        )
     graphed = None
     if device.type == "cuda":  # the first (untimed) round holds the warm-up steps and the capture
         graphed = artgan_trainer(args.size, args.channels, args.batch, device, False, images, graphs=True)
@@ -203,7 +243,9 @@ def main() -> None:
     print("  rows in turn: " + " | ".join(loops), flush=True)
     rows = list(timed_rounds(loops, args.steps, args.repeats, args.batch, device).items())
     if graphed is not None:
-        print(f"  train.cuda_graphs: steps replayed from captured graphs: {graphed.runner.captured_kinds()}", flush=True)
+        print(
+            f"  train.cuda_graphs: steps replayed from captured graphs: {graphed.runner.captured_kinds()}", flush=True
+        )
     flops = step_flops(trainer)
 
     if device.type == "cuda":
@@ -221,20 +263,27 @@ def main() -> None:
     peak16 = None if device.type == "cuda" or (emulated and not args.bf16) else peak_gflops(dtype=torch.bfloat16)
     ceiling = peak * 1e9 / (flops / args.batch)
     ref_med = statistics.median(rows[0][1])
-    print(f"\nstep: {flops / 1e9:.1f} GFLOP per batch of {args.batch} ({flops / args.batch / 1e9:.2f} GFLOP/img); "
-          f"fp32 matmul peak measured {peak:.0f} GFLOP/s -> ceiling {ceiling:.0f} img/s\n")
-    print("| loop | img/s median (min–max) | × reference (per round: min–max) | % of fp32 ceiling |\n"
-          "|---|---:|---:|---:|")
+    print(
+        f"\nstep: {flops / 1e9:.1f} GFLOP per batch of {args.batch} ({flops / args.batch / 1e9:.2f} GFLOP/img); "
+        f"fp32 matmul peak measured {peak:.0f} GFLOP/s -> ceiling {ceiling:.0f} img/s\n"
+    )
+    print(
+        "| loop | img/s median (min–max) | × reference (per round: min–max) | % of fp32 ceiling |\n|---|---:|---:|---:|"
+    )
     for name, rates in rows:
         med = statistics.median(rates)
         per_round = [r / q for r, q in zip(rates, rows[0][1])]
-        print(f"| {name} | {med:.1f} ({min(rates):.1f}–{max(rates):.1f}) | {med / ref_med:.2f} "
-              f"({min(per_round):.2f}–{max(per_round):.2f}) | {100 * med / ceiling:.0f}% |")
+        print(
+            f"| {name} | {med:.1f} ({min(rates):.1f}–{max(rates):.1f}) | {med / ref_med:.2f} "
+            f"({min(per_round):.2f}–{max(per_round):.2f}) | {100 * med / ceiling:.0f}% |"
+        )
     print(f"| FLOP ceiling (fp32) | {ceiling:.0f} | {ceiling / ref_med:.2f} | 100% |")
     if peak16:
         c16 = peak16 * 1e9 / (flops / args.batch)
-        print(f"| FLOP ceiling (bf16, {peak16:.0f} GFLOP/s; oneDNN bf16 support: "
-              f"{torch.ops.mkldnn._is_mkldnn_bf16_supported()}) | {c16:.0f} | {c16 / ref_med:.2f} | |")
+        print(
+            f"| FLOP ceiling (bf16, {peak16:.0f} GFLOP/s; oneDNN bf16 support: "
+            f"{torch.ops.mkldnn._is_mkldnn_bf16_supported()}) | {c16:.0f} | {c16 / ref_med:.2f} | |"
+        )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 trained checkpoint, generators and snapshots. Each reader names the file and the stage that remakes it when
 the artifact is missing or is not what that stage writes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,16 @@ import numpy as np
 from pipeline.data.digest import images_digest
 from pipeline.errors import ArtganError
 from pipeline.io import read_input, require, torch_load
-from pipeline.layout import (CHECKPOINT, IMAGES, MANIFEST, RERUN_PREPROCESS, RERUN_TRAIN, SNAPSHOTS, model_file,
-                             processed)
+from pipeline.layout import (
+    CHECKPOINT,
+    IMAGES,
+    MANIFEST,
+    RERUN_PREPROCESS,
+    RERUN_TRAIN,
+    SNAPSHOTS,
+    model_file,
+    processed,
+)
 
 GENERATOR_KEYS = ("generator", "generator_ema", "config", "classes", "class_counts", "kind", "step")
 
@@ -24,13 +33,18 @@ def read_checkpoint(path: str | Path, hint: str = "pass the models/checkpoint.pt
     if p.is_dir():
         raise ArtganError(f"{p}: a directory, not a checkpoint; pass the checkpoint file (models/checkpoint.pt)")
     if not p.is_file():
-        raise ArtganError(f"{p}: no such checkpoint; run `artgan train` (or `dvc repro`) first, or pass "
-                          "--model PATH (or an MLflow model URI such as models:/<name>@champion)")
+        raise ArtganError(
+            f"{p}: no such checkpoint; run `artgan train` (or `dvc repro`) first, or pass "
+            "--model PATH (or an MLflow model URI such as models:/<name>@champion)"
+        )
     ckpt = torch_load(p, hint, what="not an artgan checkpoint")
     try:
         model, data = ckpt["config"]["model"], ckpt["config"]["data"]
-        ok = isinstance(ckpt["generator"], dict) and all(k in model for k in ("arch", "z_dim", "g_channels",
-                                                                               "d_channels")) and "image_size" in data
+        ok = (
+            isinstance(ckpt["generator"], dict)
+            and all(k in model for k in ("arch", "z_dim", "g_channels", "d_channels"))
+            and "image_size" in data
+        )
     except (KeyError, TypeError, IndexError):
         ok = False
     if not ok:
@@ -48,11 +62,14 @@ def check_images(arr: np.ndarray, path: Path) -> np.ndarray:
     the file: a float array in [0, 1] made by hand would train on near-black images without a word."""
     shape = "×".join(map(str, arr.shape))
     if arr.dtype != np.uint8:
-        raise ArtganError(f"{path}: {arr.dtype} images of shape {shape}, not uint8 0..255 as preprocess writes "
-                          f"them; {RERUN_PREPROCESS}")
+        raise ArtganError(
+            f"{path}: {arr.dtype} images of shape {shape}, not uint8 0..255 as preprocess writes "
+            f"them; {RERUN_PREPROCESS}"
+        )
     if arr.ndim != 4 or arr.shape[3] != 3 or arr.shape[1] != arr.shape[2] or not len(arr):
-        raise ArtganError(f"{path}: shape {shape}, not N×S×S×3 (N square RGB images) as preprocess writes them; "
-                          f"{RERUN_PREPROCESS}")
+        raise ArtganError(
+            f"{path}: shape {shape}, not N×S×S×3 (N square RGB images) as preprocess writes them; {RERUN_PREPROCESS}"
+        )
     return arr
 
 
@@ -78,12 +95,16 @@ def load_labels(cfg, n: int) -> tuple[np.ndarray | None, list[str]]:
     df = read_input(path, "preprocess", manifest.read)
     col = cfg.data.label
     if col not in df.columns:
-        raise ArtganError(f"data.label: column {col!r} is not in {path} (columns: {', '.join(df.columns)}); "
-                          "set data.label to one of them or to '' for unconditional training")
+        raise ArtganError(
+            f"data.label: column {col!r} is not in {path} (columns: {', '.join(df.columns)}); "
+            "set data.label to one of them or to '' for unconditional training"
+        )
     values = df[col]
     if values.isna().any():
-        raise ArtganError(f"data.label: {int(values.isna().sum())} images in {path} have no {col!r}; "
-                          "label every image or set data.label to ''")
+        raise ArtganError(
+            f"data.label: {int(values.isna().sum())} images in {path} have no {col!r}; "
+            "label every image or set data.label to ''"
+        )
     if len(values) != n:
         raise ArtganError(f"{path}: {len(values)} rows but {n} images; run `artgan preprocess` again")
     classes = sorted(values.astype(str).unique())
@@ -100,8 +121,10 @@ def check_trained_on(cfg, images: np.ndarray) -> None:
     path = model_file(cfg, CHECKPOINT)
     trained = read_checkpoint(require(path, "train"), RERUN_TRAIN).get("images_sha256")
     if trained is not None and trained != images_digest(images):
-        raise ArtganError(f"{path} was trained on other images than {processed(cfg, IMAGES)} holds "
-                          f"(preprocessed again since); {RERUN_TRAIN}")
+        raise ArtganError(
+            f"{path} was trained on other images than {processed(cfg, IMAGES)} holds "
+            f"(preprocessed again since); {RERUN_TRAIN}"
+        )
 
 
 def processed_manifest(cfg):
@@ -137,8 +160,15 @@ def new_generator(ckpt: dict):
     from pipeline.models import build
 
     m = ckpt["config"]["model"]
-    G, _ = build(m["arch"], ckpt["config"]["data"]["image_size"], m["z_dim"], m["g_channels"], m["d_channels"],
-                 n_classes=len(ckpt.get("classes") or []), spectral_norm=m.get("spectral_norm", False))
+    G, _ = build(
+        m["arch"],
+        ckpt["config"]["data"]["image_size"],
+        m["z_dim"],
+        m["g_channels"],
+        m["d_channels"],
+        n_classes=len(ckpt.get("classes") or []),
+        spectral_norm=m["spectral_norm"],
+    )
     return G
 
 

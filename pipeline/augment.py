@@ -16,6 +16,7 @@ process augmenting the whole batch would. The number and order of draws depends 
 never on the data. `draw` makes those draws and `apply` the transforms (`diff_augment` is the two in turn), so
 a training step can draw first and compute after, as a CUDA graph's replay needs.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -110,8 +111,14 @@ _APPLY = {"color": _color, "translation": _translation, "cutout": _cutout}
 Draws = list  # [(policy name, applied mask, *parameters), ...]: what `draw` returns and `apply` takes
 
 
-def draw(policy: Sequence[str], p: float, generator: torch.Generator, size: tuple[int, int], total: int,
-         rows: slice | None = None) -> Draws:
+def draw(
+    policy: Sequence[str],
+    p: float,
+    generator: torch.Generator,
+    size: tuple[int, int],
+    total: int,
+    rows: slice | None = None,
+) -> Draws:
     """The random part of diff_augment for a batch of `total` images of `size` (H, W): per policy a per-sample
     Bernoulli(p) mask, then the policy's parameters, all drawn on the CPU from `generator`, kept for `rows`
     (default: all). Nothing is drawn when p == 0 or the policy is empty. The draws depend only on
@@ -137,8 +144,9 @@ def apply(x: Tensor, draws: Draws) -> Tensor:
     return x
 
 
-def diff_augment(x: Tensor, policy: Sequence[str], p: float, generator: torch.Generator,
-                 total: int | None = None, offset: int = 0) -> Tensor:
+def diff_augment(
+    x: Tensor, policy: Sequence[str], p: float, generator: torch.Generator, total: int | None = None, offset: int = 0
+) -> Tensor:
     """Augment an N×C×H×W batch (values in [-1, 1]) differentiably; see the module docstring.
 
     `policy` is a sequence of names from POLICIES (a comma-separated string is accepted too), applied in order.

@@ -3,6 +3,7 @@
 Heavy libraries (torch, mlflow, great_expectations) are imported inside the commands so that
 `artgan --help` answers at once.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,8 +83,18 @@ def train(
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         import subprocess
 
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "pipeline", "train", "--params", str(params)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "pipeline",
+            "train",
+            "--params",
+            str(params),
+        ]
         raise typer.Exit(subprocess.call(cmd))
     _run_stage("train", params)
 
@@ -102,32 +113,56 @@ def render(params: Path = PARAMS) -> None:
 
 @app.command()
 def retrain(
-    remote: str = typer.Option(None, "--remote", "-r", help="DVC remote to pull from and push to (default: the default remote)."),
+    remote: str = typer.Option(
+        None, "--remote", "-r", help="DVC remote to pull from and push to (default: the default remote)."
+    ),
     push: bool = typer.Option(True, "--push/--no-push", help="Push the new outputs to the DVC remote."),
-    pull: bool = typer.Option(True, "--pull/--no-pull", help="Pull the cached outputs first (missing ones are rebuilt)."),
+    pull: bool = typer.Option(
+        True, "--pull/--no-pull", help="Pull the cached outputs first (missing ones are rebuilt)."
+    ),
     summary: Path = typer.Option(None, "--summary", help="Write the `dvc metrics diff --md` markdown here too."),
-    baseline: str = typer.Option("HEAD", "--baseline", help="Git revision whose committed metrics the diff compares to."),
-    overrides: list[str] = typer.Option(None, "--set", "-S", help="Change a param first, e.g. -S train.steps=3000 (repeatable)."),
+    baseline: str = typer.Option(
+        "HEAD", "--baseline", help="Git revision whose committed metrics the diff compares to."
+    ),
+    overrides: list[str] = typer.Option(
+        None, "--set", "-S", help="Change a param first, e.g. -S train.steps=3000 (repeatable)."
+    ),
     params: Path = PARAMS,
 ) -> None:
     """The scheduled retraining job: dvc pull -> dvc repro -> dvc push, then the metrics diff against HEAD."""
     from pipeline import retrain as job
 
     with _user_errors("retrain interrupted"):
-        figures = job.run(remote=remote, push=push, pull=pull, summary=summary, baseline=baseline,
-                         overrides=overrides or [], params=params, echo=typer.echo)
+        figures = job.run(
+            remote=remote,
+            push=push,
+            pull=pull,
+            summary=summary,
+            baseline=baseline,
+            overrides=overrides or [],
+            params=params,
+            echo=typer.echo,
+        )
     typer.echo(f"retrain: {json.dumps(figures, sort_keys=True)}")
 
 
 @app.command()
 def generate(
-    model: str = typer.Option("models/checkpoint.pt", "--model", "-m",
-                              help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/generator, or a checkpoint path."),
+    model: str = typer.Option(
+        "models/checkpoint.pt",
+        "--model",
+        "-m",
+        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/generator, or a checkpoint path.",
+    ),
     n: int = typer.Option(64, "--n", min=1, max=4096, help="Images to draw: seeds SEED .. SEED+N-1, one image each."),
     seed: int = typer.Option(0, "--seed", min=0, help="The first seed (the image of a seed is the same everywhere)."),
-    out: str = typer.Option("grid.png", "--out", "-o", help="A PNG grid, or a folder (ends in /) for one PNG per seed."),
+    out: str = typer.Option(
+        "grid.png", "--out", "-o", help="A PNG grid, or a folder (ends in /) for one PNG per seed."
+    ),
     nrow: int = typer.Option(8, "--nrow", min=1, help="Images per row of the grid."),
-    label: str = typer.Option(None, "--label", help="Conditional models: a class name or index for every image (default: seed mod classes)."),
+    label: str = typer.Option(
+        None, "--label", help="Conditional models: a class name or index for every image (default: seed mod classes)."
+    ),
     raw: bool = typer.Option(False, "--raw", help="The raw generator instead of the EMA one."),
 ) -> None:
     """Draw images from a trained generator: a local checkpoint or a model from the MLflow registry."""
@@ -154,7 +189,9 @@ def generate(
         else:
             with atomic_path(out) as tmp:
                 grid(images, nrow).save(tmp, format="PNG")
-    typer.echo(f"generate: {json.dumps({'model': model, 'n': n, 'seeds': [seed, seed + n - 1], 'out': str(out), 'step': sampler.step})}")
+    typer.echo(
+        f"generate: {json.dumps({'model': model, 'n': n, 'seeds': [seed, seed + n - 1], 'out': str(out), 'step': sampler.step})}"
+    )
 
 
 @app.command()
@@ -178,12 +215,20 @@ def promote(
 
 @app.command()
 def export(
-    onnx: bool = typer.Option(False, "--onnx", help="Export to ONNX (z[, y] -> images in [-1, 1]), checked with onnxruntime."),
-    model: str = typer.Option("models/checkpoint.pt", "--model", "-m",
-                              help="A checkpoint path, or an MLflow model URI (models:/<name>@<alias>, models:/<name>/<version>, runs:/...)."),
+    onnx: bool = typer.Option(
+        False, "--onnx", help="Export to ONNX (z[, y] -> images in [-1, 1]), checked with onnxruntime."
+    ),
+    model: str = typer.Option(
+        "models/checkpoint.pt",
+        "--model",
+        "-m",
+        help="A checkpoint path, or an MLflow model URI (models:/<name>@<alias>, models:/<name>/<version>, runs:/...).",
+    ),
     out: Path = typer.Option(Path("models/generator.onnx"), "--out", "-o", help="Where to write the model."),
     raw: bool = typer.Option(False, "--raw", help="The raw generator weights instead of the EMA ones."),
-    opset: int = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's; below 18 uses torch's TorchScript exporter)."),
+    opset: int = typer.Option(
+        None, "--opset", help="ONNX opset (default: the exporter's; below 18 uses torch's TorchScript exporter)."
+    ),
 ) -> None:
     """Export the trained generator (default: EMA weights of models/checkpoint.pt) for use outside torch."""
     if not onnx:

@@ -1,4 +1,5 @@
 """params.yaml -> a typed, frozen config. An unknown key or an ill-typed value is one clear error line."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,10 @@ Beta = Annotated[float, Field(ge=0, lt=1)]
 
 def _folder(v: str) -> str:
     if os.path.normpath(v or ".") in (".", os.sep):
-        raise ValueError(f"{v!r} is the working directory or the root, which a stage would replace whole; "
-                         "name a folder of its own (e.g. data/raw)")
+        raise ValueError(
+            f"{v!r} is the working directory or the root, which a stage would replace whole; "
+            "name a folder of its own (e.g. data/raw)"
+        )
     return v
 
 
@@ -47,8 +50,9 @@ class Section(BaseModel):
         if isinstance(v, (list, tuple)) and get_origin(ann) is tuple and _numbers(get_args(ann)):
             for i, x in enumerate(v):
                 if isinstance(x, bool):
-                    raise ValueError(f"item {i} must be a number, got the boolean {x!r} "
-                                     "(YAML reads true/false/yes/no/on/off as one)")
+                    raise ValueError(
+                        f"item {i} must be a number, got the boolean {x!r} (YAML reads true/false/yes/no/on/off as one)"
+                    )
         return v
 
 
@@ -133,8 +137,12 @@ class ValidateCfg(Section):
 class PreprocessCfg(Section):
     background: tuple[int, int, int] = (255, 255, 255)  # alpha is composited onto this colour (and pad fills with it)
     resize: Literal["center-crop", "pad", "stretch"] = "center-crop"  # how a non-square image becomes square
-    near_duplicate_distance: Annotated[int, Field(ge=0, le=16)] = 4  # max Hamming distance of 64-bit pHashes; 0 = identical hash only
-    near_duplicate_max_diff: Annotated[float, Field(ge=-1, le=255)] = 1.0  # and max mean |difference| of 16×16 RGB thumbnails (0..255); -1 = no near-duplicate removal
+    near_duplicate_distance: Annotated[int, Field(ge=0, le=16)] = (
+        4  # max Hamming distance of 64-bit pHashes; 0 = identical hash only
+    )
+    near_duplicate_max_diff: Annotated[float, Field(ge=-1, le=255)] = (
+        1.0  # and max mean |difference| of 16×16 RGB thumbnails (0..255); -1 = no near-duplicate removal
+    )
     workers: NonNegInt = 0  # decode/resize processes; 0 = all cores, 1 = in-process
     fid_real_images: NonNegInt = 0  # real images in the FID reference statistics; 0 = all (the protocol)
     fid_batch_size: PosInt = 50
@@ -179,13 +187,19 @@ class TrainCfg(Section):
     # stop (last good checkpoint kept, run FAILED) when a loss or gradient norm, or a weight norm at a checkpoint,
     # is this many times beyond its early median (healthy default runs stay below 40); 0 = off
     divergence_factor: NonNegFloat = 1e4
-    saturation_steps: NonNegInt = 500  # bce/ns: stop when D(x) > 0.99 and D(G(z)) < 0.01 this many steps in a row; 0 = off
-    snapshot_every: NonNegInt = 1000  # keep the sampling generator every K steps (FID curve, progress strip); 0 = final only
+    saturation_steps: NonNegInt = (
+        500  # bce/ns: stop when D(x) > 0.99 and D(G(z)) < 0.01 this many steps in a row; 0 = off
+    )
+    snapshot_every: NonNegInt = (
+        1000  # keep the sampling generator every K steps (FID curve, progress strip); 0 = final only
+    )
     checkpoint_dir: Folder = ".artgan/checkpoints"  # one sub-folder per configuration; outside DVC's outputs
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda -> mps -> cpu, at run time
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, off elsewhere; bf16: on the CPU too
     compile: bool = False  # torch.compile G and D (GPU; slow to start on CPU)
-    cuda_graphs: bool = False  # CUDA, one process: each step captured once as a CUDA graph and replayed; ignored elsewhere
+    cuda_graphs: bool = (
+        False  # CUDA, one process: each step captured once as a CUDA graph and replayed; ignored elsewhere
+    )
     threads: NonNegInt = 0  # 0 = all cores; also bounds preprocess and evaluate
     out_dir: Folder = "models"
 
@@ -202,13 +216,17 @@ class TrainCfg(Section):
     @classmethod
     def _graphs_or_compile(cls, v: bool, info: ValidationInfo) -> bool:
         if v and info.data.get("compile"):
-            raise ValueError("cannot be true with train.compile: true (torch.compile captures its own graphs with "
-                             "mode='reduce-overhead'); set one of them to false")
+            raise ValueError(
+                "cannot be true with train.compile: true (torch.compile captures its own graphs with "
+                "mode='reduce-overhead'); set one of them to false"
+            )
         return v
 
 
 class EvalCfg(Section):
-    n_samples: Annotated[int, Field(ge=2)] = 2048  # generated images for FID, KID, precision/recall, memorisation; below 2,048 FID warns
+    n_samples: Annotated[int, Field(ge=2)] = (
+        2048  # generated images for FID, KID, precision/recall, memorisation; below 2,048 FID warns
+    )
     batch_size: PosInt = 50
     seed: NonNegInt = 12345
     kid_subsets: PosInt = 10
@@ -216,8 +234,12 @@ class EvalCfg(Section):
     pr_k: PosInt = 3  # k of the k-NN manifolds of precision and recall
     curve_samples: NonNegInt = 256  # generated images per training snapshot for the FID curve; 0 = no curve, else >= 2
     memorisation_pairs: PosInt = 8  # closest generated/training pairs drawn in reports/memorisation.png
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # FID features (preprocess's real ones too) and samples; auto = cuda -> cpu
-    fid_precision: Literal["fp32", "fp16"] = "fp32"  # FID features: fp32 exact; fp16 autocast (GPU tensor cores), FID ~3e-4 off
+    device: Literal["auto", "cpu", "cuda"] = (
+        "auto"  # FID features (preprocess's real ones too) and samples; auto = cuda -> cpu
+    )
+    fid_precision: Literal["fp32", "fp16"] = (
+        "fp32"  # FID features: fp32 exact; fp16 autocast (GPU tensor cores), FID ~3e-4 off
+    )
 
     @field_validator("curve_samples")
     @classmethod
@@ -322,9 +344,7 @@ def _check_names(cfg: Config, source: str) -> None:
     if cfg.model.arch not in ARCHS:
         raise ArtganError(f"{source}: 'model.arch': unknown architecture {cfg.model.arch!r}; known: {', '.join(ARCHS)}")
     if source_scheme(cfg.data.source) not in SOURCES:
-        raise ArtganError(
-            f"{source}: 'data.source': unknown source {cfg.data.source!r}; known: {', '.join(SOURCES)}"
-        )
+        raise ArtganError(f"{source}: 'data.source': unknown source {cfg.data.source!r}; known: {', '.join(SOURCES)}")
 
 
 class _UniqueKeys(yaml.SafeLoader):
@@ -361,8 +381,10 @@ def load(path: str | os.PathLike = PARAMS_FILE) -> Config:
         raise ArtganError(f"{p}: not valid YAML{where}{what}; fix the syntax") from None
     raw = {} if raw is None else raw  # an empty file: every default
     if not isinstance(raw, dict):  # `[]`, `- x` or a bare value
-        raise ArtganError(f"{p}: holds a {type(raw).__name__}, not a mapping of sections (data:, train:, ...); "
-                          "start from the repository's params.yaml")
+        raise ArtganError(
+            f"{p}: holds a {type(raw).__name__}, not a mapping of sections (data:, train:, ...); "
+            "start from the repository's params.yaml"
+        )
     return parse(raw, str(p))
 
 

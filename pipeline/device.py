@@ -1,4 +1,5 @@
 """The device a stage runs on, chosen at run time from a param (`train.device`, `eval.device`)."""
+
 from __future__ import annotations
 
 import torch
@@ -29,6 +30,8 @@ def cpu_bf16_native() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-CPU_BF16_WARNING = ("train: warning: train.amp is bf16 but this CPU has no native bf16 (AVX512-BF16 or AMX; "
-                    "torch sees {cap}): oneDNN emulates it, about 13x slower than fp32 on an AVX2 CPU; "
-                    "set train.amp: auto for fp32")
+CPU_BF16_WARNING = (
+    "train: warning: train.amp is bf16 but this CPU has no native bf16 (AVX512-BF16 or AMX; "
+    "torch sees {cap}): oneDNN emulates it, about 13x slower than fp32 on an AVX2 CPU; "
+    "set train.amp: auto for fp32"
+)

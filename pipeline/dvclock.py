@@ -20,6 +20,7 @@ the record is every entry except render's own.
 Functions over a file (and `log_dvc_lock`, over a pipeline.tracking.Run): no MLflow, no DVC import (the lock is parsed with ruamel.yaml's safe
 loader, YAML 1.2, as DVC parses it, so values such as `1e-05` keep DVC's types).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -13,14 +13,15 @@ The file is written to a temporary sibling, run with onnxruntime (CPU) on seeded
 and compared with the torch generator; only when every output is within TOLERANCE is it renamed into
 place, so a failed export or check never leaves a complete-looking .onnx.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from pipeline.artifacts import generator_from, read_checkpoint
 from pipeline.errors import ArtganError
 from pipeline.errors import first_line as _first_line
-from pipeline.artifacts import generator_from, read_checkpoint
 from pipeline.io import atomic_path
 
 # Max abs difference allowed between onnxruntime and torch on [-1, 1] outputs. Measured differences are
@@ -38,8 +39,10 @@ def load_generator(ckpt: dict, path: Path, ema: bool = True):
     try:
         G = generator_from(ckpt, ema)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise ArtganError(f"{path}: its generator weights do not fit the architecture it records "
-                          f"({_first_line(exc)}); re-run `artgan train`") from None
+        raise ArtganError(
+            f"{path}: its generator weights do not fit the architecture it records "
+            f"({_first_line(exc)}); re-run `artgan train`"
+        ) from None
     return G, weights
 
 
@@ -80,12 +83,28 @@ def _export(G, z_dim: int, n_classes: int, opset: int | None):
             lg.setLevel(logging.CRITICAL)
         if dynamo:
             batch = torch.export.Dim("batch")
-            program = torch.onnx.export(G, args, None, input_names=names, output_names=["images"], dynamo=True,
-                                        opset_version=opset, dynamic_shapes=tuple({0: batch} for _ in args),
-                                        verbose=False)
+            program = torch.onnx.export(
+                G,
+                args,
+                None,
+                input_names=names,
+                output_names=["images"],
+                dynamo=True,
+                opset_version=opset,
+                dynamic_shapes=tuple({0: batch} for _ in args),
+                verbose=False,
+            )
             return program.model_proto, "torch.export"
-        torch.onnx.export(G, args, buf, input_names=names, output_names=["images"], dynamo=False,
-                          opset_version=opset, dynamic_axes={n: {0: "batch"} for n in [*names, "images"]})
+        torch.onnx.export(
+            G,
+            args,
+            buf,
+            input_names=names,
+            output_names=["images"],
+            dynamo=False,
+            opset_version=opset,
+            dynamic_axes={n: {0: "batch"} for n in [*names, "images"]},
+        )
     return onnx.load_from_string(buf.getvalue()), "torchscript"
 
 
@@ -129,16 +148,24 @@ def export_onnx(checkpoint: Path, out: Path, ema: bool = True, opset: int | None
     try:
         proto, exporter = _export(G, z_dim, n_classes, opset)
     except Exception as exc:
-        raise ArtganError(f"{checkpoint}: ONNX export failed{f' at opset {opset}' if opset else ''} "
-                          f"({_first_line(exc)})") from None
+        raise ArtganError(
+            f"{checkpoint}: ONNX export failed{f' at opset {opset}' if opset else ''} ({_first_line(exc)})"
+        ) from None
     got_opset = _opset(proto)
     if opset is not None and got_opset != opset:
-        raise ArtganError(f"--opset {opset}: the exporter could not write that opset (it wrote {got_opset}); "
-                          "leave --opset out for the exporter's default")
+        raise ArtganError(
+            f"--opset {opset}: the exporter could not write that opset (it wrote {got_opset}); "
+            "leave --opset out for the exporter's default"
+        )
     meta = {
-        "z_dim": z_dim, "n_classes": n_classes, "classes": json.dumps(classes),
-        "image_size": int(ckpt["config"]["data"]["image_size"]), "arch": m["arch"], "step": int(ckpt.get("step") or 0),
-        "weights": weights, "mlflow_run_id": ckpt.get("mlflow_run_id") or "",
+        "z_dim": z_dim,
+        "n_classes": n_classes,
+        "classes": json.dumps(classes),
+        "image_size": int(ckpt["config"]["data"]["image_size"]),
+        "arch": m["arch"],
+        "step": int(ckpt.get("step") or 0),
+        "weights": weights,
+        "mlflow_run_id": ckpt.get("mlflow_run_id") or "",
         "inputs": "z: N×z_dim float32 ~ N(0, 1)" + ("; y: N int64 class indices" if n_classes else ""),
         "outputs": "images: N×3×S×S float32 in [-1, 1] (RGB; (x + 1) * 127.5 gives 0..255)",
     }
@@ -153,9 +180,21 @@ def export_onnx(checkpoint: Path, out: Path, ema: bool = True, opset: int | None
         if check:
             diff = _check(tmp, G, z_dim, n_classes)
             if not diff <= TOLERANCE:  # NaN fails too
-                raise ArtganError(f"{out}: onnxruntime output differs from torch by {diff:.3g} (tolerance "
-                                  f"{TOLERANCE:g}); the ONNX model was not written")
-    return {"path": str(out), "bytes": len(data), "opset": got_opset, "exporter": exporter, "weights": weights,
-            "arch": m["arch"], "z_dim": z_dim, "n_classes": n_classes, "image_size": meta["image_size"],
-            "max_abs_diff": diff, "tolerance": TOLERANCE,
-            "check_batches": list(CHECK_BATCHES) if check else []}
+                raise ArtganError(
+                    f"{out}: onnxruntime output differs from torch by {diff:.3g} (tolerance "
+                    f"{TOLERANCE:g}); the ONNX model was not written"
+                )
+    return {
+        "path": str(out),
+        "bytes": len(data),
+        "opset": got_opset,
+        "exporter": exporter,
+        "weights": weights,
+        "arch": m["arch"],
+        "z_dim": z_dim,
+        "n_classes": n_classes,
+        "image_size": meta["image_size"],
+        "max_abs_diff": diff,
+        "tolerance": TOLERANCE,
+        "check_batches": list(CHECK_BATCHES) if check else [],
+    }

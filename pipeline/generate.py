@@ -4,6 +4,7 @@
 A generator file is an artgan checkpoint (`models/checkpoint.pt`, or the generator-only copy evaluate puts
 in the registered model); `pipeline.artifacts.read_checkpoint` checks it and names the file when it is not one.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,8 +34,10 @@ class Sampler:
         try:
             return cls(ckpt, ema=ema)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ArtganError(f"{path}: its generator weights do not fit the architecture it records "
-                              f"({first_line(exc)}); re-run `artgan train`") from None
+            raise ArtganError(
+                f"{path}: its generator weights do not fit the architecture it records "
+                f"({first_line(exc)}); re-run `artgan train`"
+            ) from None
 
     def latents(self, seeds: list[int]):
         """One latent per seed, each from its own generator: seed k draws the same z in any batch."""
@@ -48,8 +51,10 @@ class Sampler:
 
         if not self.classes:
             if labels is not None:
-                raise ArtganError(f"label {labels[0]!r}: this generator is unconditional (trained without data.label); "
-                                  "leave the label out")
+                raise ArtganError(
+                    f"label {labels[0]!r}: this generator is unconditional (trained without data.label); "
+                    "leave the label out"
+                )
             return None
         n = len(self.classes)
         if labels is None:
@@ -61,8 +66,10 @@ class Sampler:
             elif str(value).lstrip("-").isdigit() and 0 <= int(value) < n:
                 out.append(int(value))
             else:
-                raise ArtganError(f"label {value!r} is not a class of this generator (0..{n - 1} or one of: "
-                                  f"{', '.join(self.classes[:20])}{' ...' if n > 20 else ''})")
+                raise ArtganError(
+                    f"label {value!r} is not a class of this generator (0..{n - 1} or one of: "
+                    f"{', '.join(self.classes[:20])}{' ...' if n > 20 else ''})"
+                )
         return torch.tensor(out)
 
     def images(self, seeds: list[int], labels: list | None = None, batch_size: int = 64) -> np.ndarray:
@@ -89,4 +96,3 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def png_base64(image: np.ndarray) -> str:
     return base64.b64encode(png_bytes(image)).decode("ascii")
-

@@ -1,4 +1,5 @@
 """Images between the generator's [-1, 1] float tensors, uint8 arrays and PIL grids: one conversion, one grid."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Atomic outputs: everything is written to a temporary sibling, then renamed into place."""
+
 from __future__ import annotations
 
 import contextlib
@@ -52,8 +53,9 @@ def is_artgan_output(path: str | os.PathLike) -> bool:
 def write_marker(folder: Path, key: str, stage: str) -> None:
     """The ownership marker of an output folder artgan made: the stage, the param that names the folder and
     the marker's format (deterministic: a stage run twice makes the same folder, byte for byte)."""
-    (folder / MARKER).write_text(json.dumps({"format": MARKER_FORMAT, "param": key, "stage": stage},
-                                            sort_keys=True) + "\n")
+    (folder / MARKER).write_text(
+        json.dumps({"format": MARKER_FORMAT, "param": key, "stage": stage}, sort_keys=True) + "\n"
+    )
 
 
 def check_replaceable(path: str | os.PathLike, key: str, signature: str) -> Path:
@@ -69,11 +71,15 @@ def check_replaceable(path: str | os.PathLike, key: str, signature: str) -> Path
     if dst.is_dir() and not dst.is_symlink() and not any(dst.iterdir()):
         return dst
     if dst.is_dir() and (dst / signature).exists():
-        raise ArtganError(f"{key}: {dst} holds a {signature} but no {MARKER} marker (made by an older artgan, or a "
-                          f"folder of yours): artgan replaces only folders it marked; if it is an old output, delete "
-                          f"{dst} and run again, else point {key} at a new folder")
-    raise ArtganError(f"{key}: {dst} exists and is not an artgan output (no {MARKER} marker); artgan replaces "
-                      f"that folder whole, so point {key} at a new folder (or move {dst} away yourself)")
+        raise ArtganError(
+            f"{key}: {dst} holds a {signature} but no {MARKER} marker (made by an older artgan, or a "
+            f"folder of yours): artgan replaces only folders it marked; if it is an old output, delete "
+            f"{dst} and run again, else point {key} at a new folder"
+        )
+    raise ArtganError(
+        f"{key}: {dst} exists and is not an artgan output (no {MARKER} marker); artgan replaces "
+        f"that folder whole, so point {key} at a new folder (or move {dst} away yourself)"
+    )
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ The folders come from params (`data.raw_dir`, `data.validated_dir`, `data.proces
 `reports_dir`); dvc.yaml interpolates the same params (`${data.processed_dir}/images.npy`), so a changed folder
 moves both what a stage writes and what DVC tracks. The file names inside them are fixed here, and only here.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -90,9 +91,11 @@ def check_inside_dvc_project(cfg, environ=os.environ) -> None:
     for param in FOLDER_PARAMS:
         path = folder(cfg, param)
         if not (root / path).resolve().is_relative_to(root):
-            raise ArtganError(f"{param}: {path} is outside the DVC project {root}, and DVC tracks outputs inside it "
-                              f"only; set {param} to a path inside the project (e.g. the default in params.yaml), "
-                              "or run the `artgan` command itself rather than `dvc repro`")
+            raise ArtganError(
+                f"{param}: {path} is outside the DVC project {root}, and DVC tracks outputs inside it "
+                f"only; set {param} to a path inside the project (e.g. the default in params.yaml), "
+                "or run the `artgan` command itself rather than `dvc repro`"
+            )
 
 
 _REMEDY = {
@@ -100,7 +103,7 @@ _REMEDY = {
     errno.EDQUOT: "free space within your disk quota, or point {param} at another disk",
     errno.EROFS: "that file system is read-only: mount it read-write, or point {param} at a writable folder",
     errno.EPERM: "make it writable (`chmod u+w {dir}`, or `chattr -i {dir}` if it is immutable), or point {param} "
-                 "at a writable folder",
+    "at a writable folder",
     errno.EACCES: "make it writable (`chmod u+w {dir}`), or point {param} at a writable folder",
 }
 
@@ -118,8 +121,12 @@ def write_errors(cfg, stage: str) -> Iterator[None]:
         path = Path(exc.filename or exc.filename2 or ".")
         param = next((p for p in FOLDER_PARAMS if path.resolve().is_relative_to(folder(cfg, p).resolve())), None)
         if param is None:  # a temp sibling: the folder param whose folder it sits beside
-            param = next((p for p in FOLDER_PARAMS if folder(cfg, p).resolve().parent == path.resolve().parent),
-                         "the output folder")
+            param = next(
+                (p for p in FOLDER_PARAMS if folder(cfg, p).resolve().parent == path.resolve().parent),
+                "the output folder",
+            )
         remedy = _REMEDY[exc.errno].format(dir=path.parent, param=param)
-        raise ArtganError(f"{stage}: cannot write {path} ({os.strerror(exc.errno)}); {remedy}. Outputs of an earlier "
-                          f"run are unchanged") from None
+        raise ArtganError(
+            f"{stage}: cannot write {path} ({os.strerror(exc.errno)}); {remedy}. Outputs of an earlier "
+            f"run are unchanged"
+        ) from None

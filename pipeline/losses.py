@@ -14,10 +14,11 @@ Every entry is a `Loss`: `d(real_logits, fake_logits)` is minimised by D and `g(
 
 `r1_penalty` is the R1 regulariser of Mescheder et al. (2018), usable with any of the losses.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +37,6 @@ class Loss:
     def d_of(self, logits: Tensor) -> Tensor:
         """What the literature calls D(x) for these logits: σ(logits) for bce/ns, the logits otherwise."""
         return torch.sigmoid(logits) if self.prob else logits
-
-    def __iter__(self) -> Iterator[Callable[..., Tensor]]:
-        # backward compatibility with the old `d_fn, g_fn = LOSSES[name]` tuple registry
-        return iter((self.d, self.g))
 
 
 def bce_d(real: Tensor, fake: Tensor) -> Tensor:
@@ -110,9 +107,16 @@ def gp_weights(generator: torch.Generator | None, total: int, rows: slice) -> Te
     return torch.rand(total, generator=generator, dtype=torch.float32)[rows]
 
 
-def gradient_penalty(D, real: Tensor, fake: Tensor, y: Tensor | None = None,
-                     generator: torch.Generator | None = None, total: int | None = None, offset: int = 0,
-                     eps: Tensor | None = None) -> Tensor:
+def gradient_penalty(
+    D,
+    real: Tensor,
+    fake: Tensor,
+    y: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    total: int | None = None,
+    offset: int = 0,
+    eps: Tensor | None = None,
+) -> Tensor:
     """Gulrajani et al. (2017): mean over the batch of (||∇_x̂ D(x̂)||₂ - 1)², x̂ = ε·real + (1-ε)·fake.
 
     ε ~ U(0, 1) per sample is drawn on the CPU from `generator` (float32, then cast to real's dtype and moved to

@@ -7,6 +7,7 @@ with one row per seed: {"seed": 0, "label": "", "png": "<base64 PNG>"}. The imag
 `artgan generate --seed` draws. It is the one module beside pipeline/tracking.py that imports mlflow,
 because MLflow runs it.
 """
+
 from __future__ import annotations
 
 import mlflow
@@ -34,8 +35,10 @@ class ArtganGenerator(PythonModel):
         if "label" in model_input and self.sampler.classes:
             given = model_input["label"]
             if given.notna().any():
-                labels = [v if isinstance(v, str) and v else s % len(self.sampler.classes)
-                          for v, s in zip(given.where(given.notna(), ""), seeds)]
+                labels = [
+                    v if isinstance(v, str) and v else s % len(self.sampler.classes)
+                    for v, s in zip(given.where(given.notna(), ""), seeds)
+                ]
         y = self.sampler.labels(seeds, labels)
         images = self.sampler.images(seeds, labels)
         names = [self.sampler.classes[int(i)] for i in y] if y is not None else [""] * len(seeds)

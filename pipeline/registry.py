@@ -8,6 +8,7 @@ lower (or there is no champion yet): FIDs of different datasets or sample counts
 `artgan promote` moves it by hand. The MLflow Model Registry calls are at the end of this module; runs are
 pipeline/tracking.py's.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,10 @@ MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ver
 def protocol(metrics: dict, precision: str = "fp32") -> str:
     """What makes two FIDs comparable besides the data: network, sample counts, image size, and the features'
     precision when it is not fp32 (fp32 protocols read as they did before `eval.fid_precision` existed)."""
-    return (f"{FID_NETWORK} n_fake={metrics['fid_n_fake']} n_real={metrics['fid_n_real']} "
-            f"size={metrics['image_size']}" + ("" if precision == "fp32" else f" precision={precision}"))
+    return (
+        f"{FID_NETWORK} n_fake={metrics['fid_n_fake']} n_real={metrics['fid_n_real']} "
+        f"size={metrics['image_size']}" + ("" if precision == "fp32" else f" precision={precision}")
+    )
 
 
 def check_name(name: str) -> dict | None:
@@ -37,16 +40,21 @@ def check_name(name: str) -> dict | None:
     registered model (None when there is none yet)."""
     rm = registered_model(name)
     if rm is not None and rm["tags"].get(OWNER_TAG[0]) != OWNER_TAG[1]:
-        raise ArtganError(f"registry.name: the registered model {name!r} at {tracking.tracking_uri()} was not made "
-                          "by artgan (no tag artgan=generator); choose another registry.name in params.yaml")
+        raise ArtganError(
+            f"registry.name: the registered model {name!r} at {tracking.tracking_uri()} was not made "
+            "by artgan (no tag artgan=generator); choose another registry.name in params.yaml"
+        )
     return rm
 
 
 def _ensure_model(name: str) -> None:
     if check_name(name) is None:
-        create_registered_model(name, {OWNER_TAG[0]: OWNER_TAG[1]},
-                                         "artgan generators (pyfunc: seeds -> PNG images); @champion has the best FID "
-                                         "on its dataset digest and protocol")
+        create_registered_model(
+            name,
+            {OWNER_TAG[0]: OWNER_TAG[1]},
+            "artgan generators (pyfunc: seeds -> PNG images); @champion has the best FID "
+            "on its dataset digest and protocol",
+        )
 
 
 def publish(name: str, model_uri: str, run_id: str, fid: float, digest: str, proto: str) -> dict:
@@ -58,16 +66,25 @@ def publish(name: str, model_uri: str, run_id: str, fid: float, digest: str, pro
     if champion is None:
         promote_to, why = True, "first version"
     elif champion["tags"].get("data_digest") != digest or champion["tags"].get("fid_protocol") != proto:
-        promote_to, why = False, (f"champion v{champion['version']} was scored on other data or another protocol; "
-                                  f"not comparable (`artgan promote {version}` to choose it)")
+        promote_to, why = (
+            False,
+            (
+                f"champion v{champion['version']} was scored on other data or another protocol; "
+                f"not comparable (`artgan promote {version}` to choose it)"
+            ),
+        )
     else:
         best = float(champion["tags"].get("fid", "inf"))
         promote_to = fid < best
         why = f"FID {fid:.4f} {'<' if promote_to else '>='} champion v{champion['version']}'s {best:.4f}"
     if promote_to:
         set_alias(name, CHAMPION, version)
-    return {"registered": f"{name}/{version}", "champion": version if promote_to else champion["version"],
-            "champion_moved": promote_to, "champion_reason": why}
+    return {
+        "registered": f"{name}/{version}",
+        "champion": version if promote_to else champion["version"],
+        "champion_moved": promote_to,
+        "champion_reason": why,
+    }
 
 
 def promote(name: str, version: str, alias: str = CHAMPION) -> dict:
@@ -78,14 +95,14 @@ def promote(name: str, version: str, alias: str = CHAMPION) -> dict:
         raise ArtganError(_no_version(name, version))
     before = model_version(name, alias=alias)
     set_alias(name, alias, version)
-    return {"model": name, "alias": alias, "version": str(version),
-            "previous": before["version"] if before else None}
+    return {"model": name, "alias": alias, "version": str(version), "previous": before["version"] if before else None}
 
 
 def _no_model(name: str) -> str:
     known = registered_model_names()
-    return (f"registered model {name!r} does not exist at {tracking.tracking_uri()}; "
-            + (f"registered models: {', '.join(known)}" if known else "nothing is registered yet (run `dvc repro`)"))
+    return f"registered model {name!r} does not exist at {tracking.tracking_uri()}; " + (
+        f"registered models: {', '.join(known)}" if known else "nothing is registered yet (run `dvc repro`)"
+    )
 
 
 def _no_version(name: str, version: str) -> str:
@@ -97,8 +114,10 @@ def check_models_uri(uri: str) -> None:
     """A one-line error when a models:/ URI names no model, version or alias (before any download)."""
     m = MODELS_URI.match(uri)
     if not m:
-        raise ArtganError(f"model URI {uri!r}: expected models:/<name>@<alias>, models:/<name>/<version>, "
-                          "runs:/<run id>/generator or a checkpoint path")
+        raise ArtganError(
+            f"model URI {uri!r}: expected models:/<name>@<alias>, models:/<name>/<version>, "
+            "runs:/<run id>/generator or a checkpoint path"
+        )
     name, alias, version = m["name"], m["alias"], m["version"]
     rm = registered_model(name)
     if rm is None:
@@ -133,8 +152,9 @@ def local_checkpoint(model: str) -> Iterator[Path]:
             flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
             rel = flavor["artifacts"][CHECKPOINT_ARTIFACT]["path"]
         except (OSError, KeyError, TypeError, yaml.YAMLError):
-            raise ArtganError(f"model {model}: not an artgan generator model (no {CHECKPOINT_ARTIFACT} "
-                              "artifact in its MLmodel)") from None
+            raise ArtganError(
+                f"model {model}: not an artgan generator model (no {CHECKPOINT_ARTIFACT} artifact in its MLmodel)"
+            ) from None
         yield local / rel
 
 
@@ -144,8 +164,11 @@ MODEL_NAME = "generator"  # the logged model's name inside its run
 
 
 def _missing(exc: BaseException) -> bool:
-    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE") \
-        or "not found" in str(exc).lower() or "does not exist" in str(exc).lower()
+    return (
+        getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
+        or "not found" in str(exc).lower()
+        or "does not exist" in str(exc).lower()
+    )
 
 
 def log_generator_model(checkpoint: Path, conditional: bool) -> str:
@@ -169,12 +192,20 @@ def log_generator_model(checkpoint: Path, conditional: bool) -> str:
     example = pd.DataFrame({"seed": [0, 1]})
     if conditional:
         example["label"] = ["", ""]
-    reqs = [f"{pkg}=={md.version(pkg).split('+')[0]}" for pkg in ("mlflow", "torch", "torchvision", "numpy", "pandas", "pillow")]
+    reqs = [
+        f"{pkg}=={md.version(pkg).split('+')[0]}"
+        for pkg in ("mlflow", "torch", "torchvision", "numpy", "pandas", "pillow")
+    ]
     try:
         info = mlflow.pyfunc.log_model(
-            name=MODEL_NAME, python_model=str(code / "pyfunc_model.py"), artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-            code_paths=[str(code)], signature=ModelSignature(inputs, outputs),
-            input_example=example, pip_requirements=reqs)
+            name=MODEL_NAME,
+            python_model=str(code / "pyfunc_model.py"),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+            code_paths=[str(code)],
+            signature=ModelSignature(inputs, outputs),
+            input_example=example,
+            pip_requirements=reqs,
+        )
     except Exception as exc:
         raise ArtganError(f"MLflow could not log the generator model: {first_line(exc)}") from None
     return info.model_uri
@@ -245,7 +276,9 @@ def set_alias(name: str, alias: str, version: str) -> None:
     try:
         client.set_registered_model_alias(name, alias, str(version))
     except Exception as exc:
-        raise ArtganError(f"MLflow registry: could not set {name}@{alias} to version {version}: {first_line(exc)}") from None
+        raise ArtganError(
+            f"MLflow registry: could not set {name}@{alias} to version {version}: {first_line(exc)}"
+        ) from None
 
 
 def download_model(uri: str, dst: Path) -> Path:
@@ -254,5 +287,7 @@ def download_model(uri: str, dst: Path) -> Path:
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
     except Exception as exc:
-        raise ArtganError(f"model {uri}: could not download it from {tracking.tracking_uri()}: {first_line(exc)}") from None
+        raise ArtganError(
+            f"model {uri}: could not download it from {tracking.tracking_uri()}: {first_line(exc)}"
+        ) from None
     return Path(local)

@@ -12,6 +12,7 @@ LARGE_MIN_WIDTH px across and the grids about PAIR_WIDTH); the real samples and 
 side at the same scale. Each links to its 1:1 file. The validation result is a sentence; the checks and the
 raw result are one click away (<details>).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,18 @@ from urllib.parse import quote
 
 from pipeline.config import Config
 from pipeline.io import atomic_path
-from pipeline.layout import (DUPLICATES, INDEX, LARGE, MANIFEST, MEMORISATION, METRICS, REAL, RENDER, VALIDATION,
-                             VALIDATION_SUMMARY)
+from pipeline.layout import (
+    DUPLICATES,
+    INDEX,
+    LARGE,
+    MANIFEST,
+    MEMORISATION,
+    METRICS,
+    REAL,
+    RENDER,
+    VALIDATION,
+    VALIDATION_SUMMARY,
+)
 from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 
 MAX_CLASS_GRIDS = 64  # render draws a grid for each of the first 64 classes
@@ -87,8 +98,10 @@ def _img(reports: Path, rel: str, caption: str, pixelated: bool = True) -> str:
     if not (reports / rel).is_file():
         return _na(caption)
     if not pixelated:
-        return (f'<figure><img src="{escape(quote(rel))}" alt="{escape(caption)}">'
-                f"<figcaption>{escape(caption)}</figcaption></figure>")
+        return (
+            f'<figure><img src="{escape(quote(rel))}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>"
+        )
     shown = large_name(rel) if (reports / large_name(rel)).is_file() else rel
     size = ""
     try:
@@ -99,8 +112,10 @@ def _img(reports: Path, rel: str, caption: str, pixelated: bool = True) -> str:
             scale = f" ({im.width // max(1, _width(reports / rel))}×)" if shown != rel else ""
     except Exception:
         scale = ""
-    return (f'<figure><a href="{escape(quote(rel))}"><img class="px" src="{escape(quote(shown))}"{size} '
-            f'alt="{escape(caption)}"></a><figcaption>{escape(caption + scale)}</figcaption></figure>')
+    return (
+        f'<figure><a href="{escape(quote(rel))}"><img class="px" src="{escape(quote(shown))}"{size} '
+        f'alt="{escape(caption)}"></a><figcaption>{escape(caption + scale)}</figcaption></figure>'
+    )
 
 
 # ----------------------------------------------------------------------------- upscaled copies (render/large)
@@ -138,7 +153,9 @@ def upscale_pictures(render_dir: Path, memorisation: Path | None = None, overwri
         k = _factor(max(_width(g) for g in grids), PAIR_WIDTH)
         jobs += [(g, g.relative_to(render_dir).as_posix(), k) for g in grids]
     if (render_dir / "progress.png").is_file():
-        jobs.append((render_dir / "progress.png", "progress.png", _factor(_width(render_dir / "progress.png"), ROW_WIDTH)))
+        jobs.append(
+            (render_dir / "progress.png", "progress.png", _factor(_width(render_dir / "progress.png"), ROW_WIDTH))
+        )
     if memorisation is not None and Path(memorisation).is_file():
         jobs.append((Path(memorisation), MEMORISATION, _factor(_width(Path(memorisation)), ROW_WIDTH)))
     written = []
@@ -176,15 +193,26 @@ def dataset_section(cfg: Config) -> str:
     summary = _read_json(reports / VALIDATION_SUMMARY)
     if summary is not None:
         reasons = ", ".join(f"{k}: {v}" for k, v in (summary.get("by_reason") or {}).items())
-        rows.insert(1, ("fetched / ok / quarantined", f"{summary.get('images', '?')} / {summary.get('ok', '?')} / "
-                                                        f"{summary.get('quarantined', '?')}" + (f" ({reasons})" if reasons else "")))
+        rows.insert(
+            1,
+            (
+                "fetched / ok / quarantined",
+                f"{summary.get('images', '?')} / {summary.get('ok', '?')} / "
+                f"{summary.get('quarantined', '?')}" + (f" ({reasons})" if reasons else ""),
+            ),
+        )
     if (reports / DUPLICATES).is_file():
         import pandas as pd
 
         dups = pd.read_csv(reports / DUPLICATES)
         kinds = dups["kind"].value_counts().to_dict() if "kind" in dups else {}
-        rows.insert(2, ("duplicates removed", f"{len(dups)} (" + ", ".join(f"{k}: {v}" for k, v in kinds.items())
-                        + f"; listed in {DUPLICATES})"))
+        rows.insert(
+            2,
+            (
+                "duplicates removed",
+                f"{len(dups)} (" + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + f"; listed in {DUPLICATES})",
+            ),
+        )
     out = _table(rows, ("", ""))
     label = cfg.data.label
     if label:
@@ -225,10 +253,15 @@ def check_sentence(r: dict) -> str:
         text = f"every {col} is one of {_set(kw.get('value_set', []))}"
     elif kind == "expect_column_values_to_be_unique":
         text = f"no two images share a {col}"
-    elif kind in ("expect_column_values_to_be_between", "expect_column_mean_to_be_between",
-                  "expect_column_sum_to_be_between"):
-        what = {"expect_column_mean_to_be_between": f"the mean {col}",
-                "expect_column_sum_to_be_between": f"the sum of {col}"}.get(kind, f"every {col}")
+    elif kind in (
+        "expect_column_values_to_be_between",
+        "expect_column_mean_to_be_between",
+        "expect_column_sum_to_be_between",
+    ):
+        what = {
+            "expect_column_mean_to_be_between": f"the mean {col}",
+            "expect_column_sum_to_be_between": f"the sum of {col}",
+        }.get(kind, f"every {col}")
         if lo is not None and hi is not None:
             text = f"{what} between {_num(lo)} and {_num(hi)}"
         elif hi is not None:
@@ -279,8 +312,11 @@ def validation_section(reports: Path) -> str:
     out = f"<p>{verdict}: {escape(sentence)}</p>"
     failed = [r for r in results if not r.get("success")]
     if failed:
-        out += '<p>Failed:</p><ul class="fail-list">' + "".join(
-            f"<li>{escape(check_sentence(r))}</li>" for r in failed) + "</ul>"
+        out += (
+            '<p>Failed:</p><ul class="fail-list">'
+            + "".join(f"<li>{escape(check_sentence(r))}</li>" for r in failed)
+            + "</ul>"
+        )
     rows = []
     for r in results:
         conf = r.get("expectation_config") or {}
@@ -294,11 +330,15 @@ def validation_section(reports: Path) -> str:
             observed = ""
         rows.append((check_sentence(r), conf.get("type", "?"), kwargs, observed, _verdict(r.get("success"))))
     if rows:
-        out += (f"<details><summary>The {len(rows)} checks</summary>"
-                + _table(rows, ("check", "expectation", "arguments", "observed", "result")) + "</details>")
+        out += (
+            f"<details><summary>The {len(rows)} checks</summary>"
+            + _table(rows, ("check", "expectation", "arguments", "observed", "result"))
+            + "</details>"
+        )
     raw = json.dumps(data, indent=2, default=str)
-    out += (f"<details><summary>Raw result ({VALIDATION}, great-expectations)</summary>"
-            f"<pre>{escape(raw)}</pre></details>")
+    out += (
+        f"<details><summary>Raw result ({VALIDATION}, great-expectations)</summary><pre>{escape(raw)}</pre></details>"
+    )
     return out
 
 
@@ -318,8 +358,11 @@ def metrics_section(metrics: dict | None) -> str:
         warnings = [warnings]
     n_fake = m.get("fid_n_fake")
     if isinstance(n_fake, int) and n_fake < UNBIASED_FID_SAMPLES:
-        warnings = [*warnings, f"FID from {n_fake} < {UNBIASED_FID_SAMPLES} generated images is biased upwards; "
-                               "compare FIDs only at equal sample counts (KID is unbiased)."]
+        warnings = [
+            *warnings,
+            f"FID from {n_fake} < {UNBIASED_FID_SAMPLES} generated images is biased upwards; "
+            "compare FIDs only at equal sample counts (KID is unbiased).",
+        ]
     if warnings:
         out += '<ul class="warn">' + "".join(f"<li>{escape(str(w))}</li>" for w in warnings) + "</ul>"
     return out
@@ -339,32 +382,50 @@ def build_html(cfg: Config) -> str:
     copy_rate = (metrics or {}).get("copy_rate")
     heldout = (metrics or {}).get("copy_rate_heldout_real")
     n_real = (metrics or {}).get("fid_n_real")
-    baseline = f" (real images held out of the training features: {escape(_fmt(heldout))})" if heldout is not None else ""
+    baseline = (
+        f" (real images held out of the training features: {escape(_fmt(heldout))})" if heldout is not None else ""
+    )
     searched = f" of the {escape(_fmt(n_real))} in the FID statistics" if n_real is not None else ""
-    copy_line = (f"<p>Copy rate: <b>{escape(_fmt(copy_rate))}</b>{baseline}: the fraction of samples closer to "
-                 f"their nearest training image{searched} than any other training image is to it.</p>"
-                 if copy_rate is not None else _na("copy rate"))
+    copy_line = (
+        f"<p>Copy rate: <b>{escape(_fmt(copy_rate))}</b>{baseline}: the fraction of samples closer to "
+        f"their nearest training image{searched} than any other training image is to it.</p>"
+        if copy_rate is not None
+        else _na("copy rate")
+    )
     params = _table([(k, v) for k, v in cfg.flat().items()], ("param", "value"))
     sections = [
         ("Dataset", dataset_section(cfg)),
         ("Validation", validation_section(reports)),
         ("Metrics", metrics_section(metrics)),
-        ("Training curves", _img(reports, f"{r}loss_curves.png", "loss curves", pixelated=False)
-         + _img(reports, f"{r}fid_curve.png", "FID over training", pixelated=False)),
-        ("Samples", '<div class="row">' + _img(reports, f"{r}{REAL}", "real training images")
-         + _img(reports, f"{r}grid.png", "EMA generator, fixed seeds")
-         + _img(reports, f"{r}grid_raw.png", "raw generator, fixed seeds") + "</div>"),
+        (
+            "Training curves",
+            _img(reports, f"{r}loss_curves.png", "loss curves", pixelated=False)
+            + _img(reports, f"{r}fid_curve.png", "FID over training", pixelated=False),
+        ),
+        (
+            "Samples",
+            '<div class="row">'
+            + _img(reports, f"{r}{REAL}", "real training images")
+            + _img(reports, f"{r}grid.png", "EMA generator, fixed seeds")
+            + _img(reports, f"{r}grid_raw.png", "raw generator, fixed seeds")
+            + "</div>",
+        ),
         ("Per-class samples", classes),
         ("Training progress", _img(reports, f"{r}progress.png", "samples across training checkpoints")),
-        ("Latent interpolation", _img(reports, f"{r}interp.png", "latent interpolation strip")
-         + _img(reports, f"{r}interp.gif", "latent interpolation (animated)")),
+        (
+            "Latent interpolation",
+            _img(reports, f"{r}interp.png", "latent interpolation strip")
+            + _img(reports, f"{r}interp.gif", "latent interpolation (animated)"),
+        ),
         ("Memorisation", copy_line + _img(reports, MEMORISATION, "closest generated / training pairs")),
         ("Params", params),
     ]
     body = "\n".join(f"<section><h2>{escape(t)}</h2>\n{html}\n</section>" for t, html in sections)
     title = f"artgan report: {cfg.model.arch} / {cfg.train.loss} on {cfg.data.source}"
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
-            f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
+        f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+    )
 
 
 def write_report(cfg: Config) -> Path:

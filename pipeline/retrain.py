@@ -4,6 +4,7 @@ dvc pull -> dvc repro -> dvc push, then `dvc metrics diff --md` against the comm
 Every step is a `dvc` subprocess; the only state is what DVC (cache, remote, dvc.lock) and MLflow (the
 runs the stages log) already own. A failing step raises RetrainError naming the step and its exit code.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,7 @@ def _step(name: str, args: list[str], cwd: Path, echo: Callable[[str], None], ca
     env = {**os.environ}
     # the `artgan` stage commands must resolve to this interpreter's environment
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    res = subprocess.run([*_dvc(), *args], cwd=cwd, env=env, text=True,
-                         stdout=subprocess.PIPE if capture else None)
+    res = subprocess.run([*_dvc(), *args], cwd=cwd, env=env, text=True, stdout=subprocess.PIPE if capture else None)
     if res.returncode != 0:
         raise RetrainError(f"retrain step '{name}' (dvc {' '.join(args)}) failed with exit code {res.returncode}")
     return res.stdout or ""
@@ -94,10 +94,18 @@ def run(
         _step("push", ["push", *remote_args], cwd, echo)
     diff = _step("metrics diff", ["metrics", "diff", "--md", baseline], cwd, echo, capture=True)
     changed = len([line for line in diff.splitlines() if line.startswith("|")]) > 2  # beyond header + rule
-    markdown = f"## artgan retrain: metrics vs {baseline}\n\n" + (diff.strip() if changed else "No metric changed.") + "\n"
+    markdown = (
+        f"## artgan retrain: metrics vs {baseline}\n\n" + (diff.strip() if changed else "No metric changed.") + "\n"
+    )
     echo(markdown)
     if summary is not None:
         with atomic_path(summary) as tmp:
             tmp.write_text(markdown)
-    return {"pulled": pulled, "pushed": push, "remote": remote or "default", "baseline": baseline,
-            "summary": str(summary) if summary else None, "metrics_changed": changed}
+    return {
+        "pulled": pulled,
+        "pushed": push,
+        "remote": remote or "default",
+        "baseline": baseline,
+        "summary": str(summary) if summary else None,
+        "metrics_changed": changed,
+    }

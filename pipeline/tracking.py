@@ -4,6 +4,7 @@ train opens the run; evaluate and render log into the same run, whose id train w
 file (`models/mlflow_run.json`) that DVC hands to the later stages. fetch, validate and preprocess each
 log a small run in the `<experiment>-data` experiment, so the main experiment lists one run per model.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +55,10 @@ def check_reachable(timeout: float = 5.0) -> None:
         pass  # it answered (an auth proxy's 401, an old server's 404): reachable
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise ArtganError(f"MLflow tracking server {uri} is unreachable ({reason}); start it, fix "
-                          "MLFLOW_TRACKING_URI, or unset it to track in ./mlflow.db") from None
+        raise ArtganError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it, fix "
+            "MLFLOW_TRACKING_URI, or unset it to track in ./mlflow.db"
+        ) from None
     _REACHABLE.add(uri)
 
 
@@ -64,7 +67,7 @@ def sqlite_path(uri: str) -> Path | None:
     in-memory database."""
     if not uri.startswith("sqlite://"):
         return None
-    rest = uri[len("sqlite://"):].split("?", 1)[0]
+    rest = uri[len("sqlite://") :].split("?", 1)[0]
     path = rest[1:] if rest.startswith("/") else rest
     return None if path in ("", ":memory:") else Path(path)
 
@@ -75,9 +78,11 @@ def check_store_folder() -> None:
     it, if that is where the store belongs."""
     db = sqlite_path(tracking_uri())
     if db is not None and not db.parent.is_dir():
-        raise ArtganError(f"MLFLOW_TRACKING_URI={tracking_uri()}: the folder {db.parent} does not exist; create it "
-                          f"(`mkdir -p {db.parent}`) if the store belongs there, or fix MLFLOW_TRACKING_URI "
-                          "(unset it to track in ./mlflow.db)")
+        raise ArtganError(
+            f"MLFLOW_TRACKING_URI={tracking_uri()}: the folder {db.parent} does not exist; create it "
+            f"(`mkdir -p {db.parent}`) if the store belongs there, or fix MLFLOW_TRACKING_URI "
+            "(unset it to track in ./mlflow.db)"
+        )
 
 
 def _mlflow():
@@ -168,8 +173,9 @@ def _activate(mlflow, run_kwargs: dict, stage: str) -> Iterator[Run]:
 
 
 @contextlib.contextmanager
-def new_run(stage: str, params: dict[str, object], experiment: str = EXPERIMENT,
-            system_metrics: bool = False) -> Iterator[Run]:
+def new_run(
+    stage: str, params: dict[str, object], experiment: str = EXPERIMENT, system_metrics: bool = False
+) -> Iterator[Run]:
     """A fresh run named after the DVC experiment (DVC_EXP_NAME) when there is one; `system_metrics`
     turns on MLflow's CPU/memory/GPU sampling for the run's lifetime."""
     mlflow = _mlflow()
@@ -259,14 +265,21 @@ def run_data(run_id: str) -> dict:
     """Params, metrics and tags of a run (for tests and reports)."""
     mlflow = _mlflow()
     run = mlflow.get_run(run_id)
-    return {"params": run.data.params, "metrics": run.data.metrics, "tags": run.data.tags,
-            "status": run.info.status, "name": run.info.run_name}
+    return {
+        "params": run.data.params,
+        "metrics": run.data.metrics,
+        "tags": run.data.tags,
+        "status": run.info.status,
+        "name": run.info.run_name,
+    }
 
 
 # --- the generator as an MLflow model, and the Model Registry (decisions in pipeline/registry.py) ----------------
 
-def log_data_stage(stage: str, params: dict[str, object], figures: dict, artifacts: list[Path] = (),
-                   tags: dict[str, str] | None = None) -> str:
+
+def log_data_stage(
+    stage: str, params: dict[str, object], figures: dict, artifacts: list[Path] = (), tags: dict[str, str] | None = None
+) -> str:
     """One small run per data stage (fetch, validate, preprocess) in the data experiment."""
     with new_run(stage, params, experiment=DATA_EXPERIMENT) as run:
         run.log_metrics({k: v for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})

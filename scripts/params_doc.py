@@ -10,6 +10,7 @@ in this order of preference, the field's pydantic `description`, the key's comme
 continuation lines), the field's trailing comment in pipeline/config.py, or a short fallback below for the
 few keys that have none. tests/test_params_doc.py fails when the committed file differs from a fresh one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,7 +107,7 @@ def _trailing_comment(rest: str) -> str:
         elif ch in "\"'":
             quote = ch
         elif ch == "#" and (i == 0 or rest[i - 1].isspace()):
-            return rest[i + 1:].strip()
+            return rest[i + 1 :].strip()
     return ""
 
 
@@ -142,8 +143,14 @@ def config_comments(source: str) -> dict[tuple[str, str], str]:
 def _bounds(metadata: list) -> str:
     parts = []
     for m in metadata:
-        for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"), ("min_length", "length ≥"),
-                          ("max_length", "length ≤")):
+        for attr, sym in (
+            ("ge", "≥"),
+            ("gt", ">"),
+            ("le", "≤"),
+            ("lt", "<"),
+            ("min_length", "length ≥"),
+            ("max_length", "length ≤"),
+        ):
             v = getattr(m, attr, None)
             if v is not None:
                 parts.append(f"{sym} {v:g}" if isinstance(v, float) else f"{sym} {v}")
@@ -192,8 +199,10 @@ def _cell(text: str, html: bool = False) -> str:
     text = text.replace("|", "\\|").replace("\n", " ")
     if html:
         parts = text.split("`")
-        text = "`".join(p if i % 2 else p.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-                        for i, p in enumerate(parts))
+        text = "`".join(
+            p if i % 2 else p.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            for i, p in enumerate(parts)
+        )
     return text
 
 
@@ -243,11 +252,16 @@ def build() -> str:
             sections.append((key, ann))
         else:
             top.append((key, field))
-    lines += ["Sections: " + ", ".join(f"[`{k}`](#{k})" for k, _ in sections)
-              + (", " + ", ".join(f"[`{k}`](#top-level)" for k, _ in top) if top else "") + ".", ""]
+    lines += [
+        "Sections: "
+        + ", ".join(f"[`{k}`](#{k})" for k, _ in sections)
+        + (", " + ", ".join(f"[`{k}`](#top-level)" for k, _ in top) if top else "")
+        + ".",
+        "",
+    ]
 
     def row(dotted: str, cls_name: str, fname: str, field, file_value: object, present: bool) -> str:
-        desc = (field.description or ycom.get(dotted) or ccom.get((cls_name, fname)) or FALLBACK.get(dotted, ""))
+        desc = field.description or ycom.get(dotted) or ccom.get((cls_name, fname)) or FALLBACK.get(dotted, "")
         typ = choices.get(dotted) or describe_type(field.annotation, field.metadata)
         default = field.get_default(call_default_factory=True)
         default = default.model_dump() if isinstance(default, BaseModel) else default
@@ -262,16 +276,26 @@ def build() -> str:
         title = SECTION_TITLES.get(key)
         comment = ycom.get(key, "")
         comment = f"{comment[0].upper()}{comment[1:]}." if comment else ""
-        intro = " ".join(filter(None, [f"Read by {title}." if title and title.startswith("`") else
-                                       (f"{title[0].upper()}{title[1:]}." if title else ""), comment]))
+        intro = " ".join(
+            filter(
+                None,
+                [
+                    f"Read by {title}."
+                    if title and title.startswith("`")
+                    else (f"{title[0].upper()}{title[1:]}." if title else ""),
+                    comment,
+                ],
+            )
+        )
         if intro:
             lines += [intro, ""]
         lines += head
         section_values = in_file.get(key) or {}
         for fname, field in model.model_fields.items():
             fkey = field.alias or fname
-            lines.append(row(f"{key}.{fkey}", model.__name__, fname, field, section_values.get(fkey),
-                             fkey in section_values))
+            lines.append(
+                row(f"{key}.{fkey}", model.__name__, fname, field, section_values.get(fkey), fkey in section_values)
+            )
         lines.append("")
     if top:
         lines += ["## top level", ""] + head
@@ -291,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
         if current != text:
-            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), text.splitlines(True),
-                                                       str(args.out), "generated"))
+            sys.stdout.writelines(
+                difflib.unified_diff(current.splitlines(True), text.splitlines(True), str(args.out), "generated")
+            )
             print(f"{args.out} is not current; regenerate it with: {COMMAND}", file=sys.stderr)
             return 1
         return 0

@@ -9,15 +9,39 @@
 and not gpu"`). Modules mark e2e themselves; the other three are applied here, from what a test uses, so that a
 new test that opens the browser, starts PostgreSQL or needs CUDA joins its tier without remembering to say so.
 """
+
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
 
 @pytest.fixture(scope="module")
 def mlflow_dir(tmp_path_factory):
     """One MLflow tracking store per test module (creating a store costs seconds); each test looks its runs up by
     their own ids. Use it with helpers.isolate_mlflow(monkeypatch, tmp_path, mlflow_dir)."""
     return tmp_path_factory.mktemp("mlflow")
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's headless Chromium (`make setup` installs it)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through playwright, one per test module."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} not found: the report tests open index.html in Debian's headless Chromium; "
+            "run `make setup` (it installs the `chromium` package)",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
+        yield b
+        b.close()
 
 
 BROWSER_FIXTURES = {"browser", "chromium"}  # tests/test_report.py's playwright browser, test_mlflow_ui's chromium
@@ -28,8 +52,9 @@ CUDA_REASONS = ("needs a cuda device", "needs cuda", "requires cuda")
 def _needs_cuda(item: pytest.Item) -> bool:
     """A test skipped unless CUDA is there (`skipif(not torch.cuda.is_available(), reason="needs a CUDA device")`,
     on the test, its module or its parameter)."""
-    return any(any(r in str(m.kwargs.get("reason", "")).lower() for r in CUDA_REASONS)
-               for m in item.iter_markers("skipif"))
+    return any(
+        any(r in str(m.kwargs.get("reason", "")).lower() for r in CUDA_REASONS) for m in item.iter_markers("skipif")
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,4 +1,5 @@
 """Shared helpers for the unit tests (plain functions; the fixtures live in each test module)."""
+
 from __future__ import annotations
 
 import copy
@@ -77,8 +78,13 @@ def copy_project(dst: Path, overrides: dict, skip: tuple[str, ...] = ("tests/", 
     import shutil
     import subprocess
 
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for rel in files:
         if rel.startswith(skip) or not (REPO / rel).is_file():
             continue

@@ -1,4 +1,5 @@
 """The import graph of pipeline/, read from the source (ast): no module is imported to build it."""
+
 from __future__ import annotations
 
 import ast
@@ -31,8 +32,9 @@ def imports(module: str, top_level_only: bool = False) -> set[str]:
                 if hit:
                     found.add(hit)
         elif isinstance(node, ast.Import):
-            found |= {hit for alias in node.names if alias.name.split(".")[0] == "pipeline"
-                      and (hit := _resolve(alias.name))}
+            found |= {
+                hit for alias in node.names if alias.name.split(".")[0] == "pipeline" and (hit := _resolve(alias.name))
+            }
     found.discard(module)
     return found
 

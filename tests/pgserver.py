@@ -4,6 +4,7 @@ Plain helpers (the fixtures live in tests/test_team_server.py). PostgreSQL comes
 `postgresql` package (`make setup` installs it); when it is missing the test fails with that hint
 instead of skipping, since a skipped integration test is silently untested.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,9 @@ def _as_postgres() -> list[str]:
         return []
     runuser = shutil.which("runuser")
     if runuser is None:
-        pytest.fail(f"running as root needs `runuser` (util-linux) to start PostgreSQL as postgres: {SETUP_HINT}",
-                    pytrace=False)
+        pytest.fail(
+            f"running as root needs `runuser` (util-linux) to start PostgreSQL as postgres: {SETUP_HINT}", pytrace=False
+        )
     try:
         import pwd
 
@@ -105,28 +107,75 @@ class PostgresCluster:
     def _run(self, args: list[str], **kw) -> subprocess.CompletedProcess:
         out = subprocess.run([*self.prefix, *args], capture_output=True, text=True, timeout=120, cwd=self.root, **kw)
         if out.returncode != 0:
-            raise RuntimeError(f"{' '.join(args[:2])} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
-                               f"\n--- server log ---\n{_tail(self.log)}")
+            raise RuntimeError(
+                f"{' '.join(args[:2])} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+                f"\n--- server log ---\n{_tail(self.log)}"
+            )
         return out
 
     def start(self) -> None:
-        self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", self.superuser, "-E", "UTF8",
-                   "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"])
+        self._run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.superuser,
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+            ]
+        )
         # The postmaster runs as this process's child rather than through `pg_ctl start`, which daemonises it:
         # where PID 1 reaps no orphans (containers) every run would leave a zombie behind.
         self._log_fh = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [*self.prefix, str(self.bin / "postgres"), "-D", str(self.data), "-c", "listen_addresses=127.0.0.1",
-             "-c", f"port={self.port}", "-c", f"unix_socket_directories={self.sockets}",
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-            cwd=self.root, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                *self.prefix,
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.data),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"port={self.port}",
+                "-c",
+                f"unix_socket_directories={self.sockets}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            cwd=self.root,
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.started = True
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited ({self.proc.returncode}):\n{_tail(self.log)}")
-            ready = subprocess.run([*self.prefix, str(self.bin / "pg_isready"), "-q", "-h", str(self.sockets),
-                                    "-p", str(self.port), "-U", self.superuser], cwd=self.root, timeout=30)
+            ready = subprocess.run(
+                [
+                    *self.prefix,
+                    str(self.bin / "pg_isready"),
+                    "-q",
+                    "-h",
+                    str(self.sockets),
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    self.superuser,
+                ],
+                cwd=self.root,
+                timeout=30,
+            )
             if ready.returncode == 0:
                 return
             time.sleep(0.2)
@@ -134,8 +183,23 @@ class PostgresCluster:
 
     def psql(self, sql: str, db: str = "postgres") -> str:
         """Run SQL as the superuser over the unix socket; the output unaligned, tuples only."""
-        return self._run([str(self.bin / "psql"), "-h", str(self.sockets), "-p", str(self.port), "-U", self.superuser,
-                          "-d", db, "-v", "ON_ERROR_STOP=1", "-qAtc", sql]).stdout
+        return self._run(
+            [
+                str(self.bin / "psql"),
+                "-h",
+                str(self.sockets),
+                "-p",
+                str(self.port),
+                "-U",
+                self.superuser,
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAtc",
+                sql,
+            ]
+        ).stdout
 
     def create_db(self, name: str, owner: str, password: str | None = None) -> None:
         if password is not None:
@@ -151,8 +215,12 @@ class PostgresCluster:
         """pg_ctl stop -m fast (the postmaster ends its sessions and exits), then reap it; the folder goes."""
         try:
             if self.started:
-                subprocess.run([*self.prefix, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
-                                "stop"], capture_output=True, timeout=60, cwd=self.root)
+                subprocess.run(
+                    [*self.prefix, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+                    capture_output=True,
+                    timeout=60,
+                    cwd=self.root,
+                )
                 try:
                     self.proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
@@ -183,15 +251,18 @@ class MlflowServer:
         self.cmd = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port), *args]
         self._log_fh = open(self.log, "wb")
         # its own process group: the server forks uvicorn workers, and teardown kills them all
-        self.proc = subprocess.Popen(self.cmd, cwd=workdir, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=workdir, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                pytest.fail(f"mlflow server exited ({self.proc.returncode}) before it was healthy:\n"
-                            f"{_tail(self.log)}", pytrace=False)
+                pytest.fail(
+                    f"mlflow server exited ({self.proc.returncode}) before it was healthy:\n{_tail(self.log)}",
+                    pytrace=False,
+                )
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
                     if r.status == 200:
@@ -199,8 +270,9 @@ class MlflowServer:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.5)
-        pytest.fail(f"mlflow server not healthy at {self.url}/health after {timeout:.0f} s:\n{_tail(self.log)}",
-                    pytrace=False)
+        pytest.fail(
+            f"mlflow server not healthy at {self.url}/health after {timeout:.0f} s:\n{_tail(self.log)}", pytrace=False
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -1,4 +1,5 @@
 """DiffAugment: shapes, reproducibility, differentiability, each policy's effect, per-sample p, sharded batches."""
+
 from __future__ import annotations
 
 import pytest
@@ -193,8 +194,7 @@ def test_unknown_policy_is_rejected():
         diff_augment(images(), ["rotate"], 0.0, gen())  # checked even when nothing would be drawn
 
 
-@pytest.mark.parametrize("kwargs", [dict(p=1.5), dict(p=-0.1), dict(total=3), dict(total=8, offset=5),
-                                    dict(offset=-1)])
+@pytest.mark.parametrize("kwargs", [dict(p=1.5), dict(p=-0.1), dict(total=3), dict(total=8, offset=5), dict(offset=-1)])
 def test_bad_arguments_are_rejected(kwargs):
     args = dict(policy=POLICIES, p=0.5, generator=gen()) | kwargs
     with pytest.raises(ValueError):

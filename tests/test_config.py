@@ -1,4 +1,5 @@
 """params.yaml -> Config: defaults, one-line errors naming the key, and the CLI that prints them."""
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,7 @@ def parse_error(raw) -> str:
 
 # ---- defaults --------------------------------------------------------------------------------------
 
+
 def test_empty_params_parse_to_the_documented_defaults():
     cfg = parse({})
     assert isinstance(cfg, Config)
@@ -49,13 +51,16 @@ def test_validate_section_is_read_by_its_yaml_name():
     assert cfg.validate_cfg.modes == ("RGB",)
 
 
-@pytest.mark.parametrize("validate, needles", [
-    ({"on_bad_file": "delete"}, ("'validate.on_bad_file'", "quarantine", "fail")),
-    ({"aspect_ratio": [4.0, 0.25]}, ("'validate.aspect_ratio'", "min <= max")),
-    ({"formats": ["PNG", "JPG"]}, ("'validate.formats'", "'JPG'", "JPEG")),
-    ({"modes": ["RGB", "RGBB"]}, ("'validate.modes'", "'RGBB'")),
-    ({"max_duplicate_fraction": 1.5}, ("'validate.max_duplicate_fraction'",)),
-])
+@pytest.mark.parametrize(
+    "validate, needles",
+    [
+        ({"on_bad_file": "delete"}, ("'validate.on_bad_file'", "quarantine", "fail")),
+        ({"aspect_ratio": [4.0, 0.25]}, ("'validate.aspect_ratio'", "min <= max")),
+        ({"formats": ["PNG", "JPG"]}, ("'validate.formats'", "'JPG'", "JPEG")),
+        ({"modes": ["RGB", "RGBB"]}, ("'validate.modes'", "'RGBB'")),
+        ({"max_duplicate_fraction": 1.5}, ("'validate.max_duplicate_fraction'",)),
+    ],
+)
 def test_bad_validate_values_are_one_line_naming_the_key(validate, needles):
     msg = parse_error({"validate": validate})
     for needle in needles:
@@ -73,6 +78,7 @@ def test_config_is_frozen():
 
 
 # ---- unknown keys ----------------------------------------------------------------------------------
+
 
 def test_unknown_top_level_key_is_named_with_the_allowed_sections():
     msg = parse_error({"trian": {"steps": 3}})
@@ -99,6 +105,7 @@ def test_unknown_key_under_validate_lists_the_validate_keys():
 
 # ---- wrong types and ranges ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "raw, key",
     [
@@ -122,22 +129,30 @@ def test_ill_typed_or_out_of_range_value_names_the_key(raw, key):
     assert f"'{key}'" in msg
 
 
-@pytest.mark.parametrize("section, key, value", [("train", "steps", True), ("train", "lr_g", False),
-                                                 ("eval", "n_samples", True), ("data", "timeout", True)])
+@pytest.mark.parametrize(
+    "section, key, value",
+    [("train", "steps", True), ("train", "lr_g", False), ("eval", "n_samples", True), ("data", "timeout", True)],
+)
 def test_a_boolean_for_a_number_is_an_error_not_one_or_zero(section, key, value):
     with pytest.raises(ArtganError) as e:
         parse({section: {key: value}})
-    assert str(e.value) == (f"params.yaml: '{section}.{key}': must be a number, got the boolean {value!r} "
-                            "(YAML reads true/false/yes/no/on/off as one)")
+    assert str(e.value) == (
+        f"params.yaml: '{section}.{key}': must be a number, got the boolean {value!r} "
+        "(YAML reads true/false/yes/no/on/off as one)"
+    )
 
 
-@pytest.mark.parametrize("section, key, value, item", [("validate", "aspect_ratio", [0.5, True], 1),
-                                                       ("preprocess", "background", [False, 0, 0], 0)])
+@pytest.mark.parametrize(
+    "section, key, value, item",
+    [("validate", "aspect_ratio", [0.5, True], 1), ("preprocess", "background", [False, 0, 0], 0)],
+)
 def test_a_boolean_inside_a_list_of_numbers_is_an_error(section, key, value, item):
     with pytest.raises(ArtganError) as e:
         parse({section: {key: value}})
-    assert str(e.value) == (f"params.yaml: '{section}.{key}': item {item} must be a number, got the boolean "
-                            f"{value[item]!r} (YAML reads true/false/yes/no/on/off as one)")
+    assert str(e.value) == (
+        f"params.yaml: '{section}.{key}': item {item} must be a number, got the boolean "
+        f"{value[item]!r} (YAML reads true/false/yes/no/on/off as one)"
+    )
 
 
 def test_non_power_of_two_image_size_says_so():
@@ -151,6 +166,7 @@ def test_params_that_are_not_a_mapping_are_rejected():
 
 
 # ---- unknown names in the registries ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "raw, key, known",
@@ -174,6 +190,7 @@ def test_every_registered_loss_is_accepted(loss):
 
 
 # ---- the params file -------------------------------------------------------------------------------
+
 
 def test_load_reads_a_yaml_file(tmp_path):
     p = write_params(tmp_path / "p.yaml", {"train": {"steps": 7, "loss": "hinge"}})
@@ -210,8 +227,9 @@ def test_invalid_yaml_says_so_in_one_line(tmp_path):
     assert "not valid YAML" in msg and str(p) in msg and "\n" not in msg
 
 
-@pytest.mark.parametrize("text, kind", [("[]\n", "list"), ("- train\n", "list"), ("steps: 3\n---\n", None),
-                                        ("6000\n", "int")])
+@pytest.mark.parametrize(
+    "text, kind", [("[]\n", "list"), ("- train\n", "list"), ("steps: 3\n---\n", None), ("6000\n", "int")]
+)
 def test_a_params_file_that_is_not_a_mapping_is_one_line(tmp_path, text, kind):
     p = write_params(tmp_path / "p.yaml", text)
     with pytest.raises(ArtganError) as info:
@@ -226,10 +244,13 @@ def test_an_empty_params_file_is_every_default(tmp_path):
     assert load(write_params(tmp_path / "p.yaml", "")) == load(write_params(tmp_path / "q.yaml", "{}\n"))
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("train:\n  steps: 3\ntrain:\n  loss: ns\n", "line 3 (duplicate key 'train')"),
-    ("train:\n  steps: 3\n  steps: 5\n", "line 3 (duplicate key 'steps')"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("train:\n  steps: 3\ntrain:\n  loss: ns\n", "line 3 (duplicate key 'train')"),
+        ("train:\n  steps: 3\n  steps: 5\n", "line 3 (duplicate key 'steps')"),
+    ],
+)
 def test_a_key_given_twice_is_an_error_not_the_last_one_winning(tmp_path, text, needle):
     p = write_params(tmp_path / "p.yaml", text)
     with pytest.raises(ArtganError, match=rf"^{p}: not valid YAML at {re.escape(needle)}; fix the syntax$"):
@@ -239,12 +260,16 @@ def test_a_key_given_twice_is_an_error_not_the_last_one_winning(tmp_path, text, 
 def test_a_params_file_that_is_not_utf8_is_one_line(tmp_path):
     p = tmp_path / "p.yaml"
     p.write_bytes(b"\xff\xfe\x00t\x00r\x00a\x00i\x00n")
-    with pytest.raises(ArtganError, match=rf"^{p}: cannot be read as UTF-8 text \(UnicodeDecodeError\); save it as UTF-8$"):
+    with pytest.raises(
+        ArtganError, match=rf"^{p}: cannot be read as UTF-8 text \(UnicodeDecodeError\); save it as UTF-8$"
+    ):
         load(p)
 
 
-@pytest.mark.parametrize("key", ["data.raw_dir", "data.processed_dir", "data.download_dir", "train.checkpoint_dir",
-                                 "train.out_dir", "reports_dir"])
+@pytest.mark.parametrize(
+    "key",
+    ["data.raw_dir", "data.processed_dir", "data.download_dir", "train.checkpoint_dir", "train.out_dir", "reports_dir"],
+)
 @pytest.mark.parametrize("value", ["", ".", "./", "/"])
 def test_a_stage_folder_cannot_be_the_working_directory_or_the_root(key, value):
     *section, name = key.split(".")
@@ -254,6 +279,7 @@ def test_a_stage_folder_cannot_be_the_working_directory_or_the_root(key, value):
 
 
 # ---- flat() ----------------------------------------------------------------------------------------
+
 
 def test_flat_gives_dotted_keys_for_mlflow():
     flat = parse({"train": {"loss": "hinge"}, "validate": {"min_images": 12}}).flat()
@@ -269,10 +295,12 @@ def test_flat_gives_dotted_keys_for_mlflow():
 
 # ---- the CLI ---------------------------------------------------------------------------------------
 
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def _assert_one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> None:
@@ -294,8 +322,9 @@ def test_cli_bad_key_is_one_error_line_without_traceback(tmp_path):
 def test_console_script_bad_type_is_one_error_line(tmp_path):
     p = write_params(tmp_path / "bad.yaml", {"train": {"steps": "many"}})
     env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
-    proc = subprocess.run([str(ARTGAN), "train", "--params", str(p)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(ARTGAN), "train", "--params", str(p)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     _assert_one_error_line(proc, "train.steps")
 
 

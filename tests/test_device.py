@@ -1,6 +1,7 @@
 """train.device / eval.device: `auto` picks cuda -> mps -> cpu at run time; an absent device is one line.
 
 This machine has neither CUDA nor MPS, so which of them is present is simulated by what torch reports."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,10 +11,15 @@ from pipeline.device import pick_device
 from pipeline.errors import ArtganError
 
 
-@pytest.mark.parametrize("cuda, mps, allow_mps, expected", [
-    (True, True, True, "cuda"), (False, True, True, "mps"), (False, False, True, "cpu"),
-    (False, True, False, "cpu"),  # a stage that cannot use MPS (e.g. eval) falls back to the CPU
-])
+@pytest.mark.parametrize(
+    "cuda, mps, allow_mps, expected",
+    [
+        (True, True, True, "cuda"),
+        (False, True, True, "mps"),
+        (False, False, True, "cpu"),
+        (False, True, False, "cpu"),  # a stage that cannot use MPS (e.g. eval) falls back to the CPU
+    ],
+)
 def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, allow_mps, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)

@@ -4,9 +4,8 @@ changes: an edit to the train stage reruns train, not evaluate's minutes of FID 
 The code a stage runs is its module and every pipeline module it imports, transitively (at module level or inside
 functions), with two exceptions stated below. A folder in deps stands for every module in it.
 """
-from __future__ import annotations
 
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 import yaml

@@ -1,4 +1,5 @@
 """End to end: the real `dvc repro` on tiny params in a temporary copy of the repository."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,7 @@ TINY = {
     "validate": {"min_images": 100},
     "preprocess": {"fid_real_images": 0},
     "model": {"g_channels": 16, "d_channels": 16},
-    "train": {"steps": 30, "batch_size": 32, "log_every": 5, "sample_every": 10,
-              "snapshot_every": 10},
+    "train": {"steps": 30, "batch_size": 32, "log_every": 5, "sample_every": 10, "snapshot_every": 10},
     "eval": {"n_samples": 64, "kid_subset_size": 50, "curve_samples": 32},
 }
 
@@ -40,7 +40,12 @@ def repo(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["GX_ANALYTICS_ENABLED"] = "False"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "tiny"]):
         subprocess.run(cmd, cwd=dst, env=env, check=True)
 
@@ -98,8 +103,17 @@ def test_repro_runs_all_six_stages_and_writes_every_declared_output(repo):
         assert grid.size == (8 * 18 + 2, 8 * 18 + 2)  # 8×8 tiles of 16 px with 2 px padding
 
     curves = (root / "reports/train_curves.csv").read_text().splitlines()
-    assert curves[0].startswith("step,") and {"loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g",
-                                               "lr_g", "lr_d", "img_per_s"} <= set(curves[0].split(","))
+    assert curves[0].startswith("step,") and {
+        "loss_d",
+        "loss_g",
+        "d_real",
+        "d_fake",
+        "grad_norm_d",
+        "grad_norm_g",
+        "lr_g",
+        "lr_d",
+        "img_per_s",
+    } <= set(curves[0].split(","))
     assert len(curves) == 1 + 30 // 5
     assert ckpt["generator_ema"] is not None  # evaluate and render use the EMA generator
 

@@ -1,6 +1,7 @@
 """evaluate and render on a real miniature pipeline (fetch → validate → preprocess → train, in-process):
 the metrics a user reads, the FID curve over training snapshots, the memorisation pairs, every picture
 render promises, and the report, all in the same MLflow run."""
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from helpers import isolate_mlflow, tiny_cfg
-from test_report import browser  # noqa: F401  (the headless-Chromium fixture)
 from PIL import Image
 
 from pipeline.config import parse
@@ -23,10 +23,21 @@ STEPS, EVERY = 6, 3
 
 
 def make_cfg(root: Path, **over):
-    return parse(tiny_cfg(root, train={"steps": STEPS, "snapshot_every": EVERY, **over.pop("train", {})},
-                          eval={"n_samples": 24, "batch_size": 12, "kid_subset_size": 30, "kid_subsets": 3,
-                                "curve_samples": 12, "memorisation_pairs": 5},
-                          **over))
+    return parse(
+        tiny_cfg(
+            root,
+            train={"steps": STEPS, "snapshot_every": EVERY, **over.pop("train", {})},
+            eval={
+                "n_samples": 24,
+                "batch_size": 12,
+                "kid_subset_size": 30,
+                "kid_subsets": 3,
+                "curve_samples": 12,
+                "memorisation_pairs": 5,
+            },
+            **over,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +88,12 @@ def test_kid_subsets_larger_than_a_set_are_capped_recorded_and_warned_about(pipe
 
 def test_the_metrics_are_those_of_the_generated_and_real_features(pipeline_run):
     """Recomputed from the same samples: each metric compares the sets it names, in the right direction."""
+    from pipeline.artifacts import load_generator
     from pipeline.metrics.fid import Reference
     from pipeline.metrics.inception import FastInception, extract_features
     from pipeline.metrics.kid import kid
     from pipeline.metrics.knn import memorisation, precision_recall
     from pipeline.stages.evaluate import generate_uint8
-    from pipeline.artifacts import load_generator
 
     cfg, _, _ = pipeline_run
     e = cfg.eval
@@ -137,9 +148,21 @@ def test_render_writes_every_picture(pipeline_run):
     assert json.loads((d / ".artgan").read_text())["stage"] == "render"  # the folder is marked as artgan's
     names = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != ".artgan"}
     # large/: the nearest-neighbour upscaled copies the report shows (the files above stay 1:1)
-    assert names == {"grid.png", "grid_raw.png", "real.png", "interp.png", "interp.gif", "progress.png",
-                     "loss_curves.png", "fid_curve.png", "large/grid.png", "large/grid_raw.png", "large/real.png",
-                     "large/progress.png", "large/memorisation.png"}
+    assert names == {
+        "grid.png",
+        "grid_raw.png",
+        "real.png",
+        "interp.png",
+        "interp.gif",
+        "progress.png",
+        "loss_curves.png",
+        "fid_curve.png",
+        "large/grid.png",
+        "large/grid_raw.png",
+        "large/real.png",
+        "large/progress.png",
+        "large/memorisation.png",
+    }
     assert sorted(out["render"]["files"]) == sorted(names)
     ema, raw = (np.asarray(Image.open(d / n)) for n in ("grid.png", "grid_raw.png"))
     assert ema.shape == raw.shape == (8 * (SIZE + 2) + 2, 8 * (SIZE + 2) + 2, 3)
@@ -165,9 +188,16 @@ def test_the_real_report_opens_in_chromium_with_every_image_loaded(pipeline_run,
     cfg, _, _ = pipeline_run
     index = Path(cfg.reports_dir) / "index.html"
     srcs = re.findall(r'<img[^>]*\bsrc="([^"]*)"', index.read_text())
-    assert {"render/large/grid.png", "render/large/grid_raw.png", "render/large/real.png", "render/interp.gif",
-            "render/large/progress.png", "render/loss_curves.png", "render/fid_curve.png",
-            "render/large/memorisation.png"} <= set(srcs)
+    assert {
+        "render/large/grid.png",
+        "render/large/grid_raw.png",
+        "render/large/real.png",
+        "render/interp.gif",
+        "render/large/progress.png",
+        "render/loss_curves.png",
+        "render/fid_curve.png",
+        "render/large/memorisation.png",
+    } <= set(srcs)
     view = open_report(browser, index)
     assert_all_loaded(view, len(srcs))
     assert_not_blank(view["png"])
@@ -178,7 +208,9 @@ def test_render_is_the_same_picture_every_time(pipeline_run, tmp_path, monkeypat
     from pipeline.stages import render
 
     cfg, _, _ = pipeline_run
-    before = {n: (Path(cfg.reports_dir) / "render" / n).read_bytes() for n in ("grid.png", "interp.png", "progress.png")}
+    before = {
+        n: (Path(cfg.reports_dir) / "render" / n).read_bytes() for n in ("grid.png", "interp.png", "progress.png")
+    }
     isolate_mlflow(monkeypatch, Path(cfg.reports_dir).parent)
     render.run(cfg)
     for n, data in before.items():
@@ -211,7 +243,9 @@ def test_real_statistics_of_another_precision_are_refused_before_any_work(pipeli
     before = metrics.read_bytes()
     raw = cfg.model_dump(by_alias=True, mode="json")
     half = parse({**raw, "eval": {**raw["eval"], "fid_precision": "fp16"}})
-    with pytest.raises(ArtganError, match=r"eval.fid_precision is fp16 but .*fid_stats.npz holds fp32 features; rerun preprocess"):
+    with pytest.raises(
+        ArtganError, match=r"eval.fid_precision is fp16 but .*fid_stats.npz holds fp32 features; rerun preprocess"
+    ):
         evaluate.run(half)
     assert metrics.read_bytes() == before
 
@@ -325,8 +359,11 @@ def test_a_corrupt_checkpoint_is_one_line_naming_it_before_any_work(pipeline_run
     broken = _on_a_copy(cfg, "train", "out_dir", models, reports_dir=str(tmp_path / "reports"))
     (models / "checkpoint.pt").write_bytes(GARBAGE)
     for stage in (evaluate, render):
-        with pytest.raises(ArtganError, match=rf"^{models / 'checkpoint.pt'}: not an artgan checkpoint \(.*\); "
-                                              r"re-run `artgan train`") as info:
+        with pytest.raises(
+            ArtganError,
+            match=rf"^{models / 'checkpoint.pt'}: not an artgan checkpoint \(.*\); "
+            r"re-run `artgan train`",
+        ) as info:
             stage.run(broken)
         assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
     assert not (tmp_path / "reports").exists()
@@ -340,7 +377,9 @@ def test_corrupt_snapshots_are_one_line_naming_the_file(pipeline_run, tmp_path):
     copy = _on_a_copy(cfg, "train", "out_dir", models)
     assert [step for step, _ in load_snapshots(copy)] == [EVERY, STEPS]
     (models / "snapshots.pt").write_bytes(GARBAGE[:700])
-    with pytest.raises(ArtganError, match=rf"^{models / 'snapshots.pt'}: unreadable \(\w+: .*\); re-run `artgan train`"):
+    with pytest.raises(
+        ArtganError, match=rf"^{models / 'snapshots.pt'}: unreadable \(\w+: .*\); re-run `artgan train`"
+    ):
         load_snapshots(copy)
 
 
@@ -351,7 +390,9 @@ def test_corrupt_real_statistics_are_one_line_naming_the_file(pipeline_run, tmp_
     processed = tmp_path / "processed"
     broken = _on_a_copy(cfg, "data", "processed_dir", processed, reports_dir=str(tmp_path / "reports"))
     (processed / "fid_stats.npz").write_bytes(GARBAGE)
-    with pytest.raises(ArtganError, match=rf"^{processed / 'fid_stats.npz'}: unreadable \(.*\); re-run `artgan preprocess`"):
+    with pytest.raises(
+        ArtganError, match=rf"^{processed / 'fid_stats.npz'}: unreadable \(.*\); re-run `artgan preprocess`"
+    ):
         evaluate.run(broken)
     assert not (tmp_path / "reports").exists()
 
@@ -364,8 +405,11 @@ def test_a_broken_mlflow_run_json_is_one_line_naming_it_and_train_before_any_wor
     models = tmp_path / "models"
     broken = _on_a_copy(cfg, "train", "out_dir", models, reports_dir=str(tmp_path / "reports"))
     (models / "mlflow_run.json").write_text(text)
-    with pytest.raises(ArtganError, match=rf"^{models / 'mlflow_run.json'}: unreadable \(\w+: .+\); "
-                                          r"re-run `artgan train` \(or `dvc repro`\)$") as info:
+    with pytest.raises(
+        ArtganError,
+        match=rf"^{models / 'mlflow_run.json'}: unreadable \(\w+: .+\); "
+        r"re-run `artgan train` \(or `dvc repro`\)$",
+    ) as info:
         evaluate.run(broken)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "reports").exists()
@@ -377,8 +421,9 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EPERM"])
 @pytest.mark.parametrize("stage_name, param", [("render", "reports_dir"), ("fetch", "data.raw_dir")])
-def test_a_refused_write_is_one_line_and_leaves_the_old_outputs_and_no_temp_files(pipeline_run, monkeypatch,
-                                                                                  stage_name, param, code):
+def test_a_refused_write_is_one_line_and_leaves_the_old_outputs_and_no_temp_files(
+    pipeline_run, monkeypatch, stage_name, param, code
+):
     """A full disk, a read-only file system or an immutable folder, met when a stage renames its output into
     place: one line naming the path, the param and the remedy; the earlier outputs unchanged, no temp left."""
     import errno

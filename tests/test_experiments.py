@@ -3,6 +3,7 @@
 The end-to-end tests run the real `dvc repro`, `dvc exp run --queue` + `--run-all`, `dvc push` and, in a
 `git clone` elsewhere, `dvc pull`, on tiny params in a temporary repository (as tests/test_e2e.py).
 """
+
 from __future__ import annotations
 
 import copy
@@ -70,8 +71,10 @@ def _by_hand_prepare_hash() -> str:
     goes too, as DVC filters the key at every depth), YAML 1.2 types (1e-05 is a float)."""
     entry = {
         "cmd": "python prepare.py",
-        "deps": [{"path": "data/in", "hash": "md5", "md5": "0123456789abcdef0123456789abcdef.dir"},
-                 {"path": "prepare.py", "hash": "md5", "md5": "fedcba9876543210fedcba9876543210"}],
+        "deps": [
+            {"path": "data/in", "hash": "md5", "md5": "0123456789abcdef0123456789abcdef.dir"},
+            {"path": "prepare.py", "hash": "md5", "md5": "fedcba9876543210fedcba9876543210"},
+        ],
         "params": {"params.yaml": {"prepare": {"lr": 1e-05, "flags": ["a", "b"]}}},
         "outs": ["data/out"],
     }
@@ -169,8 +172,14 @@ def _tiny() -> dict:
         "validate": {"min_images": 100},
         "preprocess": {"workers": 1},
         "model": {"g_channels": 8, "d_channels": 8},
-        "train": {"steps": 10, "batch_size": 32, "log_every": 5, "sample_every": 10, "snapshot_every": 5,
-                  "checkpoint_every": 10},
+        "train": {
+            "steps": 10,
+            "batch_size": 32,
+            "log_every": 5,
+            "sample_every": 10,
+            "snapshot_every": 5,
+            "checkpoint_every": 10,
+        },
         "eval": {"n_samples": 64, "kid_subset_size": 50, "curve_samples": 0},
         "registry": {"enabled": False},
     }
@@ -181,8 +190,12 @@ def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}  # the default store
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["GX_ANALYTICS_ENABLED"] = "False"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
     return env
 
 
@@ -309,8 +322,16 @@ def test_dvc_push_to_a_local_remote_then_pull_in_a_clone_restores_everything(que
 
     lock = dvclock.parse((repo / "dvc.lock").read_text())
     outs = sorted({out["path"] for entry in lock["stages"].values() for out in entry.get("outs", [])})
-    assert {"data/raw", "data/validated", "data/processed", "models/checkpoint.pt", "models/snapshots.pt",
-            "models/mlflow_run.json", "reports/render", "reports/index.html"} <= set(outs)
+    assert {
+        "data/raw",
+        "data/validated",
+        "data/processed",
+        "models/checkpoint.pt",
+        "models/snapshots.pt",
+        "models/mlflow_run.json",
+        "reports/render",
+        "reports/index.html",
+    } <= set(outs)
     for out in outs:
         original = _sha256_tree(repo, out)
         assert original, out

@@ -1,4 +1,5 @@
 """`artgan export --onnx`: real exports of tiny generators of every architecture, run with onnxruntime."""
+
 from __future__ import annotations
 
 import json
@@ -9,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import isolate_mlflow
 import torch
+from helpers import isolate_mlflow, tiny_cfg
 
-from helpers import tiny_cfg
 from pipeline.config import parse
 from pipeline.errors import ArtganError
 from pipeline.export import TOLERANCE, export_onnx
-from pipeline.tracking import tracking_uri
 from pipeline.models import KIND, build
+from pipeline.tracking import tracking_uri
 
 ARTGAN = str(Path(sys.executable).with_name("artgan"))
 Z_DIM = 8
@@ -36,8 +36,11 @@ def make_checkpoint(tmp_path: Path, arch: str, n_classes: int = 0, ema: bool = T
     """models/checkpoint.pt as train's _write_outputs writes it, for a tiny freshly built pair; the EMA
     generator is a second, differently seeded build so EMA and raw weights give different images."""
     size = 16 if arch == "resnet" else 8
-    cfg = parse(tiny_cfg(tmp_path, data={"image_size": size},
-                         model={"arch": arch, "z_dim": Z_DIM, "g_channels": 4, "d_channels": 4}))
+    cfg = parse(
+        tiny_cfg(
+            tmp_path, data={"image_size": size}, model={"arch": arch, "z_dim": Z_DIM, "g_channels": 4, "d_channels": 4}
+        )
+    )
     torch.manual_seed(1)
     G, D = build(arch, size, Z_DIM, 4, 4, n_classes=n_classes)
     _settle(G, n_classes)
@@ -49,10 +52,20 @@ def make_checkpoint(tmp_path: Path, arch: str, n_classes: int = 0, ema: bool = T
     classes = [f"class{i}" for i in range(n_classes)]
     path = tmp_path / "models" / "checkpoint.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"generator": G.state_dict(), "discriminator": D.state_dict(),
-                "generator_ema": G_ema.state_dict() if G_ema is not None else None,
-                "classes": classes, "class_counts": [3] * n_classes, "kind": KIND[arch], "step": 6,
-                "config": cfg.model_dump(by_alias=True), "mlflow_run_id": "0123abcd"}, path)
+    torch.save(
+        {
+            "generator": G.state_dict(),
+            "discriminator": D.state_dict(),
+            "generator_ema": G_ema.state_dict() if G_ema is not None else None,
+            "classes": classes,
+            "class_counts": [3] * n_classes,
+            "kind": KIND[arch],
+            "step": 6,
+            "config": cfg.model_dump(by_alias=True),
+            "mlflow_run_id": "0123abcd",
+        },
+        path,
+    )
     return path
 
 
@@ -76,8 +89,17 @@ def run_both(onnx_path: Path, G, n: int, n_classes: int, seed: int = 7) -> tuple
     return got, ref
 
 
-@pytest.mark.parametrize("arch, n_classes, ema", [("mlp", 0, True), ("dcgan", 0, True), ("resnet", 0, True),
-                                                  ("vae", 0, False), ("resnet", 3, True), ("mlp", 3, True)])
+@pytest.mark.parametrize(
+    "arch, n_classes, ema",
+    [
+        ("mlp", 0, True),
+        ("dcgan", 0, True),
+        ("resnet", 0, True),
+        ("vae", 0, False),
+        ("resnet", 3, True),
+        ("mlp", 3, True),
+    ],
+)
 def test_export_matches_torch(tmp_path, arch, n_classes, ema):
     """onnxruntime gives torch's images for batches of 1 and 7, from the EMA weights when the checkpoint has
     them (the raw ones otherwise; `--raw` is tested through the CLI)."""
@@ -146,9 +168,11 @@ def test_check_failure_leaves_no_onnx(tmp_path, monkeypatch):
 
 
 def test_not_a_checkpoint(tmp_path):
-    for bad, why in [(tmp_path / "missing.pt", "no such checkpoint"),
-                     (tmp_path / "garbage.pt", "not an artgan checkpoint"),
-                     (tmp_path / "snapshots.pt", "not an artgan checkpoint")]:
+    for bad, why in [
+        (tmp_path / "missing.pt", "no such checkpoint"),
+        (tmp_path / "garbage.pt", "not an artgan checkpoint"),
+        (tmp_path / "snapshots.pt", "not an artgan checkpoint"),
+    ]:
         if bad.name == "garbage.pt":
             bad.write_bytes(b"\x00not a torch file" * 10)
         elif bad.name == "snapshots.pt":
@@ -187,7 +211,8 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     assert res.returncode == 1
     assert res.stderr.splitlines() == [
         "error: models/checkpoint.pt: no such checkpoint; run `artgan train` (or `dvc repro`) first, or pass "
-        "--model PATH (or an MLflow model URI such as models:/<name>@champion)"]
+        "--model PATH (or an MLflow model URI such as models:/<name>@champion)"
+    ]
     assert not (tmp_path / "models").exists()
 
     (tmp_path / "notes.txt").write_text("not a checkpoint")
@@ -214,5 +239,7 @@ def test_cli_needs_a_format_and_names_a_model_uri_that_does_not_exist(tmp_path, 
     out = tmp_path / "g.onnx"
     res = runner.invoke(app, ["export", "--onnx", "--model", "models:/artgan@champion", "--out", str(out)])
     assert res.exit_code == 1 and not out.exists()
-    assert res.stderr.strip().splitlines() == [f"error: registered model 'artgan' does not exist at {tracking_uri()}; "
-                                               "nothing is registered yet (run `dvc repro`)"]
+    assert res.stderr.strip().splitlines() == [
+        f"error: registered model 'artgan' does not exist at {tracking_uri()}; "
+        "nothing is registered yet (run `dvc repro`)"
+    ]

@@ -1,4 +1,5 @@
 """FID and KID maths against closed forms, scipy, and explicit loops."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,6 +24,7 @@ def scipy_fid(mu1, s1, mu2, s2) -> float:
 
 # ---- statistics ------------------------------------------------------------------------------------
 
+
 def test_statistics_are_mean_and_unbiased_covariance():
     x = np.random.default_rng(0).normal(size=(30, 5)).astype(np.float32)
     mu, sigma = statistics(x)
@@ -42,6 +44,7 @@ def test_statistics_reject_too_few_rows_or_wrong_rank(shape):
 
 
 # ---- Fréchet distance ------------------------------------------------------------------------------
+
 
 def test_diagonal_covariances_match_the_per_dimension_closed_form():
     rng = np.random.default_rng(1)
@@ -121,6 +124,7 @@ def test_mismatched_shapes_raise():
 
 # ---- KID -------------------------------------------------------------------------------------------
 
+
 def mmd2_by_loops(x: list[list[float]], y: list[list[float]]) -> float:
     d = len(x[0])
 
@@ -168,7 +172,10 @@ def test_kid_is_seeded_and_uses_at_most_the_smaller_set():
     # one subset of all 30 fakes and 30 of the reals, drawn as kid draws them
     g = np.random.default_rng(4)
     ri, fi = g.choice(40, 30, replace=False), g.choice(30, 30, replace=False)
-    assert kid(real, fake, subsets=1, subset_size=1000, seed=4) == (pytest.approx(mmd2_unbiased(real[ri], fake[fi])), 0.0)
+    assert kid(real, fake, subsets=1, subset_size=1000, seed=4) == (
+        pytest.approx(mmd2_unbiased(real[ri], fake[fi])),
+        0.0,
+    )
 
 
 def test_kid_is_the_mean_and_std_of_the_subsets_mmd2():
@@ -192,6 +199,7 @@ def test_kid_needs_two_samples():
 
 
 # ---- Reference: the real root once, FID of many generated sets -----------------------------------------------
+
 
 @pytest.mark.parametrize("n_fake", [12, 64, 200])  # below, at and above the feature dimension (64)
 def test_reference_fid_equals_the_exact_fid_of_the_features(n_fake):

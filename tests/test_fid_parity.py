@@ -11,6 +11,7 @@ The covariances are rank-deficient (N ≪ 2048); the libraries' square roots (nu
 torch-fidelity, scipy sqrtm in clean-fid) agree with ours there too. Network access is blocked
 throughout, so any attempted download fails the test. About a minute on an idle 2-core CPU.
 """
+
 from __future__ import annotations
 
 import io
@@ -18,19 +19,18 @@ import shutil
 import socket
 from pathlib import Path
 
+# the reference libraries are dev dependencies (`make setup` installs them): a missing one fails here, it does not skip
+import cleanfid  # noqa: E402,F401
 import numpy as np
 import pytest
 import torch
+import torch_fidelity  # noqa: E402,F401
 
 from pipeline.metrics import references
 from pipeline.metrics.fid import frechet_distance, statistics
 from pipeline.metrics.inception import FEATURE_DIM, FastInception, extract_features, load_shipped
 
-# the reference libraries are dev dependencies (`make setup` installs them): a missing one fails here, it does not skip
-import cleanfid  # noqa: E402,F401
-import torch_fidelity  # noqa: E402,F401
-
-N = 32          # images per set
+N = 32  # images per set
 N_FEATURES = 8  # images whose features are compared one by one with each library's extractor
 SIZE = 32
 FID_RTOL = 1e-3
@@ -143,8 +143,13 @@ def test_fid_equals_the_reference_implementation(fids, other):
     assert abs(fids["artgan"] - fids[other]) <= FID_RTOL * abs(fids[other]), fids
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+    ],
+)
 def test_fp16_features_give_the_references_fid_within_1e_3(sets, ours, fids, device):
     # eval.fid_precision: fp16 (float16 autocast, meant for GPU tensor cores; on this CPU oneDNN runs it too):
     # the features move (~3e-3), the FID of the same pair of sets stays within 1e-3 of torch-fidelity's

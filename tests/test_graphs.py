@@ -4,17 +4,19 @@ step; a checkpoint resumes whichever way the optimisers' step counts were kept; 
 the setting is ignored with a note (the trainer's step runner is the eager one); with torch.compile it is a params
 error. On CUDA: captured steps replay what eager steps compute, a resume is bitwise, and a step that cannot be
 captured is a one-line error."""
+
 from __future__ import annotations
 
 import copy
 
 import pytest
 import torch
-from helpers import make_trainer as trainer, run_steps, tiny_cfg
+from helpers import make_trainer as trainer
+from helpers import run_steps, tiny_cfg
 
+from pipeline import augment
 from pipeline.config import parse
 from pipeline.errors import ArtganError
-from pipeline import augment
 from pipeline.training.graphs import EagerRunner, GraphRunner, leaves, runner, tree_map
 from pipeline.training.loop import NonFinite, Trainer
 
@@ -23,12 +25,15 @@ N_IMAGES = 20  # make_trainer's default
 
 CASES = {
     "ns, translation + cutout, EMA (the default)": {},
-    "wgan-gp, n_critic 2, every policy at p 0.5, conditional":
-        {"train": {"loss": "wgan-gp", "n_critic": 2, "augment": ["color", "translation", "cutout"],
-                   "augment_p": 0.5}, "labels": True},
+    "wgan-gp, n_critic 2, every policy at p 0.5, conditional": {
+        "train": {"loss": "wgan-gp", "n_critic": 2, "augment": ["color", "translation", "cutout"], "augment_p": 0.5},
+        "labels": True,
+    },
     "hinge + lazy R1 every 2nd step (two kinds of step)": {"train": {"loss": "hinge", "r1_gamma": 1.0, "r1_every": 2}},
-    "wgan clipping, resnet with spectral norm": {"train": {"loss": "wgan", "n_critic": 2},
-                                                 "model": {"arch": "resnet", "spectral_norm": True}},
+    "wgan clipping, resnet with spectral norm": {
+        "train": {"loss": "wgan", "n_critic": 2},
+        "model": {"arch": "resnet", "spectral_norm": True},
+    },
     "vae": {"model": {"arch": "vae"}, "train": {"ema_decay": 0.0, "augment": []}},
 }
 
@@ -125,8 +130,10 @@ def test_a_gan_step_draws_in_the_documented_order(tmp_path):
 
 
 def test_tree_map_and_leaves_walk_nested_draws_in_one_order():
-    draws = {"critic": [{"z": torch.zeros(2), "y": None, "aug": [("cutout", torch.ones(2), torch.full((2,), 3))]}],
-             "aug_g": []}
+    draws = {
+        "critic": [{"z": torch.zeros(2), "y": None, "aug": [("cutout", torch.ones(2), torch.full((2,), 3))]}],
+        "aug_g": [],
+    }
     doubled = tree_map(lambda t: t * 2, draws)
     assert doubled["critic"][0]["y"] is None and doubled["critic"][0]["aug"][0][0] == "cutout"
     assert [t.tolist() for t in leaves(doubled)] == [[0.0, 0.0], [2.0, 2.0], [6, 6]]
@@ -261,6 +268,9 @@ def test_a_step_that_cannot_be_captured_is_a_one_line_error(tmp_path, monkeypatc
         return out
 
     monkeypatch.setattr(tr, "_gan_compute", syncs)
-    with pytest.raises(ArtganError, match=r"train\.cuda_graphs: the gan step could not be captured.*"
-                                          r"set train\.cuda_graphs: false"):
+    with pytest.raises(
+        ArtganError,
+        match=r"train\.cuda_graphs: the gan step could not be captured.*"
+        r"set train\.cuda_graphs: false",
+    ):
         run_steps(tr, 5)

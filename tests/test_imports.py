@@ -1,4 +1,5 @@
 """The shape of the code: shared names live in modules of their own, so no stage is imported for a name."""
+
 from __future__ import annotations
 
 from importgraph import cycles, imports, modules
@@ -7,8 +8,7 @@ CLI = "pipeline/cli.py"
 
 
 def test_only_the_cli_imports_the_stages():
-    offenders = {m: sorted(i for i in imports(m) if i.startswith("pipeline/stages/"))
-                 for m in modules() if m != CLI}
+    offenders = {m: sorted(i for i in imports(m) if i.startswith("pipeline/stages/")) for m in modules() if m != CLI}
     offenders = {m: i for m, i in offenders.items() if i}
     assert not offenders, f"these modules import stage modules (move the shared name to its own module): {offenders}"
 

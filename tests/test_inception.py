@@ -1,4 +1,5 @@
 """Our eager TF-Inception equals the shipped TorchScript network; TF1 bilinear resize by hand."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,6 +36,7 @@ def random_uint8(n: int, size: int, seed: int) -> torch.Tensor:
 
 
 # ---- the network -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size, n", [(32, 5), (299, 5)])
 def test_fast_inception_matches_the_shipped_network(networks, size, n):
@@ -155,12 +157,15 @@ def test_a_unit_the_layout_names_but_the_file_lacks_is_an_error():
         build_layers(shipped_layers_with(drop="mixed_10"))
 
 
-@pytest.mark.parametrize("name, c_in, size", [
-    ("conv", 3, 31),                        # 3×3, stride 2
-    ("mixed.tower.conv_1", 48, 17),         # 5×5, padding 2
-    ("mixed_4.tower.conv_1", 128, 17),      # 1×7, padding (0, 3)
-    ("mixed_9.tower_mixed_conv_1", 384, 8),  # 3×1, padding (1, 0)
-])
+@pytest.mark.parametrize(
+    "name, c_in, size",
+    [
+        ("conv", 3, 31),  # 3×3, stride 2
+        ("mixed.tower.conv_1", 48, 17),  # 5×5, padding 2
+        ("mixed_4.tower.conv_1", 128, 17),  # 1×7, padding (0, 3)
+        ("mixed_9.tower_mixed_conv_1", 384, 8),  # 3×1, padding (1, 0)
+    ],
+)
 def test_each_unit_is_the_shipped_conv_batch_norm_relu(networks, name, c_in, size):
     # weight, batch norm (folded), stride and padding read from the file: one unit against the shipped unit
     shipped, _ = networks
@@ -175,6 +180,7 @@ def test_each_unit_is_the_shipped_conv_batch_norm_relu(networks, name, c_in, siz
 
 
 # ---- preprocessing ---------------------------------------------------------------------------------
+
 
 def test_network_input_scaling_of_uint8():
     img = torch.zeros(1, 299, 299, 3, dtype=torch.uint8)
@@ -220,9 +226,7 @@ def test_resize_downsampling_4_to_2_takes_every_other_pixel():
 
 def test_resize_3_to_4_by_hand():
     # src = dst * 3/4 = [0, .75, 1.5, 2.25] -> weights (1-frac, frac) on (floor, floor+1 clamped)
-    expected = torch.tensor(
-        [[1.0, 0.0, 0.0], [0.25, 0.75, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]]
-    )
+    expected = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.75, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]])
     assert torch.allclose(tf1_resize_matrix(3, 4), expected, atol=1e-7)
 
 
@@ -230,9 +234,6 @@ def test_tf1_resize_of_a_2x2_image_by_hand():
     x = torch.tensor([[[[0.0, 4.0], [8.0, 12.0]]]])
     y = tf1_resize(x, 4)
     expected = torch.tensor(
-        [[0.0, 2.0, 4.0, 4.0],
-         [4.0, 6.0, 8.0, 8.0],
-         [8.0, 10.0, 12.0, 12.0],
-         [8.0, 10.0, 12.0, 12.0]]
+        [[0.0, 2.0, 4.0, 4.0], [4.0, 6.0, 8.0, 8.0], [8.0, 10.0, 12.0, 12.0], [8.0, 10.0, 12.0, 12.0]]
     )
     assert torch.allclose(y[0, 0], expected)

@@ -1,4 +1,5 @@
 """Atomic outputs: a stage that fails leaves the previous output in place and no temporary files."""
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,10 @@ def test_a_folder_artgan_makes_holds_a_marker_naming_the_stage_and_the_format(tm
     assert read_json(tmp_path / "render" / ".artgan")["stage"] == "render"
 
 
-@pytest.mark.parametrize("key, signature", [("data.raw_dir", "manifest.parquet"),
-                                            ("data.processed_dir", "images.npy"), ("reports_dir", "grid.png")])
+@pytest.mark.parametrize(
+    "key, signature",
+    [("data.raw_dir", "manifest.parquet"), ("data.processed_dir", "images.npy"), ("reports_dir", "grid.png")],
+)
 def test_a_users_folder_that_happens_to_hold_the_outputs_file_is_never_replaced(tmp_path, key, signature):
     """The trial: data.raw_dir pointed at a folder of the user's with a manifest.parquet in it was replaced whole.
     Only the marker proves ownership; a folder without it (an older artgan's output too) is refused."""
@@ -73,8 +76,11 @@ def test_a_users_folder_that_happens_to_hold_the_outputs_file_is_never_replaced(
     (d / "photos" / "holiday.png").write_bytes(b"png")
     (d / signature).write_bytes(b"theirs")
     ran = []
-    with pytest.raises(ArtganError, match=rf"^{key}: {d} holds a {signature} but no \.artgan marker .*"
-                                          rf"delete {d} and run again, else point {key} at a new folder$") as info:
+    with pytest.raises(
+        ArtganError,
+        match=rf"^{key}: {d} holds a {signature} but no \.artgan marker .*"
+        rf"delete {d} and run again, else point {key} at a new folder$",
+    ) as info:
         with atomic_dir(d, key, signature) as tmp:
             ran.append(tmp)
     assert not ran and "\n" not in str(info.value)
@@ -152,7 +158,9 @@ def test_an_unreadable_input_names_the_file_and_the_stage_that_makes_it(tmp_path
     assert read_input(good, "preprocess", np.load).tolist() == [0, 1, 2]
     bad = tmp_path / "images.npy"
     bad.write_bytes(b"\x93NUMPY\x01\x00garbage")  # a truncated header
-    with pytest.raises(ArtganError, match=rf"^{bad}: unreadable \(\w+: .+\); re-run `artgan preprocess` \(or `dvc repro`\)$"):
+    with pytest.raises(
+        ArtganError, match=rf"^{bad}: unreadable \(\w+: .+\); re-run `artgan preprocess` \(or `dvc repro`\)$"
+    ):
         read_input(bad, "preprocess", np.load)
     with pytest.raises(ArtganError, match="missing input; run `artgan preprocess`"):
         read_input(tmp_path / "nope.npy", "preprocess", np.load)

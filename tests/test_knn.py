@@ -1,4 +1,5 @@
 """Precision/recall and memorisation on hand-built feature sets whose answers are known."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,8 +84,14 @@ def test_every_metric_is_the_same_whatever_the_block_size(monkeypatch):
 
     def everything():
         mem = memorisation(real, fake)
-        return (knn_radii(real, 3), precision_recall(real, fake, k=3), mem["nearest"], mem["distance"],
-                mem["ratio"], mem["copy_rate"])
+        return (
+            knn_radii(real, 3),
+            precision_recall(real, fake, k=3),
+            mem["nearest"],
+            mem["distance"],
+            mem["ratio"],
+            mem["copy_rate"],
+        )
 
     whole = everything()
     monkeypatch.setattr(knn, "CELLS", 2 * len(real))  # blocks of 2 rows

@@ -5,6 +5,7 @@ ticked as the README says (Columns -> Metrics -> fid).
 The store holds two tiny finished runs made through pipeline.tracking (no training): one named after a DVC
 experiment, one with the readable default name.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,6 @@ from pathlib import Path
 import pytest
 from helpers import isolate_mlflow
 from pgserver import MlflowServer
-from test_report import browser  # noqa: F401  (the headless-Chromium fixture)
 
 from pipeline import tracking
 
@@ -58,26 +58,37 @@ def test_the_experiment_is_mlflow_3s_training_kind(store):
     assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND == "custom_model_development"
 
 
-@pytest.mark.parametrize(("source", "slug"), [
-    ("openmoji", "openmoji"), ("folder:/home/me/art/impressionists/", "impressionists"),
-    ("url:https://example.org/WikiArt.tar.gz?dl=1", "wikiart"), ("hf:huggan/wikiart", "wikiart"),
-    ("torchvision:CIFAR10", "cifar10"), ("hf:/data/my_saved ds", "my-saved-ds")])
+@pytest.mark.parametrize(
+    ("source", "slug"),
+    [
+        ("openmoji", "openmoji"),
+        ("folder:/home/me/art/impressionists/", "impressionists"),
+        ("url:https://example.org/WikiArt.tar.gz?dl=1", "wikiart"),
+        ("hf:huggan/wikiart", "wikiart"),
+        ("torchvision:CIFAR10", "cifar10"),
+        ("hf:/data/my_saved ds", "my-saved-ds"),
+    ],
+)
 def test_the_dataset_part_of_a_run_name(source, slug):
     assert tracking.dataset_slug(source) == slug
 
 
 def test_data_stage_runs_are_named_after_their_stage():
-    assert re.fullmatch(r"fetch-cifar10-64px(-[0-9a-f]{7})?",
-                        tracking.run_name("fetch", {**PARAMS, "data.source": "torchvision:CIFAR10",
-                                                    "data.image_size": 64}))
+    assert re.fullmatch(
+        r"fetch-cifar10-64px(-[0-9a-f]{7})?",
+        tracking.run_name("fetch", {**PARAMS, "data.source": "torchvision:CIFAR10", "data.image_size": 64}),
+    )
 
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
     root, _, _ = store
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    srv = MlflowServer(tmp_path_factory.mktemp("server"),
-                       ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--workers", "1"], env)
+    srv = MlflowServer(
+        tmp_path_factory.mktemp("server"),
+        ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--workers", "1"],
+        env,
+    )
     try:
         srv.wait_healthy(timeout=180)
         yield srv

@@ -1,5 +1,6 @@
 """Model builders (mlp, dcgan, resnet, vae): shapes and ranges at every supported size, class conditioning,
 spectral norm, gradient flow, determinism, parameter counts; bad sizes and missing labels fail clearly."""
+
 from __future__ import annotations
 
 import pytest
@@ -52,16 +53,19 @@ def test_build_is_seeded_by_torch_manual_seed():
     g1, d1 = build("dcgan", 16, 8, 4, 4)
     torch.manual_seed(3)
     g2, d2 = build("dcgan", 16, 8, 4, 4)
-    for a, b in zip(list(g1.state_dict().values()) + list(d1.state_dict().values()),
-                    list(g2.state_dict().values()) + list(d2.state_dict().values())):
+    for a, b in zip(
+        list(g1.state_dict().values()) + list(d1.state_dict().values()),
+        list(g2.state_dict().values()) + list(d2.state_dict().values()),
+    ):
         assert torch.equal(a, b)
 
 
 def test_dcgan_initialisation_follows_the_paper():
     torch.manual_seed(0)
     G, D = build("dcgan", 64, 100, 64, 64)
-    convs = [m for m in list(G.modules()) + list(D.modules())
-             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    convs = [
+        m for m in list(G.modules()) + list(D.modules()) if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))
+    ]
     w = torch.cat([m.weight.detach().flatten() for m in convs])
     assert abs(w.mean().item()) < 1e-3
     assert w.std().item() == pytest.approx(0.02, rel=0.02)
@@ -199,8 +203,11 @@ def test_spectral_norm_bounds_every_discriminator_weight(arch, n_classes):
     # the check above can fail: without spectral norm the same weights are far from unit norm
     torch.manual_seed(0)
     _, plain = build(arch, 16, Z, CH, 8, n_classes=n_classes)
-    sigmas = [torch.linalg.matrix_norm(m.weight.detach().reshape(m.weight.shape[0], -1), ord=2).item()
-              for m in plain.modules() if isinstance(m, SN_TYPES)]
+    sigmas = [
+        torch.linalg.matrix_norm(m.weight.detach().reshape(m.weight.shape[0], -1), ord=2).item()
+        for m in plain.modules()
+        if isinstance(m, SN_TYPES)
+    ]
     assert not any(parametrize.is_parametrized(m) for m in plain.modules())
     assert max(abs(s - 1.0) for s in sigmas) > 0.1
 
@@ -273,8 +280,16 @@ def test_mlp_matches_the_pytorch_gan_tutorial():
         return i * o + o
 
     bn = 2  # scale and shift per feature
-    expected_g = (linear(100, 128) + linear(128, 256) + bn * 256 + linear(256, 512) + bn * 512
-                  + linear(512, 1024) + bn * 1024 + linear(1024, img))
+    expected_g = (
+        linear(100, 128)
+        + linear(128, 256)
+        + bn * 256
+        + linear(256, 512)
+        + bn * 512
+        + linear(512, 1024)
+        + bn * 1024
+        + linear(1024, img)
+    )
     expected_d = linear(img, 512) + linear(512, 256) + linear(256, 1)
     assert sum(p.numel() for p in G.parameters()) == expected_g == 3_855_232
     assert sum(p.numel() for p in D.parameters()) == expected_d == 1_704_961
@@ -286,8 +301,10 @@ def test_mlp_matches_the_pytorch_gan_tutorial():
     assert sum(p.numel() for p in Dc.parameters()) == expected_d + 10 * 256
 
 
-@pytest.mark.parametrize("arch,size", [("mlp", 12), ("mlp", 4), ("dcgan", 100), ("vae", 24), ("vae", 4),
-                                       ("resnet", 8), ("resnet", 48), ("resnet", 256)])
+@pytest.mark.parametrize(
+    "arch,size",
+    [("mlp", 12), ("mlp", 4), ("dcgan", 100), ("vae", 24), ("vae", 4), ("resnet", 8), ("resnet", 48), ("resnet", 256)],
+)
 def test_bad_size_names_the_arch_and_the_allowed_sizes(arch, size):
     allowed = "16, 32, 64, 128" if arch == "resnet" else "8, 16, 32, 64, 128"
     with pytest.raises(ValueError, match=f"{arch}: image_size must .*{allowed}.*got {size}"):

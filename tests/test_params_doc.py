@@ -1,5 +1,6 @@
 """docs/params.md is the params reference generated from the config schema (scripts/params_doc.py): the committed
 file must be what the script writes now, so a changed default, key or comment cannot leave it behind."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,7 +26,8 @@ def test_docs_params_md_is_current():
     mod = _module()
     committed = (ROOT / "docs" / "params.md").read_text(encoding="utf-8")
     assert committed == mod.build(), (
-        f"docs/params.md is not current (params.yaml or pipeline/config.py changed); regenerate it with: {mod.COMMAND}")
+        f"docs/params.md is not current (params.yaml or pipeline/config.py changed); regenerate it with: {mod.COMMAND}"
+    )
 
 
 def test_every_key_of_the_schema_has_a_row_with_a_description():

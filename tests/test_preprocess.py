@@ -2,6 +2,7 @@
 pixels, the three resize policies' geometry, exact and near duplicates dropped and reported (a different
 image kept), quarantined rows skipped, raw files untouched, row i of images.npy = row i of the manifest,
 the dataset digest stable and logged as the training run's MLflow dataset input."""
+
 from __future__ import annotations
 
 import csv
@@ -16,9 +17,9 @@ from helpers import isolate_mlflow, tiny_cfg
 from PIL import Image
 
 from pipeline.config import parse
+from pipeline.data import decode, dedup, npy
 from pipeline.data.digest import dataset_digest
 from pipeline.errors import ArtganError
-from pipeline.data import decode, dedup, npy
 from pipeline.stages import preprocess as P
 
 SIZE = 16
@@ -35,6 +36,7 @@ def close(a, b, tol: int = 2) -> bool:
 
 # ---- orientation, modes --------------------------------------------------------------------------
 
+
 def test_exif_rotated_jpeg_comes_out_upright(tmp_path):
     a = np.zeros((20, 40, 3), np.uint8)  # stored landscape: left half red, right half blue
     a[:, :20] = RED
@@ -44,7 +46,7 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path):
     Image.fromarray(a).save(tmp_path / "r.jpg", quality=95, exif=exif)
     out = load(tmp_path / "r.jpg", policy="stretch")
     assert close(out[2, 8], RED, 40) and close(out[13, 8], BLUE, 40)
-    assert not close(out[8, 2], out[8, 13], 40) is False  # left and right columns alike: it was rotated
+    assert close(out[8, 2], out[8, 13], 40) is not False  # left and right columns alike: it was rotated
 
 
 def _save(im: Image.Image, path: Path, **kw) -> Path:
@@ -100,6 +102,7 @@ def test_animated_gif_gives_its_first_frame(tmp_path):
 
 # ---- resize policies -------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def wide(tmp_path) -> Path:
     a = np.zeros((32, 64, 3), np.uint8)  # 64×32: red | green (the centred square) | blue
@@ -139,6 +142,7 @@ def test_unknown_resize_policy_is_a_config_error():
 
 
 # ---- hashes and the duplicate search ----------------------------------------------------------------
+
 
 def test_close_pairs_match_brute_force():
     rng = np.random.default_rng(0)
@@ -187,6 +191,7 @@ def test_phash_is_imagehash_phash():
 
 # ---- the stage on a folder --------------------------------------------------------------------------
 
+
 def _pattern(seed: int, side: int = 96) -> np.ndarray:
     rng = np.random.default_rng(seed)
     a = np.zeros((side, side, 3), np.uint8)
@@ -208,9 +213,22 @@ def make_dataset(root: Path, cfg_over: dict | None = None) -> tuple:
     def add(name: str, data: bytes, label: str, status: str = "ok") -> None:
         rel = f"images/{name}"
         (raw / rel).write_bytes(data)
-        rows.append({"path": rel, "name": name, "sha256": hashlib.sha256(data).hexdigest(), "width": 96,
-                     "height": 96, "mode": "RGB", "format": "PNG", "bytes": len(data), "label": label,
-                     "source": "test", "status": status, "reason": "" if status == "ok" else "undecodable"})
+        rows.append(
+            {
+                "path": rel,
+                "name": name,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "width": 96,
+                "height": 96,
+                "mode": "RGB",
+                "format": "PNG",
+                "bytes": len(data),
+                "label": label,
+                "source": "test",
+                "status": status,
+                "reason": "" if status == "ok" else "undecodable",
+            }
+        )
 
     def png(a: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
         b = io.BytesIO()
@@ -233,8 +251,11 @@ def make_dataset(root: Path, cfg_over: dict | None = None) -> tuple:
 
 
 def _tree_digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +277,9 @@ def test_duplicates_are_dropped_and_reported_and_quarantined_rows_skipped(built)
     assert set(kept["path"]) == {f"images/img{i:02d}.png" for i in range(12)}  # every different image kept
     assert "status" not in kept.columns and "reason" not in kept.columns
     rows = {r["removed"]: r for r in result["duplicates"]}
-    assert rows["images/copy_of_03.png"]["kept"] == "images/img03.png" and rows["images/copy_of_03.png"]["kind"] == "exact"
+    assert (
+        rows["images/copy_of_03.png"]["kept"] == "images/img03.png" and rows["images/copy_of_03.png"]["kind"] == "exact"
+    )
     near = rows["images/resaved_05.jpg"]
     assert near["kept"] == "images/img05.png" and near["kind"] == "near" and near["distance"] <= 4
     assert near["mean_abs_diff"] <= 2.0
@@ -313,16 +336,25 @@ def test_a_missing_validated_manifest_says_to_run_validate(tmp_path):
 
 # ---- the whole stage and the training run ------------------------------------------------------------
 
+
 def test_stage_outputs_and_the_training_runs_dataset_input(tmp_path, monkeypatch):
     import mlflow
 
     from pipeline.stages import train
 
-    cfg, _ = make_dataset(tmp_path, {"preprocess": {"workers": 1, "fid_real_images": 6, "fid_batch_size": 6,
-                                                    "near_duplicate_max_diff": 2.0},
-                                     "train": {"steps": 2, "batch_size": 4, "sample_every": 100,
-                                               "out_dir": str(tmp_path / "models"),
-                                               "checkpoint_dir": str(tmp_path / "ckpt")}})
+    cfg, _ = make_dataset(
+        tmp_path,
+        {
+            "preprocess": {"workers": 1, "fid_real_images": 6, "fid_batch_size": 6, "near_duplicate_max_diff": 2.0},
+            "train": {
+                "steps": 2,
+                "batch_size": 4,
+                "sample_every": 100,
+                "out_dir": str(tmp_path / "models"),
+                "checkpoint_dir": str(tmp_path / "ckpt"),
+            },
+        },
+    )
     isolate_mlflow(monkeypatch, tmp_path)
     figures = P.run(cfg)
     processed = Path(cfg.data.processed_dir)
@@ -331,8 +363,10 @@ def test_stage_outputs_and_the_training_runs_dataset_input(tmp_path, monkeypatch
     assert len(stats["indices"]) == 6 and stats["features"].shape == (6, 2048) and int(stats["image_size"]) == SIZE
     with open(Path(cfg.reports_dir) / "duplicates.csv") as f:
         report = list(csv.DictReader(f))
-    assert {(r["removed"], r["kind"]) for r in report} == {("images/copy_of_03.png", "exact"),
-                                                           ("images/resaved_05.jpg", "near")}
+    assert {(r["removed"], r["kind"]) for r in report} == {
+        ("images/copy_of_03.png", "exact"),
+        ("images/resaved_05.jpg", "near"),
+    }
 
     result = train.run(cfg)
     run = mlflow.get_run(result["run_id"])

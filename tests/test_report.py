@@ -4,6 +4,7 @@ reports folder (relative paths), says "not available" for missing inputs, escape
 Everything here is real: PNG grids and an animated GIF written by Pillow, matplotlib curves, a parquet
 manifest, a great-expectations-shaped validation.json. The browser is Debian's `chromium` (make setup).
 """
+
 from __future__ import annotations
 
 import io
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from helpers import tiny_cfg
 from PIL import Image
 
@@ -38,7 +38,7 @@ def noise_grid(path: Path, seed: int, tiles: int = 8, tile: int = 16) -> None:
     for i in range(tiles):
         for j in range(tiles):
             y, x = 2 + i * (tile + 2), 2 + j * (tile + 2)
-            arr[y:y + tile, x:x + tile] = rng.integers(0, 256, (tile, tile, 3), dtype=np.uint8)
+            arr[y : y + tile, x : x + tile] = rng.integers(0, 256, (tile, tile, 3), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
 
@@ -65,13 +65,22 @@ def curve_png(path: Path, series: dict[str, list[float]], ylabel: str) -> None:
 
 
 def expectation(type_: str, success: bool, observed: object = None, **kwargs) -> dict:
-    result = {"observed_value": observed} if observed is not None else {
-        "element_count": 40, "unexpected_count": 0 if success else 3, "partial_unexpected_list": []}
+    result = (
+        {"observed_value": observed}
+        if observed is not None
+        else {"element_count": 40, "unexpected_count": 0 if success else 3, "partial_unexpected_list": []}
+    )
     return {
         "exception_info": {"exception_message": None, "exception_traceback": None, "raised_exception": False},
-        "expectation_config": {"kwargs": {"batch_id": "manifest-images", **kwargs}, "meta": {},
-                               "severity": "critical", "type": type_},
-        "meta": {}, "result": result, "success": success,
+        "expectation_config": {
+            "kwargs": {"batch_id": "manifest-images", **kwargs},
+            "meta": {},
+            "severity": "critical",
+            "type": type_,
+        },
+        "meta": {},
+        "result": result,
+        "success": success,
     }
 
 
@@ -83,29 +92,59 @@ def validation_json(success: bool = True) -> dict:
     ]
     ok = sum(r["success"] for r in results)
     return {
-        "summary": {"success": success, "images": 40, "ok": 40, "quarantined": 0, "by_reason": {},
-                    "evaluated_expectations": 3, "successful_expectations": ok,
-                    "failures": [] if success else ["expect_column_values_to_be_in_set ..."]},
-        "result": {"success": success, "results": results, "meta": {"great_expectations_version": "1.24.1"},
-                   "statistics": {"evaluated_expectations": 3, "successful_expectations": ok,
-                                  "unsuccessful_expectations": 3 - ok, "success_percent": 100.0 * ok / 3}},
+        "summary": {
+            "success": success,
+            "images": 40,
+            "ok": 40,
+            "quarantined": 0,
+            "by_reason": {},
+            "evaluated_expectations": 3,
+            "successful_expectations": ok,
+            "failures": [] if success else ["expect_column_values_to_be_in_set ..."],
+        },
+        "result": {
+            "success": success,
+            "results": results,
+            "meta": {"great_expectations_version": "1.24.1"},
+            "statistics": {
+                "evaluated_expectations": 3,
+                "successful_expectations": ok,
+                "unsuccessful_expectations": 3 - ok,
+                "success_percent": 100.0 * ok / 3,
+            },
+        },
     }
 
 
 def manifest(path: Path, labels: list[str]) -> None:
     n = len(labels)
-    df = pd.DataFrame({
-        "path": [f"images/{i:04d}.png" for i in range(n)], "name": [f"{i:04d}" for i in range(n)],
-        "sha256": [f"{i:064x}" for i in range(n)], "width": [72] * n, "height": [72] * n, "mode": ["RGBA"] * n,
-        "format": ["PNG"] * n, "bytes": [1500 + i for i in range(n)], "category": labels,
-    })
+    df = pd.DataFrame(
+        {
+            "path": [f"images/{i:04d}.png" for i in range(n)],
+            "name": [f"{i:04d}" for i in range(n)],
+            "sha256": [f"{i:064x}" for i in range(n)],
+            "width": [72] * n,
+            "height": [72] * n,
+            "mode": ["RGBA"] * n,
+            "format": ["PNG"] * n,
+            "bytes": [1500 + i for i in range(n)],
+            "category": labels,
+        }
+    )
     df["label"] = pd.Series([None] * n, dtype="string")
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(path, index=False)
 
 
-def build(tmp_path: Path, *, missing: tuple[str, ...] = (), labels: list[str] | None = None,
-          metrics: dict | None = None, valid: bool = True, **cfg_overrides) -> Config:
+def build(
+    tmp_path: Path,
+    *,
+    missing: tuple[str, ...] = (),
+    labels: list[str] | None = None,
+    metrics: dict | None = None,
+    valid: bool = True,
+    **cfg_overrides,
+) -> Config:
     """A complete reports dir (less `missing`, paths relative to it) and its Config; writes index.html."""
     data = {"label": "category", **cfg_overrides.pop("data", {})}
     cfg = Config.model_validate(tiny_cfg(tmp_path, data=data, **cfg_overrides))
@@ -119,37 +158,38 @@ def build(tmp_path: Path, *, missing: tuple[str, ...] = (), labels: list[str] | 
         "render/progress.png": lambda p: noise_grid(p, 2, tiles=4),
         "render/interp.png": lambda p: noise_grid(p, 3, tiles=1),
         "render/interp.gif": animated_gif,
-        "render/loss_curves.png": lambda p: curve_png(p, {"loss_d": [1.4, 1.1, .9, .8], "loss_g": [.7, 1, 1.3, 1.2]},
-                                                      "loss"),
+        "render/loss_curves.png": lambda p: curve_png(
+            p, {"loss_d": [1.4, 1.1, 0.9, 0.8], "loss_g": [0.7, 1, 1.3, 1.2]}, "loss"
+        ),
         "render/fid_curve.png": lambda p: curve_png(p, {"fid": [310, 240, 190, 170]}, "FID"),
         "memorisation.png": lambda p: noise_grid(p, 4, tiles=2),
-        "metrics.json": lambda p: p.write_text(json.dumps(metrics or {
-            "fid": 171.25, "fid_n_fake": 1024, "fid_n_real": 2048, "kid_mean": 0.1234, "kid_std": 0.0021,
-            "precision": 0.61, "recall": 0.33, "copy_rate": 0.0117})),
+        "metrics.json": lambda p: p.write_text(
+            json.dumps(
+                metrics
+                or {
+                    "fid": 171.25,
+                    "fid_n_fake": 1024,
+                    "fid_n_real": 2048,
+                    "kid_mean": 0.1234,
+                    "kid_std": 0.0021,
+                    "precision": 0.61,
+                    "recall": 0.33,
+                    "copy_rate": 0.0117,
+                }
+            )
+        ),
         "validation.json": lambda p: p.write_text(json.dumps(validation_json(valid))),
         "manifest": lambda _: manifest(Path(cfg.data.processed_dir) / "manifest.parquet", labels),
     }
-    files.update({f"render/class_grids/class_{k:03d}.png": (lambda p, k=k: noise_grid(p, 10 + k))
-                  for k in range(len(CLASSES))})
+    files.update(
+        {f"render/class_grids/class_{k:03d}.png": (lambda p, k=k: noise_grid(p, 10 + k)) for k in range(len(CLASSES))}
+    )
     for rel, make in files.items():
         if rel not in missing and not (rel.startswith("render/class_grids") and "class_grids" in missing):
             (reports / rel).parent.mkdir(parents=True, exist_ok=True)
             make(reports / rel)
     write_report(cfg)
     return cfg
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: the report tests open index.html in Debian's headless Chromium; "
-                    "run `make setup` (it installs the `chromium` package)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
-        yield b
-        b.close()
 
 
 def open_report(browser, index: Path) -> dict:
@@ -168,8 +208,14 @@ def open_report(browser, index: Path) -> dict:
         text = page.inner_text("body")
         png = page.screenshot(full_page=True)
         page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
-        return {"imgs": imgs, "text": text, "opened": page.inner_text("body"), "failed": errors,
-                "scripts": page.evaluate("document.scripts.length"), "png": png}
+        return {
+            "imgs": imgs,
+            "text": text,
+            "opened": page.inner_text("body"),
+            "failed": errors,
+            "scripts": page.evaluate("document.scripts.length"),
+            "png": png,
+        }
     finally:
         page.close()
 
@@ -228,8 +274,15 @@ def test_small_pictures_are_upscaled_pixels_shown_at_least_256_px_wide_real_besi
     reports = Path(cfg.reports_dir)
     view = open_report(browser, reports / "index.html")
     imgs = {i["src"]: i for i in view["imgs"]}
-    small = ("real.png", "grid.png", "grid_raw.png", "class_grids/class_000.png", "class_grids/class_001.png",
-             "progress.png", "memorisation.png")
+    small = (
+        "real.png",
+        "grid.png",
+        "grid_raw.png",
+        "class_grids/class_000.png",
+        "class_grids/class_001.png",
+        "progress.png",
+        "memorisation.png",
+    )
     for name in small:
         src = f"render/large/{name}"
         assert src in imgs, sorted(imgs)
@@ -260,24 +313,43 @@ def test_the_report_survives_moving_the_reports_folder(tmp_path, browser):
 
 
 def test_missing_inputs_read_not_available_and_leave_no_broken_image(tmp_path, browser):
-    missing = ("render/grid.png", "render/interp.gif", "render/fid_curve.png", "memorisation.png",
-               "metrics.json", "validation.json", "manifest", "class_grids")
+    missing = (
+        "render/grid.png",
+        "render/interp.gif",
+        "render/fid_curve.png",
+        "memorisation.png",
+        "metrics.json",
+        "validation.json",
+        "manifest",
+        "class_grids",
+    )
     cfg = build(tmp_path, missing=missing)
     reports = Path(cfg.reports_dir)
     html = (reports / "index.html").read_text()
     srcs = re.findall(r'<img[^>]*\bsrc="([^"]*)"', html)
-    assert sorted(srcs) == ["render/interp.png", "render/large/grid_raw.png", "render/large/progress.png",
-                            "render/large/real.png", "render/loss_curves.png"]
+    assert sorted(srcs) == [
+        "render/interp.png",
+        "render/large/grid_raw.png",
+        "render/large/progress.png",
+        "render/large/real.png",
+        "render/loss_curves.png",
+    ]
     assert all((reports / s).is_file() for s in srcs)
 
     view = open_report(browser, reports / "index.html")
     assert_all_loaded(view, 5)
     text = view["text"]
-    for what in ("EMA generator, fixed seeds: not available", "latent interpolation (animated): not available",
-                 "FID over training: not available", "closest generated / training pairs: not available",
-                 "metrics (metrics.json): not available", "copy rate: not available",
-                 "validation result (validation.json): not available", "manifest (manifest.parquet): not available",
-                 "per-class grids: not available"):
+    for what in (
+        "EMA generator, fixed seeds: not available",
+        "latent interpolation (animated): not available",
+        "FID over training: not available",
+        "closest generated / training pairs: not available",
+        "metrics (metrics.json): not available",
+        "copy rate: not available",
+        "validation result (validation.json): not available",
+        "manifest (manifest.parquet): not available",
+        "per-class grids: not available",
+    ):
         assert what in text, what
 
 
@@ -293,8 +365,14 @@ def test_an_empty_reports_folder_still_gives_a_page(tmp_path, browser):
 
 def test_text_from_params_metrics_and_data_is_escaped(tmp_path, browser):
     labels = [XSS if i % 2 else "a & b" for i in range(40)]
-    metrics = {"fid": 99.5, "fid_n_fake": 64, "fid_n_real": 64, "note": "<b>bold</b>", "copy_rate": 0.0,
-               "warnings": ['<img src="x" onerror="alert(1)">']}
+    metrics = {
+        "fid": 99.5,
+        "fid_n_fake": 64,
+        "fid_n_real": 64,
+        "note": "<b>bold</b>",
+        "copy_rate": 0.0,
+        "warnings": ['<img src="x" onerror="alert(1)">'],
+    }
     cfg = build(tmp_path, labels=labels, metrics=metrics, data={"label": "category", "source": XSS})
     html = (Path(cfg.reports_dir) / "index.html").read_text()
     assert "<script" not in html and "<b>bold" not in html and '<img src="x"' not in html

@@ -5,6 +5,7 @@
 - torchrun with 2 gloo processes gives the weights of 1 process with the same global batch (float
   tolerance), and a checkpoint written at one world size resumes at another.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,15 +36,18 @@ def work(tmp_path) -> tuple[Path, dict]:
 
 
 def params(tmp_path: Path, name: str, **train) -> Path:
-    raw = tiny_cfg(tmp_path, train={"out_dir": str(tmp_path / name / "models"),
-                                    "checkpoint_dir": str(tmp_path / name / "ckpt"), **train},
-                   reports_dir=str(tmp_path / name / "reports"))
+    raw = tiny_cfg(
+        tmp_path,
+        train={"out_dir": str(tmp_path / name / "models"), "checkpoint_dir": str(tmp_path / name / "ckpt"), **train},
+        reports_dir=str(tmp_path / name / "reports"),
+    )
     return write_params(tmp_path / f"{name}.yaml", raw)
 
 
 def artgan(args: list[str], cwd: Path, env: dict, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, **kw
+    )
 
 
 def weights(tmp_path: Path, name: str) -> dict:
@@ -55,14 +59,27 @@ NETS = ("generator", "discriminator", "generator_ema")
 
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(work):
     tmp_path, env = work
-    train = {"steps": 400, "checkpoint_every": 7, "log_every": 5, "sample_every": 1000, "ema_decay": 0.99,
-             "augment": ["color", "translation", "cutout"], "augment_p": 0.5, "threads": 1}
+    train = {
+        "steps": 400,
+        "checkpoint_every": 7,
+        "log_every": 5,
+        "sample_every": 1000,
+        "ema_decay": 0.99,
+        "augment": ["color", "translation", "cutout"],
+        "augment_p": 0.5,
+        "threads": 1,
+    }
     ref = artgan(["train", "--params", str(params(tmp_path, "ref", **train))], tmp_path, env)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
     p = params(tmp_path, "killed", **{**train, "checkpoint_dir": str(tmp_path / "killed_ckpt")})
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--params", str(p)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "train", "--params", str(p)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     latest = None
     deadline = time.monotonic() + 300
     while latest is None and time.monotonic() < deadline and proc.poll() is None:
@@ -133,8 +150,15 @@ def test_two_gloo_processes_match_one_process_and_resume_across_world_sizes(work
 def test_two_gloo_processes_match_one_process_with_the_gradient_penalty(work):
     """wgan-gp draws its interpolation weights per sample: each rank draws the global batch's and keeps its rows."""
     tmp_path, env = work
-    train = {"loss": "wgan-gp", "n_critic": 2, "steps": 4, "batch_size": 16, "log_every": 1, "sample_every": 100,
-             "threads": 1}
+    train = {
+        "loss": "wgan-gp",
+        "n_critic": 2,
+        "steps": 4,
+        "batch_size": 16,
+        "log_every": 1,
+        "sample_every": 100,
+        "threads": 1,
+    }
     one = artgan(["train", "--params", str(params(tmp_path, "one", **train))], tmp_path, env)
     assert one.returncode == 0, one.stderr[-2000:]
     two = artgan(["train", "--nproc", "2", "--params", str(params(tmp_path, "two", **train))], tmp_path, env)
@@ -149,8 +173,13 @@ def test_importing_the_package_asks_for_deterministic_cublas_and_keeps_a_users_c
     env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
     if preset:
         env["CUBLAS_WORKSPACE_CONFIG"] = preset
-    out = subprocess.run([sys.executable, "-c", "import os, pipeline; print(os.environ['CUBLAS_WORKSPACE_CONFIG'])"],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import os, pipeline; print(os.environ['CUBLAS_WORKSPACE_CONFIG'])"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == expected
 
 
@@ -162,7 +191,9 @@ def test_an_unreadable_resume_checkpoint_is_one_line_saying_what_to_do(tmp_path)
     assert checkpoint.load(latest) is None  # none yet: train from the start
     latest.parent.mkdir()
     latest.write_bytes(b"PK\x03\x04" + bytes(100))  # a truncated zip, as a full disk could leave outside atomic writes
-    with pytest.raises(ArtganError, match=rf"^{latest}: unreadable \(RuntimeError: .*\); delete {latest.parent} to train") as info:
+    with pytest.raises(
+        ArtganError, match=rf"^{latest}: unreadable \(RuntimeError: .*\); delete {latest.parent} to train"
+    ) as info:
         checkpoint.load(latest)
     assert "\n" not in str(info.value)
     assert latest.read_bytes() == b"PK\x03\x04" + bytes(100)  # left for the user to look at

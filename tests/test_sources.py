@@ -4,6 +4,7 @@ archives, Hugging Face datasets saved to disk, torchvision roots laid out as the
 Every bad input is one clear error line naming what is wrong, leaves data/raw absent, and leaves the
 user's files byte-identical.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,8 @@ from PIL import Image
 from pipeline.config import parse
 from pipeline.errors import ArtganError
 
-
 # ---- helpers ---------------------------------------------------------------------------------------
+
 
 def png_bytes(seed: int, size: int = 20) -> bytes:
     rng = np.random.default_rng(seed)
@@ -87,12 +88,20 @@ def fetch_error(fetch, source: str, *needles: str, **data) -> str:
 
 # ---- folder: ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def art(tmp_path):
     """A user's folder: two labelled sub-folders, a top-level image, a text file, an inside link."""
     root = tmp_path / "user" / "art"
-    for i, rel in enumerate(["Impressionism/monet.png", "Impressionism/renoir.png", "Cubism/picasso.png",
-                             "Cubism/deep/braque.png", "loose.png"]):
+    for i, rel in enumerate(
+        [
+            "Impressionism/monet.png",
+            "Impressionism/renoir.png",
+            "Cubism/picasso.png",
+            "Cubism/deep/braque.png",
+            "loose.png",
+        ]
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(png_bytes(i))
     (root / "README.txt").write_text("notes")
@@ -104,9 +113,15 @@ def test_folder_copies_images_with_sub_folder_labels_and_leaves_the_folder_as_it
     before = snapshot(art)
     df = fetch(f"folder:{art}", label="label")
     assert snapshot(art) == before
-    assert sorted(df["path"]) == sorted(["images/Cubism/deep/braque.png", "images/Cubism/picasso.png",
-                                         "images/Impressionism/monet.png", "images/Impressionism/renoir.png",
-                                         "images/loose.png"])
+    assert sorted(df["path"]) == sorted(
+        [
+            "images/Cubism/deep/braque.png",
+            "images/Cubism/picasso.png",
+            "images/Impressionism/monet.png",
+            "images/Impressionism/renoir.png",
+            "images/loose.png",
+        ]
+    )
     labels = dict(zip(df["path"], df["label"]))
     assert labels["images/Cubism/deep/braque.png"] == "Cubism"  # the first-level sub-folder
     assert labels["images/Impressionism/monet.png"] == "Impressionism"
@@ -178,11 +193,19 @@ def _non_utf8(root: Path) -> str:
     return "not valid UTF-8"
 
 
-@pytest.mark.parametrize("make, why", [
-    (_loop_dir, "symlink loop"), (_loop_file, "symlink loop"), (_outside, "outside the folder"),
-    (_outside_dir, "outside the folder"), (_broken, "broken symlink"), (_no_images, ".png"),
-    (_empty, "put images in it"), (_non_utf8, "rename it"),
-])
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (_loop_dir, "symlink loop"),
+        (_loop_file, "symlink loop"),
+        (_outside, "outside the folder"),
+        (_outside_dir, "outside the folder"),
+        (_broken, "broken symlink"),
+        (_no_images, ".png"),
+        (_empty, "put images in it"),
+        (_non_utf8, "rename it"),
+    ],
+)
 def test_bad_folders_are_one_clear_error_and_stay_untouched(fetch, tmp_path, make, why):
     root = tmp_path / "user" / "art"
     root.mkdir(parents=True)
@@ -194,8 +217,15 @@ def test_bad_folders_are_one_clear_error_and_stay_untouched(fetch, tmp_path, mak
     assert snapshot(tmp_path / "user") == before
 
 
-@pytest.mark.parametrize("where", ["the source itself", "a folder of the user's", "inside the source",
-                                   "a folder of the user's with a manifest.parquet"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "the source itself",
+        "a folder of the user's",
+        "inside the source",
+        "a folder of the user's with a manifest.parquet",
+    ],
+)
 def test_data_raw_dir_never_replaces_or_writes_into_the_users_folders(fetch, art, tmp_path, where):
     """fetch replaces data.raw_dir whole: pointed at a folder artgan did not make (no .artgan marker, whatever
     files it holds), or into the source, it refuses before copying anything, and every file of the user's stays
@@ -207,10 +237,12 @@ def test_data_raw_dir_never_replaces_or_writes_into_the_users_folders(fetch, art
         (mine / "photos").mkdir()
         (mine / "photos" / "holiday.png").write_bytes(png_bytes(9))
         pd.DataFrame({"path": ["photos/holiday.png"]}).to_parquet(mine / "manifest.parquet")
-    raw_dir, needle = {"the source itself": (art, "is not an artgan output"),
-                       "a folder of the user's": (mine, "is not an artgan output"),
-                       "inside the source": (art / "raw", "is inside the source folder"),
-                       "a folder of the user's with a manifest.parquet": (mine, "but no .artgan marker")}[where]
+    raw_dir, needle = {
+        "the source itself": (art, "is not an artgan output"),
+        "a folder of the user's": (mine, "is not an artgan output"),
+        "inside the source": (art / "raw", "is inside the source folder"),
+        "a folder of the user's with a manifest.parquet": (mine, "but no .artgan marker"),
+    }[where]
     before = snapshot(tmp_path / "user")
     with pytest.raises(ArtganError, match=rf"^data\.raw_dir: {raw_dir}.* {needle}") as info:
         fetch(f"folder:{art}", raw_dir=str(raw_dir))
@@ -238,10 +270,13 @@ def test_unknown_scheme_is_refused_with_the_known_ones():
         assert scheme in known
 
 
-@pytest.mark.parametrize("data, needle", [
-    ({"source": "folder:x", "sha256": "ab" * 32}, "data.sha256"),
-    ({"source": "folder:x", "filter": {"style": "Cubism"}}, "data.filter"),
-])
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"source": "folder:x", "sha256": "ab" * 32}, "data.sha256"),
+        ({"source": "folder:x", "filter": {"style": "Cubism"}}, "data.filter"),
+    ],
+)
 def test_keys_of_another_scheme_are_not_silently_ignored(fetch, data, needle):
     source = data.pop("source")
     fetch_error(fetch, source, needle, **data)
@@ -253,6 +288,7 @@ def test_bad_sha256_pin_is_a_config_error():
 
 
 # ---- url: ------------------------------------------------------------------------------------------
+
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # quiet
@@ -278,8 +314,11 @@ def server(tmp_path_factory):
     httpd.server_close()
 
 
-ART = {"wikiart/Impressionism/monet.png": png_bytes(1), "wikiart/Impressionism/degas.png": png_bytes(2),
-       "wikiart/Cubism/picasso.png": png_bytes(3)}
+ART = {
+    "wikiart/Impressionism/monet.png": png_bytes(1),
+    "wikiart/Impressionism/degas.png": png_bytes(2),
+    "wikiart/Cubism/picasso.png": png_bytes(3),
+}
 
 
 def make_zip(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
@@ -288,13 +327,12 @@ def make_zip(path: Path, members: dict[str, bytes], links: dict[str, str] | None
             zf.writestr(name, data)
         for name, target in (links or {}).items():
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, target)
     return path
 
 
-def make_tar(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None,
-             hard: bool = False) -> Path:
+def make_tar(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None, hard: bool = False) -> Path:
     with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as tf:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
@@ -319,10 +357,16 @@ def test_url_archive_is_downloaded_verified_and_extracted(fetch, server, kind):
     pin = sha(archive)
     df = fetch(f"url:{base}/art.{kind}", sha256=pin, label="label")
     # the single top folder is stepped into: its sub-folders are the labels
-    assert sorted(df["path"]) == ["images/Cubism/picasso.png", "images/Impressionism/degas.png",
-                                  "images/Impressionism/monet.png"]
-    assert dict(zip(df["name"], df["label"])) == {"Cubism/picasso": "Cubism", "Impressionism/degas": "Impressionism",
-                                                  "Impressionism/monet": "Impressionism"}
+    assert sorted(df["path"]) == [
+        "images/Cubism/picasso.png",
+        "images/Impressionism/degas.png",
+        "images/Impressionism/monet.png",
+    ]
+    assert dict(zip(df["name"], df["label"])) == {
+        "Cubism/picasso": "Cubism",
+        "Impressionism/degas": "Impressionism",
+        "Impressionism/monet": "Impressionism",
+    }
     for rel, digest in zip(df["path"], df["sha256"]):
         assert hashlib.sha256(ART["wikiart/" + rel.removeprefix("images/")]).hexdigest() == digest
     assert not (fetch.raw / ".extract").exists()
@@ -352,8 +396,9 @@ def test_a_stale_pin_of_another_cached_archive_is_never_served_from_the_cache(fe
     pin_a = sha(a)
     assert len(fetch(f"url:{base}/stale_a.zip", sha256=pin_a)) == 3  # a.zip now cached under its pin
     shutil.rmtree(fetch.raw)
-    msg = fetch_error(fetch, f"url:{base}/stale_b.zip", "SHA-256", sha(b), pin_a, f"{base}/stale_a.zip",
-                      "data.sha256", sha256=pin_a)
+    msg = fetch_error(
+        fetch, f"url:{base}/stale_b.zip", "SHA-256", sha(b), pin_a, f"{base}/stale_a.zip", "data.sha256", sha256=pin_a
+    )
     assert "wikiart" not in msg and "monet" not in msg  # nothing of a.zip's members under b.zip's URL
     df = fetch(f"url:{base}/stale_b.zip", sha256=sha(b))
     assert sorted(df["name"]) == ["x", "y"]
@@ -397,23 +442,46 @@ def _tar_bomb(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("build, needles", [
-    (lambda p: make_zip(p.with_suffix(".zip"), {"../evil.png": png_bytes(0)}), ["../evil.png", ".."]),
-    (lambda p: make_tar(p, {"art/../../evil.png": png_bytes(0)}), ["art/../../evil.png", ".."]),
-    (lambda p: make_tar(p, {"/tmp/evil.png": png_bytes(0)}), ["/tmp/evil.png", "absolute"]),
-    (lambda p: make_zip(p.with_suffix(".zip"), {"/abs/evil.png": png_bytes(0)}), ["/abs/evil.png", "absolute"]),
-    (lambda p: make_tar(p, {"art/a.png": png_bytes(0)}, {"art/b.png": "/etc/passwd"}), ["art/b.png", "symbolic link"]),
-    (lambda p: make_tar(p, {"art/a.png": png_bytes(0)}, {"art/c.png": "art/a.png"}, hard=True),
-     ["art/c.png", "hard link"]),
-    (lambda p: make_zip(p.with_suffix(".zip"), {"art/a.png": png_bytes(0)}, {"art/b.png": "../../etc/passwd"}),
-     ["art/b.png", "symbolic link"]),
-    (lambda p: _bomb(p.with_suffix(".zip")), ["art/huge.bmp", "decompression bomb"]),
-    (lambda p: _tar_bomb(p), ["decompression bomb"]),
-    (lambda p: make_tar(p, {"art/caf\udce9.png": png_bytes(0)}), ["not valid UTF-8"]),
-    (lambda p: make_tar(p, {"art/notes.txt": b"x"}), ["archive http", ".tar.gz!art has no images"]),
-    (lambda p: make_zip(p.with_suffix(".zip"), {"notes.txt": b"x"}), ["archive http", ".zip has no images"]),
-], ids=["zip-dotdot", "tar-dotdot", "tar-absolute", "zip-absolute", "tar-symlink", "tar-hardlink",
-        "zip-symlink", "zip-bomb", "tar-bomb", "tar-non-utf8", "no-images", "no-images-flat"])
+@pytest.mark.parametrize(
+    "build, needles",
+    [
+        (lambda p: make_zip(p.with_suffix(".zip"), {"../evil.png": png_bytes(0)}), ["../evil.png", ".."]),
+        (lambda p: make_tar(p, {"art/../../evil.png": png_bytes(0)}), ["art/../../evil.png", ".."]),
+        (lambda p: make_tar(p, {"/tmp/evil.png": png_bytes(0)}), ["/tmp/evil.png", "absolute"]),
+        (lambda p: make_zip(p.with_suffix(".zip"), {"/abs/evil.png": png_bytes(0)}), ["/abs/evil.png", "absolute"]),
+        (
+            lambda p: make_tar(p, {"art/a.png": png_bytes(0)}, {"art/b.png": "/etc/passwd"}),
+            ["art/b.png", "symbolic link"],
+        ),
+        (
+            lambda p: make_tar(p, {"art/a.png": png_bytes(0)}, {"art/c.png": "art/a.png"}, hard=True),
+            ["art/c.png", "hard link"],
+        ),
+        (
+            lambda p: make_zip(p.with_suffix(".zip"), {"art/a.png": png_bytes(0)}, {"art/b.png": "../../etc/passwd"}),
+            ["art/b.png", "symbolic link"],
+        ),
+        (lambda p: _bomb(p.with_suffix(".zip")), ["art/huge.bmp", "decompression bomb"]),
+        (lambda p: _tar_bomb(p), ["decompression bomb"]),
+        (lambda p: make_tar(p, {"art/caf\udce9.png": png_bytes(0)}), ["not valid UTF-8"]),
+        (lambda p: make_tar(p, {"art/notes.txt": b"x"}), ["archive http", ".tar.gz!art has no images"]),
+        (lambda p: make_zip(p.with_suffix(".zip"), {"notes.txt": b"x"}), ["archive http", ".zip has no images"]),
+    ],
+    ids=[
+        "zip-dotdot",
+        "tar-dotdot",
+        "tar-absolute",
+        "zip-absolute",
+        "tar-symlink",
+        "tar-hardlink",
+        "zip-symlink",
+        "zip-bomb",
+        "tar-bomb",
+        "tar-non-utf8",
+        "no-images",
+        "no-images-flat",
+    ],
+)
 def test_unsafe_or_useless_archives_are_refused_and_nothing_escapes(fetch, server, tmp_path, build, needles):
     www, base = server
     archive = build(www / f"bad-{tmp_path.name}.tar.gz")
@@ -439,14 +507,19 @@ def hf_saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
     n = 9
     images = [png_bytes(100 + i) for i in range(n)]
-    features = datasets.Features({
-        "image": datasets.Image(),
-        "artist": datasets.Value("string"),
-        "style": datasets.ClassLabel(names=STYLES),
-    })
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "artist": datasets.Value("string"),
+            "style": datasets.ClassLabel(names=STYLES),
+        }
+    )
     ds = datasets.Dataset.from_dict(
-        {"image": [{"bytes": b, "path": None} for b in images], "artist": [f"artist{i % 2}" for i in range(n)],
-         "style": [i % 3 for i in range(n)]},
+        {
+            "image": [{"bytes": b, "path": None} for b in images],
+            "artist": [f"artist{i % 2}" for i in range(n)],
+            "style": [i % 3 for i in range(n)],
+        },
         features=features,
     )
     ds.save_to_disk(str(root / "saved"))
@@ -475,14 +548,17 @@ def test_hf_filter_on_a_string_column_and_max_images(fetch, hf_saved):
     assert len(df) == 2 and df["label"].isna().all()
 
 
-@pytest.mark.parametrize("source, data, needles", [
-    ("no_images", {}, ["no image column", "text, style"]),
-    ("saved", {"label": "genre"}, ["data.label", "'genre'", "artist", "style"]),
-    ("saved", {"filter": {"genre": "x"}}, ["data.filter", "'genre'"]),
-    ("saved", {"filter": {"style": "Impresionism"}}, ["data.filter", "Impresionism", "Impressionism"]),
-    ("saved", {"filter": {"artist": "nobody"}}, ["data.filter", "no row"]),
-    ("missing", {}, ["not found", "missing"]),
-])
+@pytest.mark.parametrize(
+    "source, data, needles",
+    [
+        ("no_images", {}, ["no image column", "text, style"]),
+        ("saved", {"label": "genre"}, ["data.label", "'genre'", "artist", "style"]),
+        ("saved", {"filter": {"genre": "x"}}, ["data.filter", "'genre'"]),
+        ("saved", {"filter": {"style": "Impresionism"}}, ["data.filter", "Impresionism", "Impressionism"]),
+        ("saved", {"filter": {"artist": "nobody"}}, ["data.filter", "no row"]),
+        ("missing", {}, ["not found", "missing"]),
+    ],
+)
 def test_hf_errors_name_the_column(fetch, hf_saved, source, data, needles):
     root, _ = hf_saved
     before = snapshot(root)
@@ -499,14 +575,23 @@ def test_hf_rows_that_are_not_images_are_fetched_and_quarantined_by_validate(fet
     cells = [png_bytes(200 + i) for i in range(12)]
     cells[3] = b"this is not a picture"
     cells[5] = b"\xff\xd8\xff\xe0" + b"garbage" * 10  # a JPEG marker, then nothing PIL can read
-    ds = datasets.Dataset.from_dict({"image": [{"bytes": b, "path": None} for b in cells]},
-                                    features=datasets.Features({"image": datasets.Image()}))
+    ds = datasets.Dataset.from_dict(
+        {"image": [{"bytes": b, "path": None} for b in cells]}, features=datasets.Features({"image": datasets.Image()})
+    )
     ds.save_to_disk(str(tmp_path / "bad_rows"))
     df = fetch(f"hf:{tmp_path / 'bad_rows'}")
     assert len(df) == 12
     assert {hashlib.sha256(b).hexdigest() for b in cells} == set(df["sha256"])  # every row's bytes, as stored
-    cfg = parse(tiny_cfg(tmp_path, data={"source": f"hf:{tmp_path / 'bad_rows'}", "max_images": 0,
-                                         "download_dir": str(tmp_path / "downloads")}))
+    cfg = parse(
+        tiny_cfg(
+            tmp_path,
+            data={
+                "source": f"hf:{tmp_path / 'bad_rows'}",
+                "max_images": 0,
+                "download_dir": str(tmp_path / "downloads"),
+            },
+        )
+    )
     out = validate.run(cfg)
     assert out["ok"] == 10 and out["by_reason"] == {"not_an_image": 1, "truncated": 1}
 
@@ -519,18 +604,26 @@ def test_hf_fetch_in_a_fresh_process_at_the_default_timeout(hf_saved, tmp_path):
     from helpers import write_params
 
     root, images = hf_saved
-    raw = tiny_cfg(tmp_path, data={"source": f"hf:{root / 'saved'}", "max_images": 0,
-                                   "download_dir": str(tmp_path / "downloads")})
+    raw = tiny_cfg(
+        tmp_path, data={"source": f"hf:{root / 'saved'}", "max_images": 0, "download_dir": str(tmp_path / "downloads")}
+    )
     params = write_params(tmp_path / "params.yaml", raw)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MLFLOW_", "DVC_"))}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    r = subprocess.run([sys.executable, "-m", "pipeline", "fetch", "--params", str(params)], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline", "fetch", "--params", str(params)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(list((tmp_path / "data" / "raw" / "images").rglob("*.png"))) == len(images)
 
 
 # ---- torchvision: ----------------------------------------------------------------------------------
+
 
 def _idx(path: Path, arr: np.ndarray) -> None:
     magic = struct.pack(">HBB", 0, 0x08, arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
@@ -554,6 +647,7 @@ def test_torchvision_mnist_layout(fetch, tmp_path, name):
     first = np.asarray(Image.open(fetch.raw / df["path"][0]))
     np.testing.assert_array_equal(first, train[0])  # lossless
     import torchvision.datasets as tvd
+
     classes = getattr(tvd, name).classes
     assert list(df["label"]) == [classes[i] for i in labels]
     assert snapshot(tmp_path / "downloads") == before  # nothing downloaded or changed
@@ -582,8 +676,9 @@ def test_torchvision_cifar10_layout(fetch, tmp_path, monkeypatch):
     # torchvision checks the published MD5s; the local fixture files have their own (the loader is real)
     monkeypatch.setattr(tvd.CIFAR10, "train_list", [[f"data_batch_{b}", sums[f"data_batch_{b}"]] for b in range(1, 6)])
     monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", sums["test_batch"]]])
-    monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names",
-                                              "md5": sums["batches.meta"]})
+    monkeypatch.setattr(
+        tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": sums["batches.meta"]}
+    )
     df = fetch("torchvision:CIFAR10", label="label")
     assert len(df) == 10 and set(df["mode"]) == {"RGB"} and set(df["width"]) == {32}
     first = np.asarray(Image.open(fetch.raw / df["path"][0]))

@@ -2,6 +2,7 @@
 documented weight (λ for the gradient penalty, γ/2 times the lazy interval for R1); the EMA generator moves at
 the configured decay once the warm-up is past it; torch.compile runs on a CPU and steps as eager steps do;
 channels_last memory on a CPU only for bf16 and never under torch.compile."""
+
 from __future__ import annotations
 
 import copy
@@ -48,11 +49,14 @@ def test_the_critic_gradient_is_the_losss_plus_the_penalty_at_its_weight(tmp_pat
         torch.testing.assert_close(g, a + weight * p, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("decay, step, lerp", [
-    (0.75, 1, 1 - 2 / 11),  # within the warm-up: min(decay, (1 + step) / (10 + step)) = 2/11
-    (0.1, 1, 0.9),          # a decay below the warm-up's: the decay itself
-    (0.75, 40, 0.25),       # past the warm-up (41/50 > 0.75): the decay itself
-])
+@pytest.mark.parametrize(
+    "decay, step, lerp",
+    [
+        (0.75, 1, 1 - 2 / 11),  # within the warm-up: min(decay, (1 + step) / (10 + step)) = 2/11
+        (0.1, 1, 0.9),  # a decay below the warm-up's: the decay itself
+        (0.75, 40, 0.25),  # past the warm-up (41/50 > 0.75): the decay itself
+    ],
+)
 def test_the_ema_generator_moves_at_the_configured_decay(tmp_path, decay, step, lerp):
     tr = make_trainer(tmp_path, {}, ema_decay=decay)
     ema_before = copy.deepcopy(tr.G_ema.state_dict())

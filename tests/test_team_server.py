@@ -5,6 +5,7 @@ stage by stage through MLFLOW_TRACKING_URI. The run, its metrics and artifacts a
 are read back through the server, and the rows are looked up in PostgreSQL itself, so the test cannot
 pass against a local fallback store.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,8 +33,14 @@ TINY = {
     "validate": {"min_images": 50},
     "preprocess": {"fid_real_images": 0, "workers": 1},
     "model": {"g_channels": 8, "d_channels": 8},
-    "train": {"steps": 10, "batch_size": 16, "log_every": 1, "sample_every": 5, "snapshot_every": 10,
-              "checkpoint_every": 10},
+    "train": {
+        "steps": 10,
+        "batch_size": 16,
+        "log_every": 1,
+        "sample_every": 5,
+        "snapshot_every": 10,
+        "checkpoint_every": 10,
+    },
     "eval": {"n_samples": 64, "kid_subsets": 2, "kid_subset_size": 50, "curve_samples": 0},
 }
 STAGES = ("fetch", "validate", "preprocess", "train", "evaluate", "render")
@@ -65,24 +72,39 @@ def server(postgres, tmp_path_factory):
     """
     work = tmp_path_factory.mktemp("mlflow-server")
     ini = work / "basic_auth.ini"
-    ini.write_text("[mlflow]\n"
-                   "default_permission = READ\n"
-                   f"database_uri = {postgres.uri(DB_USER, DB_PASSWORD, 'mlflow_auth')}\n"
-                   f"admin_username = {ADMIN}\n"
-                   f"admin_password = {ADMIN_PASSWORD}\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-                   # cache a checked password for a minute: PBKDF2 on every request is slow on 2 cores
-                   "auth_cache_ttl_seconds = 60\n")
+    ini.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {postgres.uri(DB_USER, DB_PASSWORD, 'mlflow_auth')}\n"
+        f"admin_username = {ADMIN}\n"
+        f"admin_password = {ADMIN_PASSWORD}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # cache a checked password for a minute: PBKDF2 on every request is slow on 2 cores
+        "auth_cache_ttl_seconds = 60\n"
+    )
     artifacts = work / "artifacts"
-    srv = MlflowServer(work, ["--backend-store-uri", postgres.uri(DB_USER, DB_PASSWORD, "mlflow"),
-                              "--artifacts-destination", str(artifacts), "--workers", "1",
-                              "--app-name", "basic-auth"],
-                       mlflow_env(MLFLOW_AUTH_CONFIG_PATH=str(ini),
-                                  MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-csrf-secret-key"))
+    srv = MlflowServer(
+        work,
+        [
+            "--backend-store-uri",
+            postgres.uri(DB_USER, DB_PASSWORD, "mlflow"),
+            "--artifacts-destination",
+            str(artifacts),
+            "--workers",
+            "1",
+            "--app-name",
+            "basic-auth",
+        ],
+        mlflow_env(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-csrf-secret-key"),
+    )
     try:
         srv.wait_healthy(timeout=90)
-        _request(srv.url, "/api/2.0/mlflow/users/create", (ADMIN, ADMIN_PASSWORD),
-                 {"username": USER, "password": USER_PASSWORD})
+        _request(
+            srv.url,
+            "/api/2.0/mlflow/users/create",
+            (ADMIN, ADMIN_PASSWORD),
+            {"username": USER, "password": USER_PASSWORD},
+        )
         srv.artifacts = artifacts
         yield srv
     finally:
@@ -110,16 +132,25 @@ def pipeline(server, tmp_path_factory):
     work = tmp_path_factory.mktemp("team-pipeline")
     params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), tiny_cfg(work, **TINY))
     params_file = write_params(work / "params.yaml", params)
-    env = mlflow_env(MLFLOW_TRACKING_URI=server.url, MLFLOW_TRACKING_USERNAME=USER,
-                     MLFLOW_TRACKING_PASSWORD=USER_PASSWORD)
+    env = mlflow_env(
+        MLFLOW_TRACKING_URI=server.url, MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD=USER_PASSWORD
+    )
     seconds = {}
     for stage in STAGES:
         t0 = time.monotonic()
-        out = subprocess.run(["artgan", stage, "--params", str(params_file)], cwd=work, env=env,
-                             capture_output=True, text=True, timeout=600)
+        out = subprocess.run(
+            ["artgan", stage, "--params", str(params_file)],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         seconds[stage] = round(time.monotonic() - t0, 1)
-        assert out.returncode == 0, (f"artgan {stage} failed ({out.returncode}):\n{out.stdout[-3000:]}\n"
-                                     f"{out.stderr[-3000:]}\n--- server log ---\n{server.log.read_text()[-3000:]}")
+        assert out.returncode == 0, (
+            f"artgan {stage} failed ({out.returncode}):\n{out.stdout[-3000:]}\n"
+            f"{out.stderr[-3000:]}\n--- server log ---\n{server.log.read_text()[-3000:]}"
+        )
     print("stage seconds:", seconds)
     run_id = json.loads((Path(params["train"]["out_dir"]) / "mlflow_run.json").read_text())["run_id"]
     return {"work": work, "params": params, "run_id": run_id}
@@ -152,12 +183,23 @@ def test_basic_auth_guards_writes_and_checks_permissions(server, client, monkeyp
     client.log_metric(run.info.run_id, "x", 1.0)
     assert client.get_run(run.info.run_id).data.metrics == {"x": 1.0}
     # without credentials the same write is refused
-    status, _ = _request(server.url, "/api/2.0/mlflow/runs/log-metric", None,
-                         {"run_id": run.info.run_id, "key": "x", "value": 2.0, "timestamp": 0, "step": 1})
+    status, _ = _request(
+        server.url,
+        "/api/2.0/mlflow/runs/log-metric",
+        None,
+        {"run_id": run.info.run_id, "key": "x", "value": 2.0, "timestamp": 0, "step": 1},
+    )
     assert status == 401
     # another user only has the default READ permission on alice's experiment: can read, cannot write
-    assert _request(server.url, "/api/2.0/mlflow/users/create", (ADMIN, ADMIN_PASSWORD),
-                    {"username": "bob", "password": "bob-pw-not-secret"})[0] == 200
+    assert (
+        _request(
+            server.url,
+            "/api/2.0/mlflow/users/create",
+            (ADMIN, ADMIN_PASSWORD),
+            {"username": "bob", "password": "bob-pw-not-secret"},
+        )[0]
+        == 200
+    )
     bob = ("bob", "bob-pw-not-secret")
     log_metric = {"run_id": run.info.run_id, "key": "x", "value": 3.0, "timestamp": 0, "step": 2}
     assert _request(server.url, f"/api/2.0/mlflow/runs/get?run_id={run.info.run_id}", bob)[0] == 200
@@ -220,17 +262,26 @@ def test_everything_lives_in_postgres_and_the_artifact_store(pipeline, postgres,
     import psycopg2
 
     run_id = pipeline["run_id"]
-    with psycopg2.connect(host="127.0.0.1", port=postgres.port, user=DB_USER, password=DB_PASSWORD,
-                          dbname="mlflow") as conn, conn.cursor() as cur:
-        cur.execute("SELECT r.status, r.user_id, e.name FROM runs r JOIN experiments e USING (experiment_id) "
-                    "WHERE r.run_uuid = %s", (run_id,))
+    with (
+        psycopg2.connect(
+            host="127.0.0.1", port=postgres.port, user=DB_USER, password=DB_PASSWORD, dbname="mlflow"
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute(
+            "SELECT r.status, r.user_id, e.name FROM runs r JOIN experiments e USING (experiment_id) "
+            "WHERE r.run_uuid = %s",
+            (run_id,),
+        )
         assert cur.fetchall() == [("FINISHED", USER, "artgan")]
         cur.execute("SELECT count(*) FROM metrics WHERE run_uuid = %s AND key = 'loss_d'", (run_id,))
         assert cur.fetchone()[0] == 10
         cur.execute("SELECT value FROM params WHERE run_uuid = %s AND key = 'train.loss'", (run_id,))
         assert cur.fetchone()[0] == pipeline["params"]["train"]["loss"]
-        cur.execute("SELECT e.name, count(*) FROM runs r JOIN experiments e USING (experiment_id) "
-                    "WHERE e.name LIKE 'artgan%%' GROUP BY e.name ORDER BY e.name")
+        cur.execute(
+            "SELECT e.name, count(*) FROM runs r JOIN experiments e USING (experiment_id) "
+            "WHERE e.name LIKE 'artgan%%' GROUP BY e.name ORDER BY e.name"
+        )
         assert cur.fetchall() == [("artgan", 1), ("artgan-data", 3)]
     # the users live in the auth database of the same cluster
     assert set(postgres.psql("SELECT username FROM users", db="mlflow_auth").split()) >= {ADMIN, USER}

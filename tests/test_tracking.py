@@ -1,4 +1,5 @@
 """An unreachable or stalled tracking server is one clear line before training starts, within seconds."""
+
 from __future__ import annotations
 
 import socket
@@ -19,8 +20,9 @@ def cfg(tmp_path, monkeypatch):
     d = tmp_path / "data" / "processed"
     d.mkdir(parents=True)
     np.save(d / "images.npy", np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8))
-    return parse(tiny_cfg(tmp_path, train={"out_dir": str(tmp_path / "models"),
-                                           "checkpoint_dir": str(tmp_path / "ckpt")}))
+    return parse(
+        tiny_cfg(tmp_path, train={"out_dir": str(tmp_path / "models"), "checkpoint_dir": str(tmp_path / "ckpt")})
+    )
 
 
 def _train_fails_fast(cfg, uri: str, monkeypatch) -> str:
@@ -60,8 +62,11 @@ def test_a_sqlite_store_in_a_missing_folder_is_one_line_and_no_folder_is_made(cf
     folder = tmp_path / "some" / "new" / "dir"
     uri = f"sqlite:///{folder / 'mlflow.db'}" if where == "absolute" else "sqlite:///some/new/dir/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    with pytest.raises(ArtganError, match=r"^MLFLOW_TRACKING_URI=sqlite:///.*: the folder .*some/new/dir does not "
-                                          r"exist; create it \(`mkdir -p .*some/new/dir`\)") as exc:
+    with pytest.raises(
+        ArtganError,
+        match=r"^MLFLOW_TRACKING_URI=sqlite:///.*: the folder .*some/new/dir does not "
+        r"exist; create it \(`mkdir -p .*some/new/dir`\)",
+    ) as exc:
         train.run(cfg)
     assert "\n" not in str(exc.value)
     assert not (tmp_path / "some").exists()

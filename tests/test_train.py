@@ -1,5 +1,6 @@
 """train: deterministic on CPU for a seed, tracked in MLflow, every loss/arch/regulariser trains, EMA is an
 exact moving average, a resume continues bitwise, a non-finite loss stops cleanly, clear input errors."""
+
 from __future__ import annotations
 
 import csv
@@ -42,8 +43,11 @@ def _restore_torch_globals():
 def train(tmp_path: Path, name: str, **overrides) -> tuple[dict, Path, Path]:
     from pipeline.stages import train as stage
 
-    train_over = {"out_dir": str(tmp_path / name / "models"), "checkpoint_dir": str(tmp_path / name / "ckpt"),
-                  **overrides.pop("train", {})}
+    train_over = {
+        "out_dir": str(tmp_path / name / "models"),
+        "checkpoint_dir": str(tmp_path / name / "ckpt"),
+        **overrides.pop("train", {}),
+    }
     cfg = parse(tiny_cfg(tmp_path, train=train_over, reports_dir=str(tmp_path / name / "reports"), **overrides))
     figures = stage.run(cfg)
     return figures, Path(cfg.train.out_dir), Path(cfg.reports_dir)
@@ -104,8 +108,18 @@ def test_training_is_tracked_in_mlflow_and_writes_curves(processed, tmp_path):
 
     with open(reports / "train_curves.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {"step", "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_g", "lr_d",
-            "img_per_s"} <= set(rows[0])
+    assert {
+        "step",
+        "loss_d",
+        "loss_g",
+        "d_real",
+        "d_fake",
+        "grad_norm_d",
+        "grad_norm_g",
+        "lr_g",
+        "lr_d",
+        "img_per_s",
+    } <= set(rows[0])
     assert float(rows[0]["lr_g"]) == 2e-4 and float(rows[0]["grad_norm_d"]) > 0
     assert [int(r["step"]) for r in rows] == [2, 4, 6]  # log_every 2 over 6 steps
     assert all(math.isfinite(float(r["loss_d"])) and math.isfinite(float(r["loss_g"])) for r in rows)
@@ -170,13 +184,16 @@ def test_image_size_mismatch_says_to_rerun_preprocess(processed, tmp_path):
         stage.run(cfg)
 
 
-@pytest.mark.parametrize("array, needle", [
-    (np.random.default_rng(0).random((N_IMAGES, SIZE, SIZE, 3)), "float64 images of shape 64×16×16×3, not uint8"),
-    (np.zeros((N_IMAGES, SIZE, SIZE, 3), np.int16), "int16 images"),
-    (np.zeros((N_IMAGES, 3, SIZE, SIZE), np.uint8), "shape 64×3×16×16, not N×S×S×3"),
-    (np.zeros((N_IMAGES, SIZE, SIZE), np.uint8), "shape 64×16×16, not N×S×S×3"),
-    (np.zeros((0, SIZE, SIZE, 3), np.uint8), "shape 0×16×16×3"),
-])
+@pytest.mark.parametrize(
+    "array, needle",
+    [
+        (np.random.default_rng(0).random((N_IMAGES, SIZE, SIZE, 3)), "float64 images of shape 64×16×16×3, not uint8"),
+        (np.zeros((N_IMAGES, SIZE, SIZE, 3), np.int16), "int16 images"),
+        (np.zeros((N_IMAGES, 3, SIZE, SIZE), np.uint8), "shape 64×3×16×16, not N×S×S×3"),
+        (np.zeros((N_IMAGES, SIZE, SIZE), np.uint8), "shape 64×16×16, not N×S×S×3"),
+        (np.zeros((0, SIZE, SIZE, 3), np.uint8), "shape 0×16×16×3"),
+    ],
+)
 def test_an_images_npy_that_preprocess_did_not_write_is_one_line_naming_it(processed, tmp_path, array, needle):
     """A hand-made float array in [0, 1] would train on near-black images: dtype and shape are checked at load."""
     from pipeline.stages import train as stage
@@ -197,11 +214,16 @@ def test_a_truncated_processed_manifest_is_one_line_naming_it_and_preprocess(pro
     from pipeline.stages import train as stage
 
     manifest = processed / "manifest.parquet"
-    pd.DataFrame({"path": [f"{i}.png" for i in range(N_IMAGES)], "label": ["a", "b"] * (N_IMAGES // 2)}).to_parquet(manifest)
+    pd.DataFrame({"path": [f"{i}.png" for i in range(N_IMAGES)], "label": ["a", "b"] * (N_IMAGES // 2)}).to_parquet(
+        manifest
+    )
     manifest.write_bytes(manifest.read_bytes()[:-40])  # cut off: the parquet footer is gone
     cfg = parse(tiny_cfg(tmp_path, data={"label": label}))
-    with pytest.raises(ArtganError, match=rf"^{manifest}: unreadable \(\w+: .+\); re-run `artgan preprocess` "
-                                          r"\(or `dvc repro`\)$"):
+    with pytest.raises(
+        ArtganError,
+        match=rf"^{manifest}: unreadable \(\w+: .+\); re-run `artgan preprocess` "
+        r"\(or `dvc repro`\)$",
+    ):
         stage.run(cfg)
     assert not (tmp_path / "models").exists()
 
@@ -243,8 +265,9 @@ def test_every_architecture_trains_and_reloads(processed, tmp_path, arch):
     if size != SIZE:
         d = tmp_path / "data" / "processed"
         np.save(d / "images.npy", np.random.default_rng(1).integers(0, 256, (N_IMAGES, size, size, 3), dtype=np.uint8))
-    figures, out, reports = train(tmp_path, arch, model={"arch": arch}, data={"image_size": size},
-                                  train={"steps": 3, "log_every": 1})
+    figures, out, reports = train(
+        tmp_path, arch, model={"arch": arch}, data={"image_size": size}, train={"steps": 3, "log_every": 1}
+    )
     assert figures["steps"] == 3
     cfg = parse(tiny_cfg(tmp_path, model={"arch": arch}, data={"image_size": size}, train={"out_dir": str(out)}))
     G, z_dim, _, _ = load_generator(cfg)
@@ -268,8 +291,9 @@ def test_the_vae_step_minimises_the_negative_elbo_computed_by_hand(processed, tm
     trainer = Trainer(cfg, Data(images=images, labels=None, n_classes=0), World(), torch.device("cpu"))
     assert trainer.images_per_step == cfg.train.batch_size
     seen = {}
-    trainer.D.register_forward_hook(lambda m, i, o: seen.update(x=i[0].detach(), mu=o[0].detach(),
-                                                                  logvar=o[1].detach()) and None)
+    trainer.D.register_forward_hook(
+        lambda m, i, o: seen.update(x=i[0].detach(), mu=o[0].detach(), logvar=o[1].detach()) and None
+    )
     trainer.G.register_forward_hook(lambda m, i, o: seen.update(z=i[0].detach(), recon=o.detach()) and None)
     out = trainer.vae_step(1)
 
@@ -277,8 +301,13 @@ def test_the_vae_step_minimises_the_negative_elbo_computed_by_hand(processed, tm
     mu, logvar, z = seen["mu"].double(), seen["logvar"].double(), seen["z"].double()
     n = x.shape[0]
     rec = sum(float(((recon[i] - x[i]) ** 2).sum()) for i in range(n)) / n
-    kl = sum(0.5 * sum(m * m + math.exp(lv) - 1 - lv for m, lv in zip(mu[i].tolist(), logvar[i].tolist()))
-             for i in range(n)) / n
+    kl = (
+        sum(
+            0.5 * sum(m * m + math.exp(lv) - 1 - lv for m, lv in zip(mu[i].tolist(), logvar[i].tolist()))
+            for i in range(n)
+        )
+        / n
+    )
     assert out["rec"].item() == pytest.approx(rec, rel=1e-5)
     assert out["kl"].item() == pytest.approx(kl, rel=1e-5)
     assert out["loss"].item() == pytest.approx(rec + beta * kl, rel=1e-5)
@@ -298,10 +327,20 @@ def test_images_per_step_of_a_gan_counts_every_critic_batch(processed, tmp_path)
 
 def test_regularisers_and_augmentation_train_and_are_logged(processed, tmp_path):
     figures, out, reports = train(
-        tmp_path, "reg",
+        tmp_path,
+        "reg",
         model={"spectral_norm": True},
-        train={"loss": "hinge", "r1_gamma": 1.0, "r1_every": 2, "augment": ["color", "translation", "cutout"],
-               "augment_p": 0.5, "n_critic": 2, "lr_d": 4e-4, "steps": 4, "log_every": 1},
+        train={
+            "loss": "hinge",
+            "r1_gamma": 1.0,
+            "r1_every": 2,
+            "augment": ["color", "translation", "cutout"],
+            "augment_p": 0.5,
+            "n_critic": 2,
+            "lr_d": 4e-4,
+            "steps": 4,
+            "log_every": 1,
+        },
     )
     with open(reports / "train_curves.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -339,7 +378,8 @@ def test_conditional_training_on_a_label_column(processed, tmp_path):
 
     labels = ["cat" if i % 3 else "dog" for i in range(N_IMAGES)]
     pd.DataFrame({"path": [f"{i}.png" for i in range(N_IMAGES)], "style": labels}).to_parquet(
-        processed / "manifest.parquet")
+        processed / "manifest.parquet"
+    )
     figures, out, _ = train(tmp_path, "cond", data={"label": "style"}, train={"steps": 2})
     ck = load_ckpt(out)
     assert ck["classes"] == ["cat", "dog"] and ck["class_counts"] == [labels.count("cat"), labels.count("dog")]
@@ -403,10 +443,15 @@ def test_a_checkpoint_holds_everything_the_next_step_depends_on(processed, tmp_p
 
 
 def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processed, tmp_path):
-    _, out_long, _ = train(tmp_path, "long", train={"steps": 8, "checkpoint_every": 4, "ema_decay": 0.9,
-                                                     "augment": ["translation"]})
-    common = {"checkpoint_dir": str(tmp_path / "shared_ckpt"), "checkpoint_every": 4, "ema_decay": 0.9,
-              "augment": ["translation"]}
+    _, out_long, _ = train(
+        tmp_path, "long", train={"steps": 8, "checkpoint_every": 4, "ema_decay": 0.9, "augment": ["translation"]}
+    )
+    common = {
+        "checkpoint_dir": str(tmp_path / "shared_ckpt"),
+        "checkpoint_every": 4,
+        "ema_decay": 0.9,
+        "augment": ["translation"],
+    }
     first, _, _ = train(tmp_path, "part", train={"steps": 4, **common})
     second, out_part, reports = train(tmp_path, "part", train={"steps": 8, **common})
     a, b = load_ckpt(out_long), load_ckpt(out_part)
@@ -422,8 +467,9 @@ def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processe
     assert same_weights(snaps_part["generators"][-1], b["generator_ema"])
 
 
-def test_lowering_steps_keeps_the_longer_runs_checkpoint_and_raising_them_again_resumes_from_it(processed, tmp_path,
-                                                                                             capsys):
+def test_lowering_steps_keeps_the_longer_runs_checkpoint_and_raising_them_again_resumes_from_it(
+    processed, tmp_path, capsys
+):
     common = {"checkpoint_dir": str(tmp_path / "ckpt"), "checkpoint_every": 2}
     train(tmp_path, "run", train={"steps": 6, **common})
     (folder,) = (tmp_path / "ckpt").iterdir()
@@ -456,10 +502,22 @@ def test_a_non_finite_value_stops_keeps_the_last_good_checkpoint_and_fails_the_r
     from pipeline.tracking import run_data
 
     # at 1e8, D's running_var overflows at step 3, before any loss does: that state must not be the one kept
-    cfg = parse(tiny_cfg(tmp_path, train={"loss": "wgan", "clip_value": 1e30, "lr_d": 1e8, "lr_g": 1e8,
-                                          "steps": 50, "checkpoint_every": 1, "log_every": 1,
-                                          "divergence_factor": 0,  # the NaN itself, not the divergence before it
-                                          "checkpoint_dir": str(tmp_path / "nan_ckpt")}))
+    cfg = parse(
+        tiny_cfg(
+            tmp_path,
+            train={
+                "loss": "wgan",
+                "clip_value": 1e30,
+                "lr_d": 1e8,
+                "lr_g": 1e8,
+                "steps": 50,
+                "checkpoint_every": 1,
+                "log_every": 1,
+                "divergence_factor": 0,  # the NaN itself, not the divergence before it
+                "checkpoint_dir": str(tmp_path / "nan_ckpt"),
+            },
+        )
+    )
     with pytest.raises(ArtganError, match=r"non-finite (loss|state) at step (\d+).*last good checkpoint") as err:
         stage.run(cfg)
     bad_step = int(__import__("re").search(r"step (\d+)", str(err.value)).group(1))
@@ -486,21 +544,27 @@ def test_a_checkpoint_with_a_non_finite_tensor_never_replaces_the_last_good_one(
     checkpoint.save(path, good)
     before = path.read_bytes()
     for where in ("buffer", "optimiser"):
-        bad = {"step": 4, "D": {"bn.running_var": torch.ones(4)}, "opt_d": {"state": {0: {"exp_avg_sq": torch.ones(2)}}}}
+        bad = {
+            "step": 4,
+            "D": {"bn.running_var": torch.ones(4)},
+            "opt_d": {"state": {0: {"exp_avg_sq": torch.ones(2)}}},
+        }
         if where == "buffer":
             bad["D"]["bn.running_var"][1] = float("inf")
         else:
             bad["opt_d"]["state"][0]["exp_avg_sq"][0] = float("nan")
         name = "D.bn.running_var" if where == "buffer" else "opt_d.state.0.exp_avg_sq"
-        with pytest.raises(ArtganError, match=rf"latest\.pt: not written, non-finite values in {name}; "
-                                              "the previous checkpoint is kept"):
+        with pytest.raises(
+            ArtganError,
+            match=rf"latest\.pt: not written, non-finite values in {name}; "
+            "the previous checkpoint is kept",
+        ):
             checkpoint.save(path, bad)
         assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt"]  # no temporary left
 
 
-def test_an_infinite_batch_norm_buffer_stops_training_before_it_reaches_a_checkpoint(processed, tmp_path,
-                                                                                       monkeypatch):
+def test_an_infinite_batch_norm_buffer_stops_training_before_it_reaches_a_checkpoint(processed, tmp_path, monkeypatch):
     """Losses can stay finite while D's running_var overflows (training mode normalises by the batch's own
     statistics): the state is checked in every tensor before it is checkpointed."""
     from pipeline.stages import train as stage
@@ -517,8 +581,11 @@ def test_an_infinite_batch_norm_buffer_stops_training_before_it_reaches_a_checkp
 
     monkeypatch.setattr(Trainer, "update_ema", poison_at_step_4)
     cfg = parse(tiny_cfg(tmp_path, train={"steps": 6, "checkpoint_every": 1, "checkpoint_dir": str(tmp_path / "ck")}))
-    with pytest.raises(ArtganError, match=r"^train: non-finite state at step 4 \(in D\.[\w.]*running_var\); "
-                                          r"the last good checkpoint \(step 3\) is kept") as err:
+    with pytest.raises(
+        ArtganError,
+        match=r"^train: non-finite state at step 4 \(in D\.[\w.]*running_var\); "
+        r"the last good checkpoint \(step 3\) is kept",
+    ) as err:
         stage.run(cfg)
     assert "\n" not in str(err.value)
     (latest,) = (tmp_path / "ck").glob("*/latest.pt")
@@ -540,14 +607,18 @@ def test_the_divergence_watch_never_trips_on_the_default_params_curve():
     from pipeline.training.loop import first_divergence
 
     rows = curve(REPO / "reports" / "train_curves.csv")  # the default params' 6,000 steps
-    assert len(rows) >= 1000 and {"loss_d", "loss_g", "grad_norm_d", "grad_norm_g", "d_real", "d_fake"} <= rows[0].keys()
+    assert (
+        len(rows) >= 1000 and {"loss_d", "loss_g", "grad_norm_d", "grad_norm_g", "d_real", "d_fake"} <= rows[0].keys()
+    )
     t = TrainCfg()
     assert first_divergence(rows, t.divergence_factor, t.saturation_steps) is None
     assert first_divergence(rows, 100, 50) is None  # with two orders of magnitude to spare
 
 
-@pytest.mark.parametrize("key, param", [("loss_d", "train.lr_d"), ("grad_norm_d", "train.lr_d"),
-                                        ("loss_g", "train.lr_g"), ("grad_norm_g", "train.lr_g")])
+@pytest.mark.parametrize(
+    "key, param",
+    [("loss_d", "train.lr_d"), ("grad_norm_d", "train.lr_d"), ("loss_g", "train.lr_g"), ("grad_norm_g", "train.lr_g")],
+)
 def test_the_divergence_watch_trips_on_an_exploding_series_and_names_the_likely_learning_rate(key, param):
     from helpers import REPO
 
@@ -579,12 +650,18 @@ def test_a_run_that_diverges_without_a_nan_stops_names_lr_d_and_fails_the_run(pr
 
     from pipeline.stages import train as stage
 
-    cfg = parse(tiny_cfg(tmp_path, train={"loss": loss, "lr_d": 1e6, "steps": 20, "checkpoint_dir": str(tmp_path / "ck")}))
-    with pytest.raises(ArtganError, match=r"^train: diverging at step 1: weight_norm_d=.* \(train.divergence_factor\); "
-                                          r"no checkpoint was written yet; lower train\.lr_d$"):
+    cfg = parse(
+        tiny_cfg(tmp_path, train={"loss": loss, "lr_d": 1e6, "steps": 20, "checkpoint_dir": str(tmp_path / "ck")})
+    )
+    with pytest.raises(
+        ArtganError,
+        match=r"^train: diverging at step 1: weight_norm_d=.* \(train.divergence_factor\); "
+        r"no checkpoint was written yet; lower train\.lr_d$",
+    ):
         stage.run(cfg)
-    (last,) = mlflow.search_runs(search_all_experiments=True, order_by=["attributes.start_time DESC"],
-                                 max_results=1, output_format="list")
+    (last,) = mlflow.search_runs(
+        search_all_experiments=True, order_by=["attributes.start_time DESC"], max_results=1, output_format="list"
+    )
     assert last.info.status == "FAILED" and last.data.params["train.lr_d"] == "1000000.0"
     assert not (Path(cfg.train.out_dir) / "checkpoint.pt").exists()
 
@@ -593,10 +670,23 @@ def test_a_divergence_keeps_the_last_good_checkpoint(processed, tmp_path):
     from pipeline.stages import train as stage
     from pipeline.tracking import run_data
 
-    cfg = parse(tiny_cfg(tmp_path, train={"lr_d": 1.0, "divergence_factor": 20, "steps": 20, "checkpoint_every": 1,
-                                          "checkpoint_dir": str(tmp_path / "ck")}))
-    with pytest.raises(ArtganError, match=r"diverging at step (\d+): .*the last good checkpoint \(step (\d+)\) "
-                                          r"is kept .*; lower train\.lr_d$") as err:
+    cfg = parse(
+        tiny_cfg(
+            tmp_path,
+            train={
+                "lr_d": 1.0,
+                "divergence_factor": 20,
+                "steps": 20,
+                "checkpoint_every": 1,
+                "checkpoint_dir": str(tmp_path / "ck"),
+            },
+        )
+    )
+    with pytest.raises(
+        ArtganError,
+        match=r"diverging at step (\d+): .*the last good checkpoint \(step (\d+)\) "
+        r"is kept .*; lower train\.lr_d$",
+    ) as err:
         stage.run(cfg)
     bad, kept = map(int, __import__("re").search(r"step (\d+).*step (\d+)", str(err.value)).groups())
     (latest,) = (tmp_path / "ck").glob("*/latest.pt")
@@ -614,8 +704,9 @@ def test_gradient_penalty_trains_a_critic_without_batch_norm(processed, tmp_path
 
 
 @pytest.mark.parametrize("loss", ["ns", "hinge"])
-def test_d_real_and_d_fake_are_mean_probabilities_for_bce_ns_and_mean_critic_outputs_otherwise(processed, tmp_path,
-                                                                                                 loss):
+def test_d_real_and_d_fake_are_mean_probabilities_for_bce_ns_and_mean_critic_outputs_otherwise(
+    processed, tmp_path, loss
+):
     from pipeline.training.dist import World
     from pipeline.training.loop import Data, Trainer
 

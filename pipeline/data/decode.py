@@ -1,5 +1,6 @@
 """One image file to the training square: decoded, to RGB on a background, made square and resized, plus the
 two thumbnails dedup compares (a grayscale one for the perceptual hash, a small RGB one to confirm)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,8 +59,9 @@ def fit(im, size: int, policy: str, background: tuple[int, int, int]):
     raise ValueError(f"unknown resize policy {policy!r}")
 
 
-def load_image(path: Path, size: int, policy: str = "center-crop",
-               background: tuple[int, int, int] = (255, 255, 255)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_image(
+    path: Path, size: int, policy: str = "center-crop", background: tuple[int, int, int] = (255, 255, 255)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(uint8 size×size×3 image, uint8 32×32 grayscale thumbnail for the perceptual hash, uint8 16×16×3
     thumbnail that confirms a near duplicate), the thumbnails from the processed image (or, below 32 px,
     from the same geometry at 32 px)."""
@@ -82,11 +84,15 @@ def load_image(path: Path, size: int, policy: str = "center-crop",
         else:
             small = fit(rgb, HASH_SIDE, policy, background)
         color = small.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
-        return (np.asarray(out, dtype=np.uint8), np.asarray(small.convert("L"), dtype=np.uint8),
-                np.asarray(color, dtype=np.uint8))
+        return (
+            np.asarray(out, dtype=np.uint8),
+            np.asarray(small.convert("L"), dtype=np.uint8),
+            np.asarray(color, dtype=np.uint8),
+        )
 
 
-def to_rgb_square(path: Path, size: int, background: tuple[int, int, int] = (255, 255, 255),
-                  policy: str = "center-crop") -> np.ndarray:
+def to_rgb_square(
+    path: Path, size: int, background: tuple[int, int, int] = (255, 255, 255), policy: str = "center-crop"
+) -> np.ndarray:
     """One image as preprocess stores it: uint8 size×size×3."""
     return load_image(path, size, policy, background)[0]

@@ -1,6 +1,7 @@
 """Near duplicates: 64-bit DCT perceptual hashes within a Hamming distance of an earlier kept image's (found
 through hash bands, not all pairs), confirmed on small RGB thumbnails (the grayscale hash alone calls different
 flags or skin tones duplicates)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -67,7 +68,9 @@ def close_pairs(h: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarra
                 for r0 in range(0, g, 1024):
                     rows = members[r0 : r0 + 1024]
                     d = hamming(h[rows][:, None], h[members][None, :])
-                    i, j = np.nonzero((d <= max_distance) & (np.arange(g)[None, :] > np.arange(r0, r0 + len(rows))[:, None]))
+                    i, j = np.nonzero(
+                        (d <= max_distance) & (np.arange(g)[None, :] > np.arange(r0, r0 + len(rows))[:, None])
+                    )
                     if len(i):
                         found.append((np.minimum(rows[i], members[j]), np.maximum(rows[i], members[j])))
     if not found:
@@ -93,8 +96,9 @@ def mean_abs_diff(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, block: int =
     return out
 
 
-def near_duplicates(h: np.ndarray, thumbs: np.ndarray, max_distance: int,
-                    max_diff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def near_duplicates(
+    h: np.ndarray, thumbs: np.ndarray, max_distance: int, max_diff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy, keep-first: image j is dropped when an earlier image that was kept has a hash within
     `max_distance` bits of j's and a 16×16 RGB thumbnail within `max_diff` mean absolute difference
     (the hash finds candidates fast; the thumbnail confirms them, colour included). Returns (kept_by,

@@ -6,6 +6,7 @@
 - `dataset_digest`: the processed manifest's identity (paths, file hashes, labels), which MLflow's dataset
   input, the FID reference and the registry's champion compare.
 """
+
 from __future__ import annotations
 
 import hashlib

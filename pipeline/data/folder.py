@@ -4,6 +4,7 @@ The user's folder is never written to. Symbolic links are followed only while th
 folder; a link out of it, a broken link or a loop is an error naming the link. Labels are the
 first-level sub-folder names (images at the top level have none).
 """
+
 from __future__ import annotations
 
 import errno
@@ -71,8 +72,9 @@ def scan(root: Path, what: str, display_root: str | None = None, kind: str = "fo
         try:
             entries = sorted(os.scandir(dir_real), key=lambda e: e.name)
         except PermissionError:
-            raise ArtganError(f"{what}: cannot read folder {_shown(display_root, rel)} (permission denied); "
-                              "make it readable") from None
+            raise ArtganError(
+                f"{what}: cannot read folder {_shown(display_root, rel)} (permission denied); make it readable"
+            ) from None
         for entry in entries:
             counts["entries"] += 1
             sub = rel + (entry.name,)
@@ -86,8 +88,9 @@ def scan(root: Path, what: str, display_root: str | None = None, kind: str = "fo
                 except OSError as exc:
                     if exc.errno == errno.ELOOP:
                         raise ArtganError(f"{what}: {display} is a symlink loop; remove or fix the link") from None
-                    raise ArtganError(f"{what}: {display} is a broken symlink (-> {os.readlink(path)}); "
-                                      "remove or fix the link") from None
+                    raise ArtganError(
+                        f"{what}: {display} is a broken symlink (-> {os.readlink(path)}); remove or fix the link"
+                    ) from None
                 if not inside(target, real_root):
                     raise ArtganError(
                         f"{what}: {display} is a symlink to {target}, outside the folder; artgan does not follow "
@@ -95,9 +98,11 @@ def scan(root: Path, what: str, display_root: str | None = None, kind: str = "fo
                     )
                 if os.path.isdir(target):
                     if target in ancestors:
-                        raise ArtganError(f"{what}: {display} is a symlink loop (it points back to "
-                                          f"{_shown(display_root, ())}/{os.path.relpath(target, real_root)}); "
-                                          "remove the link")
+                        raise ArtganError(
+                            f"{what}: {display} is a symlink loop (it points back to "
+                            f"{_shown(display_root, ())}/{os.path.relpath(target, real_root)}); "
+                            "remove the link"
+                        )
                     _check_utf8(entry.name, display, what)
                     walk(target, sub, ancestors | {target}, True)
                 elif os.path.isfile(target):
@@ -112,8 +117,9 @@ def scan(root: Path, what: str, display_root: str | None = None, kind: str = "fo
 
     walk(real_root, (), frozenset({real_root}), False)
     if counts["entries"] == 0:
-        raise ArtganError(f"{what}: {kind} {display_root.rstrip('!')} is empty; put images in it "
-                          "(sub-folders become labels)")
+        raise ArtganError(
+            f"{what}: {kind} {display_root.rstrip('!')} is empty; put images in it (sub-folders become labels)"
+        )
     # a file reached several ways (links inside the folder) is taken once, under its own name if it has one
     found: dict[str, Found] = {}
     for _, f in sorted(candidates, key=lambda c: (c[0], c[1].rel)):

@@ -5,6 +5,7 @@ column == value (a class name works for ClassLabel columns); `data.label` names 
 values become the manifest's `label` (and a manifest column of the same name). Image bytes are
 written exactly as stored in the dataset: nothing is decoded and re-encoded.
 """
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,9 @@ def _load(name: str, cache: Path, timeout: float, what: str):
         else:  # the Hub (streamed: only the rows used are downloaded) or a local folder of data files
             ds = datasets.load_dataset(name, streaming=True, cache_dir=str(cache))
     except FileNotFoundError as exc:
-        raise ArtganError(f"{what}: dataset {name!r} not found on the Hub nor as a local folder ({exc}); "
-                          "check the name") from None
+        raise ArtganError(
+            f"{what}: dataset {name!r} not found on the Hub nor as a local folder ({exc}); check the name"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - datasets raises many types; the user needs the first line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtganError(f"{what}: cannot load the dataset ({type(exc).__name__}: {first})") from None
@@ -45,8 +47,10 @@ def _load(name: str, cache: Path, timeout: float, what: str):
         elif len(splits) == 1:
             ds = ds[splits[0]]
         else:
-            raise ArtganError(f"{what}: the dataset has no 'train' split and several others ({', '.join(splits)}); "
-                              "save the split you want as its own dataset")
+            raise ArtganError(
+                f"{what}: the dataset has no 'train' split and several others ({', '.join(splits)}); "
+                "save the split you want as its own dataset"
+            )
     return datasets, ds
 
 
@@ -56,8 +60,7 @@ def _wanted(feature, column: str, value, datasets, what: str):
         if isinstance(value, str):
             if value not in feature.names:
                 shown = ", ".join(feature.names[:30]) + (", ..." if len(feature.names) > 30 else "")
-                raise ArtganError(f"data.filter: column {column!r} of {what} has no class {value!r}; "
-                                  f"known: {shown}")
+                raise ArtganError(f"data.filter: column {column!r} of {what} has no class {value!r}; known: {shown}")
             return feature.str2int(value)
         return value
     if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
@@ -74,13 +77,16 @@ def fetch_hf(cfg, out_dir: Path) -> list[dict]:
     datasets, ds = _load(name, Path(cfg.data.download_dir) / "hf", cfg.data.timeout, what)
     features = ds.features
     if features is None:
-        raise ArtganError(f"{what}: the dataset does not declare its columns (features); "
-                          "save it with datasets and an Image column")
+        raise ArtganError(
+            f"{what}: the dataset does not declare its columns (features); save it with datasets and an Image column"
+        )
     columns = ", ".join(features)
     images = [c for c, f in features.items() if isinstance(f, datasets.Image)]
     if not images:
-        raise ArtganError(f"{what}: the dataset has no image column (columns: {columns}); "
-                          "artgan needs a column of type datasets.Image")
+        raise ArtganError(
+            f"{what}: the dataset has no image column (columns: {columns}); "
+            "artgan needs a column of type datasets.Image"
+        )
     image_col = images[0]
     for column in cfg.data.filter:
         if column not in features:
@@ -88,8 +94,10 @@ def fetch_hf(cfg, out_dir: Path) -> list[dict]:
     conditions = {c: _wanted(features[c], c, v, datasets, what) for c, v in cfg.data.filter.items()}
     label_col = cfg.data.label
     if label_col and (label_col not in features or label_col == image_col):
-        raise ArtganError(f"data.label: unknown column {label_col!r} in {what}; columns: "
-                          f"{', '.join(c for c in features if c != image_col)}")
+        raise ArtganError(
+            f"data.label: unknown column {label_col!r} in {what}; columns: "
+            f"{', '.join(c for c in features if c != image_col)}"
+        )
     label_feature = features[label_col] if label_col else None
 
     ds = ds.cast_column(image_col, datasets.Image(decode=False))  # the stored bytes, untouched
@@ -125,7 +133,7 @@ def _write_image(example, index, image_col, label_col, label_feature, images_dir
         with Image.open(io.BytesIO(data)) as im:
             fmt = im.format
     except Exception:  # noqa: BLE001 - not an image, or a broken one (PIL raises OSError, SyntaxError, ...):
-        fmt = None     # written all the same, as a folder's bad file is copied; validate quarantines it with the reason
+        fmt = None  # written all the same, as a folder's bad file is copied; validate quarantines it with the reason
     suffix = FORMAT_SUFFIX.get(fmt or "", Path(src or "").suffix.lower() or ".img")
     rel = Path("images") / f"{index:07d}{suffix}"
     (images_dir.parent / rel).write_bytes(data)

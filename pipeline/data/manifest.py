@@ -1,4 +1,5 @@
 """The manifest: one row per image (path, sha256, width, height, mode, source, ...) as parquet + CSV."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,8 +45,16 @@ def describe(root: Path, rows: list[dict], source: str = "") -> pd.DataFrame:
         path = root / str(row["path"])
         width, height, mode, fmt = _header(path)
         records.append(
-            {**row, "sha256": file_sha256(path), "width": width, "height": height, "mode": mode,
-             "format": fmt, "bytes": path.stat().st_size, "source": source}
+            {
+                **row,
+                "sha256": file_sha256(path),
+                "width": width,
+                "height": height,
+                "mode": mode,
+                "format": fmt,
+                "bytes": path.stat().st_size,
+                "source": source,
+            }
         )
     extra = list(dict.fromkeys(k for row in rows for k in row if k not in COLUMNS))  # e.g. an hf label column
     df = pd.DataFrame.from_records(records, columns=COLUMNS + extra)

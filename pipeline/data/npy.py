@@ -1,5 +1,6 @@
 """The training array, streamed: images decoded chunk by chunk (in worker processes) into a memory-mapped .npy
 that is never whole in memory, then compacted in place to the rows kept."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,10 @@ def _convert_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         try:
             images[k], gray[k], color[k] = load_image(Path(root) / rel, size, policy, background)
         except Exception as exc:  # validate decodes every file; this is one that changed since
-            raise ArtganError(f"{Path(root) / rel}: cannot be preprocessed ({exc.__class__.__name__}: {exc}); "
-                              "run `artgan validate` again") from None
+            raise ArtganError(
+                f"{Path(root) / rel}: cannot be preprocessed ({exc.__class__.__name__}: {exc}); "
+                "run `artgan validate` again"
+            ) from None
     return images, phash(gray), color
 
 
@@ -37,8 +40,16 @@ def _chunks(root: Path, paths: list[str], size: int, policy: str, background) ->
     return [(str(root), paths[s : s + CHUNK], size, policy, tuple(background)) for s in range(0, len(paths), CHUNK)]
 
 
-def convert(root: Path, paths: list[str], out: Path, size: int, policy: str, background, workers: int = 0,
-            progress: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def convert(
+    root: Path,
+    paths: list[str],
+    out: Path,
+    size: int,
+    policy: str,
+    background,
+    workers: int = 0,
+    progress: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Write every image of `paths` (relative to `root`) as row i of the .npy `out`, chunk by chunk
     (a pool of processes when workers != 1); return their perceptual hashes and 16×16 RGB thumbnails
     (768 bytes an image: 77 MB at 100k)."""
@@ -99,8 +110,9 @@ def compact(path: Path, keep: np.ndarray) -> None:
                     os.pwrite(fd, data, offset + dst * row)
                 dst += cnt
         f.seek(0)
-        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False,
-                                                 "shape": (len(keep), size, size, 3)})
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "|u1", "fortran_order": False, "shape": (len(keep), size, size, 3)}
+        )
         if f.tell() != offset:
             raise AssertionError("npy header length changed")  # numpy pads the header for this
         f.truncate(offset + len(keep) * row)

@@ -3,6 +3,7 @@
 Every SVG file name in the package is a code-point sequence (`1F468-200D-1F469`); RAQM shaping turns
 each sequence into the single COLRv0 glyph the font draws for it, and Pillow paints it in colour.
 """
+
 from __future__ import annotations
 
 import hashlib

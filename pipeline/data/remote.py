@@ -4,6 +4,7 @@ Files are kept under `<cache>/<key of the URL>/<sha256>`: a pinned download is f
 ever answered from the cache with a file that came from that same URL (a pin left over from another archive
 makes a download, whose hash then disagrees).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,9 @@ CHUNK = 1 << 16
 
 
 def _timeout_error(url: str, timeout: float, what: str) -> ArtganError:
-    return ArtganError(f"{what}: no answer from {url} within {timeout:g} s; check the address and the network, "
-                       "or raise data.timeout")
+    return ArtganError(
+        f"{what}: no answer from {url} within {timeout:g} s; check the address and the network, or raise data.timeout"
+    )
 
 
 URL_FILE = "url"  # beside the cached files of one URL: the URL itself, so a cached pin can be traced to it
@@ -59,8 +61,9 @@ def download(url: str, cache: Path, sha256: str, timeout: float, what: str) -> P
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        raise ArtganError(f"{what}: the server answered HTTP {exc.code} {exc.reason} for {url}; "
-                          "check the address") from None
+        raise ArtganError(
+            f"{what}: the server answered HTTP {exc.code} {exc.reason} for {url}; check the address"
+        ) from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, (TimeoutError, socket.timeout)):
             raise _timeout_error(url, timeout, what) from None
@@ -81,8 +84,15 @@ def download(url: str, cache: Path, sha256: str, timeout: float, what: str) -> P
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             got = 0
-            with tqdm(total=total, desc="download", unit="B", unit_scale=True, unit_divisor=1024,
-                      disable=None, mininterval=0.5) as bar:
+            with tqdm(
+                total=total,
+                desc="download",
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                disable=None,
+                mininterval=0.5,
+            ) as bar:
                 while True:
                     try:
                         chunk = response.read(CHUNK)
@@ -112,8 +122,7 @@ def download(url: str, cache: Path, sha256: str, timeout: float, what: str) -> P
                 "server or the pin is wrong: check the source, then update data.sha256"
             )
         if not sha256:
-            print(f"warning: {url} is not pinned; add `sha256: {digest}` under `data:` in params.yaml",
-                  file=sys.stderr)
+            print(f"warning: {url} is not pinned; add `sha256: {digest}` under `data:` in params.yaml", file=sys.stderr)
         final = cache / digest
         os.replace(tmp, final)
         (cache / URL_FILE).write_text(url + "\n", encoding="utf-8")

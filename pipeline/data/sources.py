@@ -11,6 +11,7 @@ only ever read: folder sources are copied, archives are extracted into out_dir.
   hf:<dataset>          a Hugging Face dataset (data.filter, data.label)
   torchvision:<Name>    MNIST, FashionMNIST, CIFAR10, CelebA
 """
+
 from __future__ import annotations
 
 import os
@@ -61,8 +62,10 @@ def fetch_folder(cfg, out_dir: Path) -> list[Row]:
         raise ArtganError(f"{_what(cfg)}: name the folder, e.g. folder:art/ (sub-folders become labels)")
     root = Path(path).expanduser()
     if root.is_dir() and folder.inside(os.path.realpath(out_dir), os.path.realpath(root)):
-        raise ArtganError(f"data.raw_dir: {cfg.data.raw_dir} is inside the source folder {path}; the source is only "
-                          "ever read, so point data.raw_dir outside it (the default is data/raw)")
+        raise ArtganError(
+            f"data.raw_dir: {cfg.data.raw_dir} is inside the source folder {path}; the source is only "
+            "ever read, so point data.raw_dir outside it (the default is data/raw)"
+        )
     found = folder.scan(root, _what(cfg), path)
     return folder.copy_into(found, out_dir, cfg.data.max_images)
 
@@ -75,8 +78,7 @@ def fetch_url(cfg, out_dir: Path) -> list[Row]:
     url = cfg.data.source.split(":", 1)[1]
     if not url.startswith(("http://", "https://")):
         raise ArtganError(f"{_what(cfg)}: expected url:http://... or url:https://... (a zip or tar archive)")
-    local = remote.download(url, Path(cfg.data.download_dir) / "url", cfg.data.sha256, cfg.data.timeout,
-                            _what(cfg))
+    local = remote.download(url, Path(cfg.data.download_dir) / "url", cfg.data.sha256, cfg.data.timeout, _what(cfg))
     staging = out_dir / ".extract"
     try:
         archive.extract(local, staging, _what(cfg))
@@ -119,12 +121,15 @@ def check_applicable(cfg) -> None:
     """Keys that only one scheme reads must not be set for another: they would be silently ignored."""
     scheme = source_scheme(cfg.data.source)
     if cfg.data.sha256 and scheme != "url":
-        raise ArtganError(f"data.sha256 pins url: downloads only, but data.source is {cfg.data.source!r}; "
-                          "set data.sha256 to ''")
+        raise ArtganError(
+            f"data.sha256 pins url: downloads only, but data.source is {cfg.data.source!r}; set data.sha256 to ''"
+        )
     if cfg.data.label not in ("", "label") and scheme in ("folder", "url"):  # said now, not after the copy
-        raise ArtganError(f"data.label: a {scheme}: source has one label column, 'label' (the first-level "
-                          f"sub-folders), not {cfg.data.label!r}; set data.label to label (or to '' for no classes)")
+        raise ArtganError(
+            f"data.label: a {scheme}: source has one label column, 'label' (the first-level "
+            f"sub-folders), not {cfg.data.label!r}; set data.label to label (or to '' for no classes)"
+        )
     if cfg.data.filter and scheme != "hf":
-        raise ArtganError(f"data.filter applies to hf: datasets only, but data.source is {cfg.data.source!r}; "
-                          "set data.filter to {}")
-
+        raise ArtganError(
+            f"data.filter applies to hf: datasets only, but data.source is {cfg.data.source!r}; set data.filter to {{}}"
+        )

@@ -4,6 +4,7 @@ The torchvision class reads its usual layout under `<data.download_dir>/torchvis
 only when the files are not there. The training split is used; labels are the class names.
 Array datasets become PNG files (lossless); CelebA's JPEG files are copied as they are.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -32,9 +33,11 @@ def _open(name: str, root: Path, timeout: float, what: str):
         return cls(str(root), download=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - network, checksum and archive errors all end here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtganError(f"{what}: the files are not under {root} and downloading them failed "
-                          f"({type(exc).__name__}: {first}); check the network, or put the files there "
-                          "in torchvision's layout") from None
+        raise ArtganError(
+            f"{what}: the files are not under {root} and downloading them failed "
+            f"({type(exc).__name__}: {first}); check the network, or put the files there "
+            "in torchvision's layout"
+        ) from None
     finally:
         socket.setdefaulttimeout(old)
 

@@ -1,4 +1,5 @@
 """Fréchet Inception Distance from feature statistics (float64 throughout)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -14,6 +14,7 @@ resize (align_corners=False, no half-pixel centres, no antialias), as the refere
 On CUDA the features are computed in true float32 (`exact_gpu`); the device is chosen at run time
 (`eval.device`, `feature_device`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -96,20 +97,49 @@ MAX_3S1 = ("max", 3, 1, 1)
 AVG_3S1 = ("avg", 3, 1, 1)
 
 STEM = ("conv", "conv_1", "conv_2", MAX_3S2, "conv_3", "conv_4", MAX_3S2)
-BLOCK_A = (("conv",), ("tower.conv", "tower.conv_1"), ("tower_1.conv", "tower_1.conv_1", "tower_1.conv_2"),
-           (AVG_3S1, "tower_2.conv"))
+BLOCK_A = (
+    ("conv",),
+    ("tower.conv", "tower.conv_1"),
+    ("tower_1.conv", "tower_1.conv_1", "tower_1.conv_2"),
+    (AVG_3S1, "tower_2.conv"),
+)
 BLOCK_B = (("conv",), ("tower.conv", "tower.conv_1", "tower.conv_2"), (MAX_3S2,))
-BLOCK_C = (("conv",), ("tower.conv", "tower.conv_1", "tower.conv_2"),
-           ("tower_1.conv", "tower_1.conv_1", "tower_1.conv_2", "tower_1.conv_3", "tower_1.conv_4"),
-           (AVG_3S1, "tower_2.conv"))
-BLOCK_D = (("tower.conv", "tower.conv_1"), ("tower_1.conv", "tower_1.conv_1", "tower_1.conv_2", "tower_1.conv_3"),
-           (MAX_3S2,))
+BLOCK_C = (
+    ("conv",),
+    ("tower.conv", "tower.conv_1", "tower.conv_2"),
+    ("tower_1.conv", "tower_1.conv_1", "tower_1.conv_2", "tower_1.conv_3", "tower_1.conv_4"),
+    (AVG_3S1, "tower_2.conv"),
+)
+BLOCK_D = (
+    ("tower.conv", "tower.conv_1"),
+    ("tower_1.conv", "tower_1.conv_1", "tower_1.conv_2", "tower_1.conv_3"),
+    (MAX_3S2,),
+)
 # mixed_9 / mixed_10 (`ExpandedBlock`) have fixed unit names; they differ only in their pool branch's pool
-BLOCKS = (("mixed", BLOCK_A), ("mixed_1", BLOCK_A), ("mixed_2", BLOCK_A), ("mixed_3", BLOCK_B),
-          ("mixed_4", BLOCK_C), ("mixed_5", BLOCK_C), ("mixed_6", BLOCK_C), ("mixed_7", BLOCK_C),
-          ("mixed_8", BLOCK_D), ("mixed_9", AVG_3S1), ("mixed_10", MAX_3S1))
-EXPANDED_UNITS = ("conv", "tower_conv", "tower_mixed_conv", "tower_mixed_conv_1", "tower_1_conv", "tower_1_conv_1",
-                  "tower_1_mixed_conv", "tower_1_mixed_conv_1", "tower_2_conv")
+BLOCKS = (
+    ("mixed", BLOCK_A),
+    ("mixed_1", BLOCK_A),
+    ("mixed_2", BLOCK_A),
+    ("mixed_3", BLOCK_B),
+    ("mixed_4", BLOCK_C),
+    ("mixed_5", BLOCK_C),
+    ("mixed_6", BLOCK_C),
+    ("mixed_7", BLOCK_C),
+    ("mixed_8", BLOCK_D),
+    ("mixed_9", AVG_3S1),
+    ("mixed_10", MAX_3S1),
+)
+EXPANDED_UNITS = (
+    "conv",
+    "tower_conv",
+    "tower_mixed_conv",
+    "tower_mixed_conv_1",
+    "tower_1_conv",
+    "tower_1_conv_1",
+    "tower_1_mixed_conv",
+    "tower_1_mixed_conv_1",
+    "tower_2_conv",
+)
 FINAL_POOL = 8  # 8×8 average over the last 8×8 map: one 2048-d vector per image
 
 
@@ -195,7 +225,9 @@ class FusedHeads(nn.Module):
             self.conv.bias.zero_()
             self.conv.bias[: self.n_relu].copy_(torch.cat([c.bias for c in convs[: len(heads)]]))
         # bias of the pooled branch, added after the pool
-        self.register_buffer("pooled_bias", pooled.conv.bias.detach().clone()[:, None, None] if pooled is not None else None)
+        self.register_buffer(
+            "pooled_bias", pooled.conv.bias.detach().clone()[:, None, None] if pooled is not None else None
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         # out-of-place ReLU per slice: a channel slice of a channels_last tensor is strided, and F.relu writes it
@@ -221,7 +253,13 @@ class InceptionBlock(nn.Module):
                 heads.append(mods[0])
                 kinds.append("head")
                 rests.append(nn.Sequential(*mods[1:]))
-            elif pooled is None and len(mods) >= 2 and _fusable_pool(mods[0]) and isinstance(mods[1], ConvBNReLU) and mods[1].is_pointwise:
+            elif (
+                pooled is None
+                and len(mods) >= 2
+                and _fusable_pool(mods[0])
+                and isinstance(mods[1], ConvBNReLU)
+                and mods[1].is_pointwise
+            ):
                 pool, pooled = mods[0], mods[1]
                 kinds.append("pooled")
                 rests.append(nn.Sequential(*mods[2:]))
@@ -272,7 +310,14 @@ class ExpandedBlock(nn.Module):
             p = outs[3] if self.pooled else self.tower_2_conv(self.tower_2_pool(x))
         b = self.tower_1_conv_1(b)
         return torch.cat(
-            [c, self.tower_mixed_conv(a), self.tower_mixed_conv_1(a), self.tower_1_mixed_conv(b), self.tower_1_mixed_conv_1(b), p],
+            [
+                c,
+                self.tower_mixed_conv(a),
+                self.tower_mixed_conv_1(a),
+                self.tower_1_mixed_conv(b),
+                self.tower_1_mixed_conv_1(b),
+                p,
+            ],
             1,
         )
 
@@ -369,8 +414,9 @@ def model_device(model: nn.Module) -> torch.device:
 PRECISIONS = ("fp32", "fp16")
 
 
-def extract_features(model: nn.Module, images: np.ndarray, batch_size: int = 50, progress: str | None = None,
-                     precision: str = "fp32") -> np.ndarray:
+def extract_features(
+    model: nn.Module, images: np.ndarray, batch_size: int = 50, progress: str | None = None, precision: str = "fp32"
+) -> np.ndarray:
     """2048-d float32 features of uint8 N×H×W×3 images, in batches, on the model's device.
 
     `precision` (`eval.fid_precision`): fp32 is exact (`exact_gpu`); fp16 runs the network (not the resize) under
@@ -386,7 +432,9 @@ def extract_features(model: nn.Module, images: np.ndarray, batch_size: int = 50,
     half = torch.autocast(device.type, dtype=torch.float16, enabled=precision == "fp16")
     with torch.inference_mode(), exact_gpu(device):
         for s in tqdm(starts, desc=progress, unit="batch", disable=progress is None, leave=False):
-            batch = torch.from_numpy(np.array(images[s : s + batch_size])).to(device)  # a copy: a read-only memmap stays unwritten
+            batch = torch.from_numpy(np.array(images[s : s + batch_size])).to(
+                device
+            )  # a copy: a read-only memmap stays unwritten
             x = to_network_input(batch)  # the TF1 resize in fp32 whatever the precision
             with half:
                 out[s : s + len(batch)] = model(x).float().cpu().numpy()

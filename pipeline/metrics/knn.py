@@ -4,6 +4,7 @@ Distances are Euclidean between 2048-d pool features, computed in float64 in row
 CELLS distances (128 MB), and reduced block by block: no step holds an N × N matrix, so memory stays flat
 as the training set grows (50k training images need the same few hundred MB as 5k).
 """
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -87,8 +88,13 @@ def memorisation(train: np.ndarray, fake: np.ndarray) -> dict[str, np.ndarray | 
     index, dist = nearest(fake, train)
     own = knn_radii(train, 1)[index]
     ratio = dist / np.maximum(own, 1e-12)
-    return {"nearest": index, "distance": dist, "train_nn_distance": own, "ratio": ratio,
-            "copy_rate": float((ratio < 1).mean())}
+    return {
+        "nearest": index,
+        "distance": dist,
+        "train_nn_distance": own,
+        "ratio": ratio,
+        "copy_rate": float((ratio < 1).mean()),
+    }
 
 
 HELDOUT_MIN_IMAGES = 4  # two halves of at least 2: each half's images have a nearest other image

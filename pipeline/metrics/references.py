@@ -18,6 +18,7 @@ cache directory in the format each library loads:
   hard-codes /tmp as its download directory, so the extractor is built from its own `InceptionV3W`
   class with `download=False` and handed to `compute_fid` as `custom_feat_extractor`, on the device given.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,40 +50,84 @@ def _fresh(path: Path) -> bool:
 
 # ---- torch-fidelity --------------------------------------------------------------------------------
 
+
 def _mixed_a():  # torch-fidelity InceptionA <- shipped mixed, mixed_1, mixed_2
-    return {"branch1x1": "conv", "branch5x5_1": "tower.conv", "branch5x5_2": "tower.conv_1",
-            "branch3x3dbl_1": "tower_1.conv", "branch3x3dbl_2": "tower_1.conv_1",
-            "branch3x3dbl_3": "tower_1.conv_2", "branch_pool": "tower_2.conv"}
+    return {
+        "branch1x1": "conv",
+        "branch5x5_1": "tower.conv",
+        "branch5x5_2": "tower.conv_1",
+        "branch3x3dbl_1": "tower_1.conv",
+        "branch3x3dbl_2": "tower_1.conv_1",
+        "branch3x3dbl_3": "tower_1.conv_2",
+        "branch_pool": "tower_2.conv",
+    }
 
 
 def _mixed_c():  # InceptionC <- mixed_4 ... mixed_7 (1×7 / 7×1 factorised towers)
-    units = {"branch1x1": "conv", "branch_pool": "tower_2.conv",
-             "branch7x7_1": "tower.conv", "branch7x7_2": "tower.conv_1", "branch7x7_3": "tower.conv_2"}
+    units = {
+        "branch1x1": "conv",
+        "branch_pool": "tower_2.conv",
+        "branch7x7_1": "tower.conv",
+        "branch7x7_2": "tower.conv_1",
+        "branch7x7_3": "tower.conv_2",
+    }
     units.update({f"branch7x7dbl_{i + 1}": "tower_1.conv" + (f"_{i}" if i else "") for i in range(5)})
     return units
 
 
 def _mixed_e():  # InceptionE_1 / InceptionE_2 <- mixed_9 / mixed_10 (flat names in the shipped file)
-    return {"branch1x1": "conv", "branch3x3_1": "tower_conv", "branch3x3_2a": "tower_mixed_conv",
-            "branch3x3_2b": "tower_mixed_conv_1", "branch3x3dbl_1": "tower_1_conv",
-            "branch3x3dbl_2": "tower_1_conv_1", "branch3x3dbl_3a": "tower_1_mixed_conv",
-            "branch3x3dbl_3b": "tower_1_mixed_conv_1", "branch_pool": "tower_2_conv"}
+    return {
+        "branch1x1": "conv",
+        "branch3x3_1": "tower_conv",
+        "branch3x3_2a": "tower_mixed_conv",
+        "branch3x3_2b": "tower_mixed_conv_1",
+        "branch3x3dbl_1": "tower_1_conv",
+        "branch3x3dbl_2": "tower_1_conv_1",
+        "branch3x3dbl_3a": "tower_1_mixed_conv",
+        "branch3x3dbl_3b": "tower_1_mixed_conv_1",
+        "branch_pool": "tower_2_conv",
+    }
 
 
 def torch_fidelity_unit_map() -> dict[str, str]:
     """torch-fidelity BasicConv2d name -> the shipped conv+BN unit under `net.layers`."""
-    m = {"Conv2d_1a_3x3": "conv", "Conv2d_2a_3x3": "conv_1", "Conv2d_2b_3x3": "conv_2",
-         "Conv2d_3b_1x1": "conv_3", "Conv2d_4a_3x3": "conv_4"}
+    m = {
+        "Conv2d_1a_3x3": "conv",
+        "Conv2d_2a_3x3": "conv_1",
+        "Conv2d_2b_3x3": "conv_2",
+        "Conv2d_3b_1x1": "conv_3",
+        "Conv2d_4a_3x3": "conv_4",
+    }
     blocks = {
-        "Mixed_5b": ("mixed", _mixed_a()), "Mixed_5c": ("mixed_1", _mixed_a()), "Mixed_5d": ("mixed_2", _mixed_a()),
-        "Mixed_6a": ("mixed_3", {"branch3x3": "conv", "branch3x3dbl_1": "tower.conv",
-                                 "branch3x3dbl_2": "tower.conv_1", "branch3x3dbl_3": "tower.conv_2"}),
-        "Mixed_6b": ("mixed_4", _mixed_c()), "Mixed_6c": ("mixed_5", _mixed_c()),
-        "Mixed_6d": ("mixed_6", _mixed_c()), "Mixed_6e": ("mixed_7", _mixed_c()),
-        "Mixed_7a": ("mixed_8", {"branch3x3_1": "tower.conv", "branch3x3_2": "tower.conv_1",
-                                 "branch7x7x3_1": "tower_1.conv", "branch7x7x3_2": "tower_1.conv_1",
-                                 "branch7x7x3_3": "tower_1.conv_2", "branch7x7x3_4": "tower_1.conv_3"}),
-        "Mixed_7b": ("mixed_9", _mixed_e()), "Mixed_7c": ("mixed_10", _mixed_e()),
+        "Mixed_5b": ("mixed", _mixed_a()),
+        "Mixed_5c": ("mixed_1", _mixed_a()),
+        "Mixed_5d": ("mixed_2", _mixed_a()),
+        "Mixed_6a": (
+            "mixed_3",
+            {
+                "branch3x3": "conv",
+                "branch3x3dbl_1": "tower.conv",
+                "branch3x3dbl_2": "tower.conv_1",
+                "branch3x3dbl_3": "tower.conv_2",
+            },
+        ),
+        "Mixed_6b": ("mixed_4", _mixed_c()),
+        "Mixed_6c": ("mixed_5", _mixed_c()),
+        "Mixed_6d": ("mixed_6", _mixed_c()),
+        "Mixed_6e": ("mixed_7", _mixed_c()),
+        "Mixed_7a": (
+            "mixed_8",
+            {
+                "branch3x3_1": "tower.conv",
+                "branch3x3_2": "tower.conv_1",
+                "branch7x7x3_1": "tower_1.conv",
+                "branch7x7x3_2": "tower_1.conv_1",
+                "branch7x7x3_3": "tower_1.conv_2",
+                "branch7x7x3_4": "tower_1.conv_3",
+            },
+        ),
+        "Mixed_7b": ("mixed_9", _mixed_e()),
+        "Mixed_7c": ("mixed_10", _mixed_e()),
     }
     for tf_block, (ts_block, units) in blocks.items():
         m.update({f"{tf_block}.{k}": f"{ts_block}.{v}" for k, v in units.items()})
@@ -97,7 +142,9 @@ def torch_fidelity_state_dict(shipped: torch.jit.ScriptModule | None = None) -> 
     conv_units = {n for n, u in units.items() if hasattr(u, "beta")}
     mapping = torch_fidelity_unit_map()
     if set(mapping.values()) != conv_units:
-        raise ArtganError("unexpected FID network layout: shipped conv units do not map one-to-one onto torch-fidelity's")
+        raise ArtganError(
+            "unexpected FID network layout: shipped conv units do not map one-to-one onto torch-fidelity's"
+        )
     sd: dict[str, torch.Tensor] = {}
     for name, src in mapping.items():
         u = units[src]
@@ -139,25 +186,35 @@ def torch_fidelity_extractor(cache_dir: str | Path, device: str | torch.device =
     _require("torch_fidelity", "torch-fidelity")
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    fx = FeatureExtractorInceptionV3(TORCH_FIDELITY_NAME, ["2048"],
-                                     feature_extractor_weights_path=str(torch_fidelity_weights(cache_dir)))
+    fx = FeatureExtractorInceptionV3(
+        TORCH_FIDELITY_NAME, ["2048"], feature_extractor_weights_path=str(torch_fidelity_weights(cache_dir))
+    )
     _check_geometry(fx, load_shipped())
     return fx.to(device)
 
 
-def torch_fidelity_fid(dir1: str | Path, dir2: str | Path, cache_dir: str | Path, device: str = "cpu",
-                       batch_size: int = 50) -> float:
+def torch_fidelity_fid(
+    dir1: str | Path, dir2: str | Path, cache_dir: str | Path, device: str = "cpu", batch_size: int = 50
+) -> float:
     """torch-fidelity's `calculate_metrics(fid=True)` on two image folders: no caching, no worker processes."""
     tf = _require("torch_fidelity", "torch-fidelity")
     out = tf.calculate_metrics(
-        input1=str(dir1), input2=str(dir2), fid=True, cuda=torch.device(device).type == "cuda",
-        feature_extractor=TORCH_FIDELITY_NAME, feature_extractor_weights_path=str(torch_fidelity_weights(cache_dir)),
-        batch_size=batch_size, cache=False, save_cpu_ram=True, verbose=False,
+        input1=str(dir1),
+        input2=str(dir2),
+        fid=True,
+        cuda=torch.device(device).type == "cuda",
+        feature_extractor=TORCH_FIDELITY_NAME,
+        feature_extractor_weights_path=str(torch_fidelity_weights(cache_dir)),
+        batch_size=batch_size,
+        cache=False,
+        save_cpu_ram=True,
+        verbose=False,
     )
     return float(out["frechet_inception_distance"])
 
 
 # ---- clean-fid -------------------------------------------------------------------------------------
+
 
 class NvidiaInterface(nn.Module):
     """NVIDIA's `inception-2015-12-05.pt` forward around the shipped layers (features only: no output layer)."""
@@ -166,8 +223,9 @@ class NvidiaInterface(nn.Module):
         super().__init__()
         self.layers = layers
 
-    def forward(self, img: torch.Tensor, return_features: bool = False, use_fp16: bool = False,
-                no_output_bias: bool = False) -> torch.Tensor:
+    def forward(
+        self, img: torch.Tensor, return_features: bool = False, use_fp16: bool = False, no_output_bias: bool = False
+    ) -> torch.Tensor:
         batch_size, channels, height, width = img.shape
         assert channels == 3
         x = img.to(torch.float16 if use_fp16 else torch.float32)
@@ -177,7 +235,9 @@ class NvidiaInterface(nn.Module):
         theta[0, 2] += theta[0, 0] / width - theta[0, 0] / new_width
         theta[1, 2] += theta[1, 1] / height - theta[1, 1] / new_height
         theta = theta.to(x.dtype).unsqueeze(0).repeat([batch_size, 1, 1])
-        grid = torch.nn.functional.affine_grid(theta, [batch_size, channels, new_height, new_width], align_corners=False)
+        grid = torch.nn.functional.affine_grid(
+            theta, [batch_size, channels, new_height, new_width], align_corners=False
+        )
         x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         x = (x - 128) / 128
         features = self.layers(x).reshape(-1, 2048).to(torch.float32)
@@ -214,13 +274,23 @@ def cleanfid_extractor(cache_dir: str | Path, device: str | torch.device = "cpu"
     return model_fn
 
 
-def cleanfid_fid(dir1: str | Path, dir2: str | Path, cache_dir: str | Path, device: str = "cpu",
-                 batch_size: int = 50) -> float:
+def cleanfid_fid(
+    dir1: str | Path, dir2: str | Path, cache_dir: str | Path, device: str = "cpu", batch_size: int = 50
+) -> float:
     """clean-fid's `compute_fid(mode="legacy_tensorflow")` on two folders, in this process, on `device`."""
     _require("cleanfid", "clean-fid")
     from cleanfid.fid import compute_fid
 
     dev = torch.device(device)
-    return float(compute_fid(str(dir1), str(dir2), mode="legacy_tensorflow",
-                             custom_feat_extractor=cleanfid_extractor(cache_dir, dev),
-                             num_workers=0, batch_size=batch_size, device=dev, verbose=False))
+    return float(
+        compute_fid(
+            str(dir1),
+            str(dir2),
+            mode="legacy_tensorflow",
+            custom_feat_extractor=cleanfid_extractor(cache_dir, dev),
+            num_workers=0,
+            batch_size=batch_size,
+            device=dev,
+            verbose=False,
+        )
+    )

@@ -10,6 +10,7 @@ with `n_classes == 0`, y is ignored. Generators / decoders expose `z_dim` and `n
 `spectral_norm=True` spectrally normalises every Linear / Conv2d / Embedding of a GAN discriminator, which
 then has no batch norm (ignored for the VAE). Batch norms are plain nn.BatchNorm1d / nn.BatchNorm2d only.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -28,8 +29,16 @@ MODELS: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {
 KIND: dict[str, str] = {"mlp": "gan", "dcgan": "gan", "resnet": "gan", "vae": "vae"}
 
 
-def build(arch: str, image_size: int, z_dim: int, g_channels: int, d_channels: int,
-          n_classes: int = 0, spectral_norm: bool = False, d_batch_norm: bool = True) -> tuple[nn.Module, nn.Module]:
+def build(
+    arch: str,
+    image_size: int,
+    z_dim: int,
+    g_channels: int,
+    d_channels: int,
+    n_classes: int = 0,
+    spectral_norm: bool = False,
+    d_batch_norm: bool = True,
+) -> tuple[nn.Module, nn.Module]:
     """The (generator, discriminator) pair — (decoder, encoder) for a VAE — of `arch`, freshly initialised
     from torch's global RNG (seed it with torch.manual_seed first for a reproducible build).
 
@@ -40,5 +49,12 @@ def build(arch: str, image_size: int, z_dim: int, g_channels: int, d_channels: i
         raise ValueError(f"unknown model arch {arch!r}; choose one of {', '.join(MODELS)}")
     if n_classes < 0:
         raise ValueError(f"{arch}: n_classes must be >= 0 (0 = unconditional), got {n_classes}")
-    return MODELS[arch](image_size=image_size, z_dim=z_dim, g_channels=g_channels, d_channels=d_channels,
-                        n_classes=n_classes, spectral_norm=spectral_norm, d_batch_norm=d_batch_norm)
+    return MODELS[arch](
+        image_size=image_size,
+        z_dim=z_dim,
+        g_channels=g_channels,
+        d_channels=d_channels,
+        n_classes=n_classes,
+        spectral_norm=spectral_norm,
+        d_batch_norm=d_batch_norm,
+    )

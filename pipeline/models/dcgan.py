@@ -15,13 +15,22 @@ Class conditioning (`n_classes > 0`):
 `spectral_norm=True` wraps every conv (and the projection embedding) of D in spectral normalisation and drops
 D's batch norms, as SN-GAN discriminators have none. The generator is never spectrally normalised.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from pipeline.models.layers import (ConditionalBatchNorm2d, apply_norm, batch_norm_2d, check_labels, flat_latent,
-                                    power_of_two_depth, projection, spectral_normalise)
+from pipeline.models.layers import (
+    ConditionalBatchNorm2d,
+    apply_norm,
+    batch_norm_2d,
+    check_labels,
+    flat_latent,
+    power_of_two_depth,
+    projection,
+    spectral_normalise,
+)
 
 ARCH = "dcgan"
 
@@ -42,8 +51,11 @@ class Generator(nn.Module):
             nn.ReLU(True),
         ]
         for _ in range(n - 1):
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
-                       batch_norm_2d(width // 2, n_classes), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
+                batch_norm_2d(width // 2, n_classes),
+                nn.ReLU(True),
+            ]
             width //= 2
         layers += [nn.ConvTranspose2d(width, 3, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)  # same state-dict keys as before conditioning existed
@@ -101,8 +113,15 @@ def init_weights(m: nn.Module) -> None:
         m.reset_parameters()
 
 
-def build(image_size: int, z_dim: int, g_channels: int, d_channels: int, n_classes: int = 0,
-          spectral_norm: bool = False, d_batch_norm: bool = True) -> tuple[Generator, Discriminator]:
+def build(
+    image_size: int,
+    z_dim: int,
+    g_channels: int,
+    d_channels: int,
+    n_classes: int = 0,
+    spectral_norm: bool = False,
+    d_batch_norm: bool = True,
+) -> tuple[Generator, Discriminator]:
     g = Generator(image_size, z_dim, g_channels, n_classes)
     d = Discriminator(image_size, d_channels, n_classes, batch_norm=d_batch_norm and not spectral_norm)
     g.apply(init_weights)

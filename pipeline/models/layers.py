@@ -4,6 +4,7 @@ label checking and image-size validation.
 Batch normalisation is only ever `nn.BatchNorm1d` / `nn.BatchNorm2d` (conditional batch norm wraps a plain
 `nn.BatchNorm2d(affine=False)`), so a trainer can swap those module types for a synchronised version.
 """
+
 from __future__ import annotations
 
 import math
@@ -82,8 +83,9 @@ def check_labels(y: torch.Tensor | None, n_classes: int, n: int, who: str) -> to
         )
     if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (n,):
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"{who}: y must be an integer tensor of shape ({n},) with labels in [0, {n_classes}), "
-                         f"got {shape}")
+        raise ValueError(
+            f"{who}: y must be an integer tensor of shape ({n},) with labels in [0, {n_classes}), got {shape}"
+        )
     return y.long()
 
 

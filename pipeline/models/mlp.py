@@ -14,6 +14,7 @@ Linears and projection embedding in spectral norm (D has no batch norm either wa
 
 Any power-of-two image size >= 8 works (the parameter count grows as S²).
 """
+
 from __future__ import annotations
 
 import torch
@@ -80,7 +81,17 @@ class Discriminator(nn.Module):
         return projection(self.out(h).flatten(), self.embed, h, y)
 
 
-def build(image_size: int, z_dim: int, g_channels: int, d_channels: int, n_classes: int = 0,
-          spectral_norm: bool = False, d_batch_norm: bool = True) -> tuple[Generator, Discriminator]:
-    return gan_pair(Generator(image_size, z_dim, g_channels, n_classes), Discriminator(image_size, d_channels, n_classes),
-                    spectral_norm)
+def build(
+    image_size: int,
+    z_dim: int,
+    g_channels: int,
+    d_channels: int,
+    n_classes: int = 0,
+    spectral_norm: bool = False,
+    d_batch_norm: bool = True,
+) -> tuple[Generator, Discriminator]:
+    return gan_pair(
+        Generator(image_size, z_dim, g_channels, n_classes),
+        Discriminator(image_size, d_channels, n_classes),
+        spectral_norm,
+    )

@@ -26,6 +26,7 @@ Class conditioning (`n_classes > 0`): every batch norm inside G's resblocks beco
 discriminator paper's generator); D adds the projection term ⟨embed(y), Σ_spatial ReLU(h)⟩ to the logit
 (Miyato & Koyama, 2018). `spectral_norm=True` wraps every conv, Linear and the projection embedding of D.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.layers import apply_norm, batch_norm_2d, check_labels, check_size, flat_latent, gan_pair, projection
+from pipeline.models.layers import (
+    apply_norm,
+    batch_norm_2d,
+    check_labels,
+    check_size,
+    flat_latent,
+    gan_pair,
+    projection,
+)
 
 ARCH = "resnet"
 SIZES = (16, 32, 64, 128)
@@ -54,8 +63,14 @@ def _widths(image_size: int, g: int, d: int) -> tuple[list[int], list[tuple[int,
         d_blocks = [(3, d, True), (d, 2 * d, True), (2 * d, 4 * d, True), (4 * d, 8 * d, True), (8 * d, 16 * d, True)]
     else:  # 128
         g_w = [16 * g, 16 * g, 8 * g, 4 * g, 2 * g, g]
-        d_blocks = [(3, d, True), (d, 2 * d, True), (2 * d, 4 * d, True), (4 * d, 8 * d, True),
-                    (8 * d, 16 * d, True), (16 * d, 16 * d, False)]
+        d_blocks = [
+            (3, d, True),
+            (d, 2 * d, True),
+            (2 * d, 4 * d, True),
+            (4 * d, 8 * d, True),
+            (8 * d, 16 * d, True),
+            (16 * d, 16 * d, False),
+        ]
     return g_w, d_blocks
 
 
@@ -147,7 +162,17 @@ class Discriminator(nn.Module):
         return projection(self.l_out(h).flatten(), self.embed, h, y)
 
 
-def build(image_size: int, z_dim: int, g_channels: int, d_channels: int, n_classes: int = 0,
-          spectral_norm: bool = False, d_batch_norm: bool = True) -> tuple[Generator, Discriminator]:
-    return gan_pair(Generator(image_size, z_dim, g_channels, n_classes), Discriminator(image_size, d_channels, n_classes),
-                    spectral_norm)
+def build(
+    image_size: int,
+    z_dim: int,
+    g_channels: int,
+    d_channels: int,
+    n_classes: int = 0,
+    spectral_norm: bool = False,
+    d_batch_norm: bool = True,
+) -> tuple[Generator, Discriminator]:
+    return gan_pair(
+        Generator(image_size, z_dim, g_channels, n_classes),
+        Discriminator(image_size, d_channels, n_classes),
+        spectral_norm,
+    )

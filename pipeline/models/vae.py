@@ -14,6 +14,7 @@ and to the flattened features before the encoder's Linear (one embedding per net
 Any power-of-two image size >= 8 works. Convs start from DCGAN's N(0, 0.02). `spectral_norm` is accepted
 for interface symmetry and ignored: the encoder is not a critic.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,11 +33,17 @@ class Decoder(nn.Module):
         n = power_of_two_depth(ARCH, image_size)
         self.label_emb = nn.Embedding(n_classes, n_classes) if n_classes > 0 else None
         width = channels * 2 ** (n - 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim + n_classes, width, 4, 1, 0, bias=False),
-                                   nn.BatchNorm2d(width), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim + n_classes, width, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+        ]
         for _ in range(n - 1):
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2),
-                       nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(True),
+            ]
             width //= 2
         layers += [nn.ConvTranspose2d(width, 3, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -57,8 +64,11 @@ class Encoder(nn.Module):
         width = channels
         layers: list[nn.Module] = [nn.Conv2d(3, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for _ in range(n - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2),
-                       nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width * 2),
+                nn.LeakyReLU(0.2, True),
+            ]
             width *= 2
         self.net = nn.Sequential(*layers)
         self.label_emb = nn.Embedding(n_classes, n_classes) if n_classes > 0 else None
@@ -73,8 +83,15 @@ class Encoder(nn.Module):
         return mu, logvar
 
 
-def build(image_size: int, z_dim: int, g_channels: int, d_channels: int, n_classes: int = 0,
-          spectral_norm: bool = False, d_batch_norm: bool = True) -> tuple[Decoder, Encoder]:
+def build(
+    image_size: int,
+    z_dim: int,
+    g_channels: int,
+    d_channels: int,
+    n_classes: int = 0,
+    spectral_norm: bool = False,
+    d_batch_norm: bool = True,
+) -> tuple[Decoder, Encoder]:
     dec = Decoder(image_size, z_dim, g_channels, n_classes)
     enc = Encoder(image_size, z_dim, d_channels, n_classes)
     dec.apply(init_weights)

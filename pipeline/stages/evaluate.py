@@ -19,6 +19,7 @@ take the same path through the TF-Inception network as the real images did in pr
   and registered as a new version of `registry.name`; `@champion` moves to it only when its FID beats the
   champion's on the same data digest and protocol (pipeline/registry.py).
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,15 +29,21 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import registry, tracking
+from pipeline.artifacts import (
+    check_images,
+    check_trained_on,
+    generator_only,
+    load_generator,
+    load_snapshots,
+    read_checkpoint,
+)
 from pipeline.config import Config, set_threads
 from pipeline.errors import ArtganError
-from pipeline.io import atomic_path, read_input, require, write_json
-from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
-from pipeline.artifacts import (check_images, check_trained_on, generator_only, load_generator, load_snapshots,
-                                read_checkpoint)
 from pipeline.imaging import to_uint8
-from pipeline.layout import (CHECKPOINT, FID_CURVE, IMAGES, METRICS, SNAPSHOTS, STATS, model_file, run_file)
+from pipeline.io import atomic_path, read_input, require, write_json
+from pipeline.layout import CHECKPOINT, FID_CURVE, IMAGES, METRICS, SNAPSHOTS, STATS, model_file, run_file
 from pipeline.layout import MEMORISATION as PAIRS
+from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 
 
 def generate_uint8(G, z_dim: int, n: int, seed: int, batch_size: int, class_counts: list[int] = ()) -> np.ndarray:
@@ -77,8 +84,9 @@ def pairs_image(fake: np.ndarray, real: np.ndarray, ratios: np.ndarray, scale: i
     return canvas
 
 
-def _fid(model, images: np.ndarray, reference, batch_size: int, progress: str,
-         precision: str) -> tuple[float, np.ndarray]:
+def _fid(
+    model, images: np.ndarray, reference, batch_size: int, progress: str, precision: str
+) -> tuple[float, np.ndarray]:
     from pipeline.metrics.inception import extract_features
 
     feats = extract_features(model, images, batch_size, progress=progress, precision=precision)
@@ -95,7 +103,9 @@ def fid_curve(cfg: Config, model, reference, class_counts: list[int]) -> list[di
     for step, G in load_snapshots(cfg) if e.curve_samples else ():
         fake = generate_uint8(G.to(device), G.z_dim, e.curve_samples, e.seed, e.batch_size, class_counts)
         G.cpu()  # one snapshot on the device at a time
-        fid, _ = _fid(model, fake, reference, e.batch_size, progress=f"FID curve, step {step}", precision=e.fid_precision)
+        fid, _ = _fid(
+            model, fake, reference, e.batch_size, progress=f"FID curve, step {step}", precision=e.fid_precision
+        )
         rows.append({"step": step, "fid": round(fid, 4), "n_samples": e.curve_samples})
     return rows
 
@@ -110,16 +120,21 @@ def run(cfg: Config) -> dict:
     set_threads(cfg)
     processed = Path(cfg.data.processed_dir)
     stats = read_input(processed / STATS, "preprocess", lambda p: dict(np.load(p)))
-    images = check_images(read_input(processed / IMAGES, "preprocess", lambda p: np.load(p, mmap_mode="r")),
-                          processed / IMAGES)
+    images = check_images(
+        read_input(processed / IMAGES, "preprocess", lambda p: np.load(p, mmap_mode="r")), processed / IMAGES
+    )
     real_feats = stats["features"]
     if len(real_feats) < HELDOUT_MIN_IMAGES:  # the held-out copy rate compares two halves of the training images
-        raise ArtganError(f"{processed / STATS}: {len(real_feats)} training images; evaluate needs at least "
-                          f"{HELDOUT_MIN_IMAGES} (add images to data.source and rerun `dvc repro`)")
-    made = str(stats["precision"]) if "precision" in stats else "fp32"  # statistics from before the param: fp32
+        raise ArtganError(
+            f"{processed / STATS}: {len(real_feats)} training images; evaluate needs at least "
+            f"{HELDOUT_MIN_IMAGES} (add images to data.source and rerun `dvc repro`)"
+        )
+    made = str(stats["precision"])
     if made != e.fid_precision:
-        raise ArtganError(f"eval.fid_precision is {e.fid_precision} but {processed / STATS} holds {made} features; "
-                          "rerun preprocess (`dvc repro preprocess`) so real and generated features match")
+        raise ArtganError(
+            f"eval.fid_precision is {e.fid_precision} but {processed / STATS} holds {made} features; "
+            "rerun preprocess (`dvc repro preprocess`) so real and generated features match"
+        )
     device = feature_device(e.device)
     check_trained_on(cfg, images)  # not a generator of another dataset, scored and logged as this one's
     G, z_dim, _, class_counts = load_generator(cfg)
@@ -138,10 +153,12 @@ def run(cfg: Config) -> dict:
         kid_mean, kid_std = kid(real_feats, feats, e.kid_subsets, e.kid_subset_size, seed=e.seed)
         kid_size = min(e.kid_subset_size, len(real_feats), len(feats))  # what kid() drew
         if kid_size < e.kid_subset_size:
-            print(f"evaluate: warning: KID subsets hold {kid_size} images, not eval.kid_subset_size="
-                  f"{e.kid_subset_size} ({len(feats)} generated, {len(real_feats)} real); subsets that are (nearly) a "
-                  "whole set make kid_std understate the spread: raise eval.n_samples or lower the subset size",
-                  file=sys.stderr)
+            print(
+                f"evaluate: warning: KID subsets hold {kid_size} images, not eval.kid_subset_size="
+                f"{e.kid_subset_size} ({len(feats)} generated, {len(real_feats)} real); subsets that are (nearly) a "
+                "whole set make kid_std understate the spread: raise eval.n_samples or lower the subset size",
+                file=sys.stderr,
+            )
 
         rng = np.random.default_rng(e.seed)
         n_pr = min(len(real_feats), len(feats))
@@ -168,8 +185,11 @@ def run(cfg: Config) -> dict:
             "nn_ratio_min": round(float(mem["ratio"].min()), 4),
         }
         if e.n_samples < UNBIASED_FID_SAMPLES:
-            print(f"evaluate: warning: FID from {e.n_samples} < {UNBIASED_FID_SAMPLES} generated samples is biased "
-                  "upwards; compare FID only at equal eval.n_samples (KID is unbiased)", file=sys.stderr)
+            print(
+                f"evaluate: warning: FID from {e.n_samples} < {UNBIASED_FID_SAMPLES} generated samples is biased "
+                "upwards; compare FID only at equal eval.n_samples (KID is unbiased)",
+                file=sys.stderr,
+            )
 
         registered = register(cfg, mlrun.run_id, metrics) if cfg.registry.enabled else {}
 
@@ -202,5 +222,6 @@ def register(cfg: Config, run_id: str, metrics: dict) -> dict:
         path = Path(tmp) / "generator.pt"
         torch.save(generator_only(ckpt), path)
         uri = registry.log_generator_model(path, conditional=bool(ckpt.get("classes")))
-    return registry.publish(cfg.registry.name, uri, run_id, metrics["fid"], digest,
-                            registry.protocol(metrics, cfg.eval.fid_precision))
+    return registry.publish(
+        cfg.registry.name, uri, run_id, metrics["fid"], digest, registry.protocol(metrics, cfg.eval.fid_precision)
+    )

@@ -21,6 +21,7 @@ reference images, which KID needs; `digest` = the dataset digest; `precision` = 
 evaluate checks). The dataset digest is a sha256 of the processed manifest (path, sha256 and label
 columns, in order); train logs it as the MLflow dataset input of the training run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,10 +34,10 @@ from pipeline import tracking
 from pipeline.config import Config, set_threads
 from pipeline.data import manifest
 from pipeline.data.dedup import near_duplicates
+from pipeline.data.digest import dataset_digest
 from pipeline.data.npy import compact, convert
 from pipeline.errors import ArtganError
 from pipeline.io import atomic_dir, atomic_path, read_input
-from pipeline.data.digest import dataset_digest
 from pipeline.layout import DUPLICATES, IMAGES, MANIFEST, STATS, report_file, validated_manifest
 
 
@@ -59,27 +60,52 @@ def build(cfg: Config, out: Path, progress: bool = True) -> dict:
     df, quarantined, source = read_validated(cfg)
     exact = df["sha256"].duplicated(keep="first").to_numpy()
     first_of = df.groupby("sha256", sort=False)["path"].transform("first")
-    report = [{"kept": k, "removed": r, "kind": "exact", "distance": 0, "mean_abs_diff": 0.0}
-              for k, r in zip(first_of[exact], df["path"][exact])]
+    report = [
+        {"kept": k, "removed": r, "kind": "exact", "distance": 0, "mean_abs_diff": 0.0}
+        for k, r in zip(first_of[exact], df["path"][exact])
+    ]
     df = df[~exact].reset_index(drop=True)
 
     size = cfg.data.image_size
-    hashes, thumbs = convert(raw, df["path"].astype(str).tolist(), out / IMAGES, size, p.resize, p.background, p.workers,
-                     progress="preprocess" if progress else None)
+    hashes, thumbs = convert(
+        raw,
+        df["path"].astype(str).tolist(),
+        out / IMAGES,
+        size,
+        p.resize,
+        p.background,
+        p.workers,
+        progress="preprocess" if progress else None,
+    )
     kept_by, dist, diff = near_duplicates(hashes, thumbs, p.near_duplicate_distance, p.near_duplicate_max_diff)
     near = np.flatnonzero(kept_by >= 0)
     paths = df["path"].astype(str).to_numpy()
-    report += [{"kept": paths[kept_by[j]], "removed": paths[j], "kind": "near", "distance": int(dist[j]),
-                "mean_abs_diff": round(float(diff[j]), 3)} for j in near]
+    report += [
+        {
+            "kept": paths[kept_by[j]],
+            "removed": paths[j],
+            "kind": "near",
+            "distance": int(dist[j]),
+            "mean_abs_diff": round(float(diff[j]), 3),
+        }
+        for j in near
+    ]
     keep = np.flatnonzero(kept_by < 0)
     if len(keep) == 0:
         raise ArtganError(f"{source}: no images left to preprocess ({quarantined} quarantined by validate)")
     compact(out / IMAGES, keep)
     df = df.iloc[keep].drop(columns=[c for c in ("status", "reason") if c in df.columns]).reset_index(drop=True)
     manifest.write(df, out / MANIFEST)
-    return {"images": int(len(df)), "image_size": size, "quarantined_skipped": quarantined,
-            "exact_duplicates": int(exact.sum()), "near_duplicates": int(len(near)),
-            "dataset_digest": dataset_digest(df), "duplicates": report, "manifest": df}
+    return {
+        "images": int(len(df)),
+        "image_size": size,
+        "quarantined_skipped": quarantined,
+        "exact_duplicates": int(exact.sum()),
+        "near_duplicates": int(len(near)),
+        "dataset_digest": dataset_digest(df),
+        "duplicates": report,
+        "manifest": df,
+    }
 
 
 def write_duplicates(path: Path, rows: list[dict]) -> None:
@@ -110,16 +136,30 @@ def run(cfg: Config) -> dict:
         set_threads(cfg)
         ref = reference_indices(len(images), cfg.preprocess.fid_real_images)
         subset = images if len(ref) == len(images) else images[ref]
-        feats = extract_features(FastInception().to(device), subset, cfg.preprocess.fid_batch_size,
-                                 progress="real FID features", precision=cfg.eval.fid_precision)
+        feats = extract_features(
+            FastInception().to(device),
+            subset,
+            cfg.preprocess.fid_batch_size,
+            progress="real FID features",
+            precision=cfg.eval.fid_precision,
+        )
         mu, sigma = statistics(feats)
-        np.savez(tmp / STATS, mu=mu, sigma=sigma, features=feats, indices=ref, image_size=size,
-                 digest=np.array(built["dataset_digest"]), precision=np.array(cfg.eval.fid_precision))
+        np.savez(
+            tmp / STATS,
+            mu=mu,
+            sigma=sigma,
+            features=feats,
+            indices=ref,
+            image_size=size,
+            digest=np.array(built["dataset_digest"]),
+            precision=np.array(cfg.eval.fid_precision),
+        )
         del images, subset
     report = report_file(cfg, DUPLICATES)
     write_duplicates(report, built["duplicates"])
     figures = {k: v for k, v in built.items() if k not in ("duplicates", "manifest")}
     figures["fid_reference_images"] = int(len(ref))
-    tracking.log_data_stage("preprocess", cfg.flat(), figures, [report],
-                            tags={"dataset_digest": built["dataset_digest"]})
+    tracking.log_data_stage(
+        "preprocess", cfg.flat(), figures, [report], tags={"dataset_digest": built["dataset_digest"]}
+    )
     return figures

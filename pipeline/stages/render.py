@@ -15,6 +15,7 @@ Then reports/index.html, the self-contained report (pipeline/report.py).
 Under DVC it also tags the run with the hash of every earlier stage from dvc.lock and logs the lock file
 (`dvclock.log_dvc_lock`): render is the last stage, so dvc.lock then holds the run's fetch ... evaluate.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,10 @@ from pipeline.imaging import grid, grid_image
 from pipeline.io import atomic_dir
 from pipeline.layout import CURVES, FID_CURVE, MEMORISATION, REAL, run_file
 from pipeline.layout import RENDER as RENDER_DIR
-from pipeline.report import MAX_CLASS_GRIDS  # one cap: render draws that many, the report says so
-from pipeline.report import upscale_pictures
+from pipeline.report import (
+    MAX_CLASS_GRIDS,  # one cap: render draws that many, the report says so
+    upscale_pictures,
+)
 
 INTERP_STEPS = 10
 GIF_SIDE, GIF_KEYS, GIF_STEPS, GIF_MS = 4, 4, 8, 80
@@ -97,8 +100,11 @@ def real_grid(cfg: Config, nrow: int, n_classes: int):
         idx = []
         for r in range(nrow):
             pool = np.flatnonzero(labels == r % n_classes)
-            idx.extend(rng.choice(pool, size=nrow, replace=len(pool) < nrow) if len(pool) else
-                       rng.choice(len(images), size=nrow))
+            idx.extend(
+                rng.choice(pool, size=nrow, replace=len(pool) < nrow)
+                if len(pool)
+                else rng.choice(len(images), size=nrow)
+            )
         idx = np.asarray(idx)
     return grid(np.ascontiguousarray(images[np.sort(idx) if labels is None else idx]), nrow)
 
@@ -143,9 +149,11 @@ def curves_figures(reports: Path):
     if rows:
         loss_fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
         steps = [r["step"] for r in rows]
-        panels = (("losses", (("loss_d", "loss_d"), ("loss_g", "loss_g"), ("loss", "loss"), ("rec", "rec"), ("kl", "kl"))),
-                  ("discriminator outputs", (("d_real", "D(x)"), ("d_fake", "D(G(z))"))),
-                  ("gradient norms", (("grad_norm_d", "|grad D|"), ("grad_norm_g", "|grad G|"))))
+        panels = (
+            ("losses", (("loss_d", "loss_d"), ("loss_g", "loss_g"), ("loss", "loss"), ("rec", "rec"), ("kl", "kl"))),
+            ("discriminator outputs", (("d_real", "D(x)"), ("d_fake", "D(G(z))"))),
+            ("gradient norms", (("grad_norm_d", "|grad D|"), ("grad_norm_g", "|grad G|"))),
+        )
         for ax, (title, keys) in zip(axes, panels):
             for key, label in keys:
                 if key in rows[0]:
@@ -182,6 +190,7 @@ def run(cfg: Config) -> dict:
     written: list[str] = []
     with tracking.resume_run("render", run_file(cfg)) as mlrun:
         with atomic_dir(reports / RENDER_DIR, "reports_dir", "grid.png") as tmp:
+
             def save(img, name: str, **kw) -> None:
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (img.savefig if hasattr(img, "savefig") else img.save)(tmp / name, **kw)  # a figure or a PIL image
@@ -193,8 +202,10 @@ def run(cfg: Config) -> dict:
                 save(grid_image(G(z, y), nrow=nrow), "grid.png")
                 save(grid_image(G_raw(z, y), nrow=nrow), "grid_raw.png")
                 for k in range(min(n_classes, MAX_CLASS_GRIDS)):
-                    save(grid_image(G(z, torch.full((n,), k, dtype=torch.long)), nrow=nrow),
-                         f"class_grids/class_{k:03d}.png")
+                    save(
+                        grid_image(G(z, torch.full((n,), k, dtype=torch.long)), nrow=nrow),
+                        f"class_grids/class_{k:03d}.png",
+                    )
             save(real_grid(cfg, nrow, n_classes), REAL)
             strip, frames = interpolation(G, z_dim, n_classes, cfg.render.seed)
             save(strip, "interp.png")

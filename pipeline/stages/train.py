@@ -5,6 +5,7 @@ Resumes automatically: the state is checkpointed every `train.checkpoint_every` 
 up from there and ends bitwise where an uninterrupted run would (on the CPU and on CUDA). Multi-process:
 `artgan train --nproc N` (torchrun); rank 0 alone logs and writes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import tracking
-from pipeline.config import Config, set_threads
-from pipeline.errors import ArtganError
 from pipeline.artifacts import load_images, load_labels, processed_manifest
+from pipeline.config import Config, set_threads
 from pipeline.data.digest import dataset_digest, images_digest
+from pipeline.errors import ArtganError
 from pipeline.imaging import grid_image
 from pipeline.io import atomic_path, write_json
 from pipeline.layout import CHECKPOINT, CURVES, MANIFEST, SNAPSHOTS, processed, report_file, run_file
@@ -32,8 +33,9 @@ def log_dataset(cfg: Config, mlrun, df=None) -> None:
     df = processed_manifest(cfg) if df is None else df
     if df is None:  # images.npy without a manifest (made by hand): nothing to describe
         return
-    mlrun.log_dataset(df, name=f"{cfg.data.source}@{cfg.data.image_size}px", source=str(path.resolve()),
-                      digest=dataset_digest(df))
+    mlrun.log_dataset(
+        df, name=f"{cfg.data.source}@{cfg.data.image_size}px", source=str(path.resolve()), digest=dataset_digest(df)
+    )
 
 
 def _open_run(cfg: Config, run_id: str | None):
@@ -77,8 +79,11 @@ def run(cfg: Config) -> dict:
         if resumed is not None and resumed["step"] > t.steps:
             if world.main:  # the other ranks read it before rank 0's first save (which waits on their steps)
                 kept = checkpoint.set_aside(source, resumed["step"])
-                print(f"train: the checkpoint in {source} is at step {resumed['step']}, past train.steps={t.steps}; "
-                      f"kept as {kept} (train.steps >= {resumed['step']} resumes from it); starting afresh", flush=True)
+                print(
+                    f"train: the checkpoint in {source} is at step {resumed['step']}, past train.steps={t.steps}; "
+                    f"kept as {kept} (train.steps >= {resumed['step']} resumes from it); starting afresh",
+                    flush=True,
+                )
             resumed = None
         kept = checkpoint.best_kept(checkpoint.folder(cfg, key), t.steps, resumed["step"] if resumed else 0)
         if kept is not None and (state := checkpoint.load(kept)) is not None:
@@ -93,8 +98,9 @@ def run(cfg: Config) -> dict:
         with ctx as mlrun:
             trainer.state.run_id = mlrun.run_id
             if world.main:
-                mlrun.set_tags({"data_digest": digest, "checkpoint_key": key,
-                                "device": str(device), "world_size": str(world.size)})
+                mlrun.set_tags(
+                    {"data_digest": digest, "checkpoint_key": key, "device": str(device), "world_size": str(world.size)}
+                )
                 log_dataset(cfg, mlrun, described)
 
             def on_sample(step: int) -> None:
@@ -109,10 +115,16 @@ def run(cfg: Config) -> dict:
             if world.main:
                 _write_outputs(cfg, trainer, classes, mlrun, checkpoint.folder(cfg, key), images_digest(images))
         s = trainer.state
-        return {"steps": s.step, "seconds": round(s.seconds, 1), "device": str(device), "world_size": world.size,
-                "img_per_s": round(s.step * trainer.images_per_step / max(s.seconds, 1e-9), 1),
-                "run_id": s.run_id, "checkpoint_key": key,
-                **{k: v for k, v in s.curves[-1].items() if k.startswith("loss")}}
+        return {
+            "steps": s.step,
+            "seconds": round(s.seconds, 1),
+            "device": str(device),
+            "world_size": world.size,
+            "img_per_s": round(s.step * trainer.images_per_step / max(s.seconds, 1e-9), 1),
+            "run_id": s.run_id,
+            "checkpoint_key": key,
+            **{k: v for k, v in s.curves[-1].items() if k.startswith("loss")},
+        }
     finally:
         dist.shutdown(world)
 
@@ -133,17 +145,24 @@ def _write_outputs(cfg: Config, trainer, classes: list[str], mlrun, folder: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / CHECKPOINT) as tmp:
         torch.save(
-            {"generator": trainer.G.state_dict(), "discriminator": trainer.D.state_dict(),
-             "generator_ema": trainer.G_ema.state_dict() if trainer.G_ema is not None else None,
-             "classes": classes, "class_counts": trainer.data.class_counts, "kind": trainer.kind,
-             "step": s.step, "config": cfg.model_dump(by_alias=True), "mlflow_run_id": s.run_id,
-             "images_sha256": trained_on},
+            {
+                "generator": trainer.G.state_dict(),
+                "discriminator": trainer.D.state_dict(),
+                "generator_ema": trainer.G_ema.state_dict() if trainer.G_ema is not None else None,
+                "classes": classes,
+                "class_counts": trainer.data.class_counts,
+                "kind": trainer.kind,
+                "step": s.step,
+                "config": cfg.model_dump(by_alias=True),
+                "mlflow_run_id": s.run_id,
+                "images_sha256": trained_on,
+            },
             tmp,
         )
     steps = checkpoint.snapshot_steps(folder, cfg.train.snapshot_every, s.step)
     with atomic_path(out_dir / SNAPSHOTS) as tmp:
         torch.save({"steps": steps, "generators": [checkpoint.load_snapshot(folder, k) for k in steps]}, tmp)
     write_json(run_file(cfg), {"run_id": s.run_id, "tracking_uri": tracking.tracking_uri()})
-    mlrun.log_metrics({"train_seconds": s.seconds,
-                       "train_img_per_s": s.step * trainer.images_per_step / max(s.seconds, 1e-9)})
-
+    mlrun.log_metrics(
+        {"train_seconds": s.seconds, "train_img_per_s": s.step * trainer.images_per_step / max(s.seconds, 1e-9)}
+    )

@@ -21,6 +21,7 @@ ok rows (a `status == "ok"` row condition), table-level ones (ok images >= min_i
 fraction, images per class) over all of it. Every expectation is critical: a failure exits non-zero
 with one line per failure.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,10 +32,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline import tracking
 from pipeline.config import Config, ValidateCfg
 from pipeline.data import manifest
 from pipeline.errors import ArtganError
-from pipeline import tracking
 from pipeline.io import atomic_dir, check_replaceable, read_input, write_json
 from pipeline.layout import MANIFEST, VALIDATION, VALIDATION_DOCS, VALIDATION_SUMMARY
 
@@ -44,6 +45,7 @@ OK, QUARANTINED = "ok", "quarantined"
 
 
 # ---- per-file checks -------------------------------------------------------------------------------
+
 
 def _ratio(x: float) -> str:
     return f"{x:.3g}" if x < 10 else f"{x:.1f}"
@@ -129,7 +131,11 @@ def check_all(raw: Path, df: pd.DataFrame, v: ValidateCfg) -> pd.DataFrame:
     for path, w, h in zip(df["path"], df["width"], df["height"]):
         w, h = _int(w), _int(h)
         if limit and w is not None and h is not None and w * h > limit:  # never decoded
-            kind, reason, note = "decompression_bomb", f"decompression bomb ({w * h} pixels > Pillow's limit {limit})", ""
+            kind, reason, note = (
+                "decompression_bomb",
+                f"decompression bomb ({w * h} pixels > Pillow's limit {limit})",
+                "",
+            )
         else:
             kind, reason, note = check_file(raw / str(path), v)
         kinds.append(kind)
@@ -154,6 +160,7 @@ def check_all(raw: Path, df: pd.DataFrame, v: ValidateCfg) -> pd.DataFrame:
 
 # ---- the great-expectations suite ------------------------------------------------------------------
 
+
 def build_suite(cfg: Config):
     import great_expectations as gx
     import great_expectations.expectations as gxe
@@ -167,8 +174,9 @@ def build_suite(cfg: Config):
         gxe.ExpectColumnSumToBeBetween(column="ok", min_value=v.min_images),  # ok images, at least
         gxe.ExpectColumnValuesToBeBetween(column="width", min_value=v.min_side, max_value=v.max_side, **ok),
         gxe.ExpectColumnValuesToBeBetween(column="height", min_value=v.min_side, max_value=v.max_side, **ok),
-        gxe.ExpectColumnValuesToBeBetween(column="aspect_ratio", min_value=v.aspect_ratio[0],
-                                          max_value=v.aspect_ratio[1], **ok),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="aspect_ratio", min_value=v.aspect_ratio[0], max_value=v.aspect_ratio[1], **ok
+        ),
         gxe.ExpectColumnValuesToBeInSet(column="format", value_set=list(v.formats), **ok),
         gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=list(v.modes), **ok),
         gxe.ExpectColumnValuesToBeUnique(column="sha256", **ok),
@@ -213,20 +221,30 @@ def run_suite(cfg: Config, table: pd.DataFrame, docs: Path) -> dict:
         site = Path(tmp) / "site"
         for name in list(context.get_config().data_docs_sites or {}):
             context.delete_data_docs_site(name)
-        context.add_data_docs_site("artgan", {
-            "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        })
-        batch = (context.data_sources.add_pandas("manifest").add_dataframe_asset(name="images")
-                 .add_batch_definition_whole_dataframe("all"))
+        context.add_data_docs_site(
+            "artgan",
+            {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        batch = (
+            context.data_sources.add_pandas("manifest")
+            .add_dataframe_asset(name="images")
+            .add_batch_definition_whole_dataframe("all")
+        )
         suite = context.suites.add(build_suite(cfg))
         definition = context.validation_definitions.add(gx.ValidationDefinition(name="artgan", data=batch, suite=suite))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name="artgan", validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")], result_format="SUMMARY",
-        ))
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name="artgan",
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+                result_format="SUMMARY",
+            )
+        )
         run = checkpoint.run(batch_parameters={"dataframe": table})
         result = next(iter(run.run_results.values())).to_json_dict()
         with atomic_dir(docs, "reports_dir", DOCS_SIGNATURE, stage="validate") as out:
@@ -251,6 +269,7 @@ def _failure_line(res: dict) -> str:
 
 
 # ---- the stage -------------------------------------------------------------------------------------
+
 
 def summarise(df: pd.DataFrame, result: dict | None, failures: list[str]) -> dict:
     quarantined = df["status"] == QUARANTINED
@@ -298,8 +317,9 @@ def run(cfg: Config) -> dict:
     write_json(reports / REPORT, {"summary": summary, "result": result})
     write_json(reports / SUMMARY, {k: x for k, x in summary.items() if k != "failures"})
     figures = {k: x for k, x in summary.items() if k not in ("failures", "by_reason")}
-    tracking.log_data_stage("validate", cfg.flat(), {**figures, "failures": len(failures)},
-                            [reports / REPORT, reports / SUMMARY])
+    tracking.log_data_stage(
+        "validate", cfg.flat(), {**figures, "failures": len(failures)}, [reports / REPORT, reports / SUMMARY]
+    )
     if failures:
         raise ArtganError(
             f"{raw / MANIFEST}: {len(failures)} critical expectation(s) failed "

@@ -7,6 +7,7 @@ the step, every RNG state (python, numpy, torch, CUDA, and the trainer's own gen
 drives augmentation), the data order and cursor, the curves so far and the MLflow run id. Restoring it
 and running on gives bitwise the same weights as never stopping (on CPU, same thread count).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,15 +28,32 @@ SNAPSHOTS = "snapshots"
 FORMAT = 1
 # train.* keys that do not change the trajectory of the weights: a run that differs only in these
 # resumes from the other's checkpoint (raise `steps` to train longer; change the device or world size).
-NOT_IN_KEY = {"steps", "log_every", "sample_every", "checkpoint_every", "checkpoint_dir", "threads",
-              "out_dir", "device", "compile", "cuda_graphs", "snapshot_every", "divergence_factor",
-              "saturation_steps"}  # the divergence watch stops a run; it never changes a step
+NOT_IN_KEY = {
+    "steps",
+    "log_every",
+    "sample_every",
+    "checkpoint_every",
+    "checkpoint_dir",
+    "threads",
+    "out_dir",
+    "device",
+    "compile",
+    "cuda_graphs",
+    "snapshot_every",
+    "divergence_factor",
+    "saturation_steps",
+}  # the divergence watch stops a run; it never changes a step
 
 
 def config_key(cfg: Config, data_digest: str) -> str:
     train = {k: v for k, v in cfg.train.model_dump().items() if k not in NOT_IN_KEY}
-    ident = {"model": cfg.model.model_dump(), "image_size": cfg.data.image_size, "label": cfg.data.label,
-             "train": train, "data": data_digest}
+    ident = {
+        "model": cfg.model.model_dump(),
+        "image_size": cfg.data.image_size,
+        "label": cfg.data.label,
+        "train": train,
+        "data": data_digest,
+    }
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -94,8 +112,9 @@ def save(path: Path, state: dict) -> None:
     """Write `state` over the checkpoint at `path` (atomically), only when every tensor in it is finite."""
     bad = non_finite(state)
     if bad:
-        raise NonFiniteState(f"{path}: not written, non-finite values in {describe(bad)}; the previous checkpoint "
-                             "is kept")
+        raise NonFiniteState(
+            f"{path}: not written, non-finite values in {describe(bad)}; the previous checkpoint is kept"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state, "rng": rng_states()}, tmp)

@@ -10,6 +10,7 @@ DistributedDataParallel wrapper: a GAN step calls D several times per backward p
 double-backward gradients for R1 and the gradient penalty, which DDP's reducer does not support
 (its documentation: "DistributedDataParallel does not work with torch.autograd.grad()").
 """
+
 from __future__ import annotations
 
 import os

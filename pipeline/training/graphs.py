@@ -16,6 +16,7 @@ for Adam, `autocast_cache()` for autocast, and `reset(*optimizers)` after a chec
   after its updates, as a whole. A step that cannot be captured is a one-line error saying to turn the
   setting off.
 """
+
 from __future__ import annotations
 
 import sys
@@ -59,8 +60,13 @@ def runner(cuda_graphs: bool, device: torch.device, world_size: int = 1, main: b
     CUDA), else an EagerRunner; asked for where it cannot be, with a one-line note (from the main process)."""
     if not cuda_graphs:
         return EagerRunner(device)
-    why = ("CUDA graphs need a CUDA device" if device.type != "cuda" else
-           "CUDA graphs run in one process (this is one of several)" if world_size > 1 else "")
+    why = (
+        "CUDA graphs need a CUDA device"
+        if device.type != "cuda"
+        else "CUDA graphs run in one process (this is one of several)"
+        if world_size > 1
+        else ""
+    )
     if not why:
         return GraphRunner(device)
     if main:
@@ -194,8 +200,10 @@ class GraphRunner:
         except Exception as exc:  # a kernel that waits on the host (or an optimiser that is not capturable)
             cause = exc.__context__ or exc  # what broke the capture, not the end of the broken capture
             first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
-            raise ArtganError(f"train.cuda_graphs: the {kind[0]} step could not be captured as a CUDA graph "
-                              f"({type(cause).__name__}: {first}); set train.cuda_graphs: false") from None
+            raise ArtganError(
+                f"train.cuda_graphs: the {kind[0]} step could not be captured as a CUDA graph "
+                f"({type(cause).__name__}: {first}); set train.cuda_graphs: false"
+            ) from None
         return graph, out
 
     def _side_stream(self, compute: Compute, inputs, check: Check) -> dict[str, torch.Tensor]:

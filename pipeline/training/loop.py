@@ -10,6 +10,7 @@ A step first makes all of its draws (`_draw_gan`, `_draw_vae`), then computes fr
 only inputs. How the step runs (eagerly, or replayed as a CUDA graph with `train.cuda_graphs`) is the step
 runner's business, picked once at construction (pipeline/training/graphs.py).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,11 @@ import torch
 from torch import nn
 
 from pipeline import augment
-from pipeline.device import CPU_BF16_WARNING, cpu_bf16_native
-from pipeline.device import pick_device  # noqa: F401  (re-exported: the stage and the benches import it from here)
+from pipeline.device import (
+    CPU_BF16_WARNING,
+    cpu_bf16_native,
+    pick_device,  # noqa: F401  (re-exported: the stage and the benches import it from here)
+)
 from pipeline.errors import ArtganError
 from pipeline.losses import LOSSES, clip_weights, gp_weights, gradient_penalty, r1_penalty
 from pipeline.training import checkpoint, dist
@@ -69,7 +73,9 @@ class Trainer:
         self.cfg, self.t, self.data, self.world, self.device = cfg, t, data, world, device
         self.kind = KIND[m.arch]
         if t.batch_size % world.size:
-            raise ArtganError(f"train.batch_size {t.batch_size} is not divisible by the {world.size} processes; change one")
+            raise ArtganError(
+                f"train.batch_size {t.batch_size} is not divisible by the {world.size} processes; change one"
+            )
         self.local = t.batch_size // world.size
         self.own = slice(world.rank * self.local, (world.rank + 1) * self.local)  # this rank's rows of the global batch
         self.z_dim = m.z_dim
@@ -88,9 +94,16 @@ class Trainer:
         self.runner = runner(t.cuda_graphs, device, world.size, world.rank == 0)  # eager, or CUDA graphs
 
         torch.manual_seed(t.seed)
-        G, D = build(m.arch, cfg.data.image_size, m.z_dim, m.g_channels, m.d_channels,
-                     n_classes=data.n_classes, spectral_norm=m.spectral_norm,
-                     d_batch_norm=not self.loss.gp)  # the gradient penalty is per sample: no batch norm in D
+        G, D = build(
+            m.arch,
+            cfg.data.image_size,
+            m.z_dim,
+            m.g_channels,
+            m.d_channels,
+            n_classes=data.n_classes,
+            spectral_norm=m.spectral_norm,
+            d_batch_norm=not self.loss.gp,
+        )  # the gradient penalty is per sample: no batch norm in D
         if world.size > 1:
             G, D = dist.convert_sync_bn(G), dist.convert_sync_bn(D)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -141,8 +154,9 @@ class Trainer:
             idx = self._draw_real()
             aug_real, aug_fake = self._draw_augment(), self._draw_augment()
             eps = gp_weights(self.gen, self.t.batch_size, self.own) if self.gp else None
-            critic.append({"z": z, "y_fake": y_fake, "idx": idx, "aug_real": aug_real, "aug_fake": aug_fake,
-                           "eps": eps})
+            critic.append(
+                {"z": z, "y_fake": y_fake, "idx": idx, "aug_real": aug_real, "aug_fake": aug_fake, "eps": eps}
+            )
         return {"critic": critic, "aug_g": self._draw_augment()}
 
     def _draw_vae(self) -> dict:
@@ -218,7 +232,7 @@ class Trainer:
         for i, c in enumerate(d["critic"]):
             last = i == len(d["critic"]) - 1
             # the last critic step's fakes are kept (with their graph) for G's step, as the classic loop does
-            with self._autocast(), (contextlib.nullcontext() if last else torch.no_grad()):
+            with self._autocast(), contextlib.nullcontext() if last else torch.no_grad():
                 fake = self.g_fwd(c["z"], c["y_fake"])
             out = self._step_d(c, fake, r1, check)
         out.update(self._step_g(fake, c["y_fake"], d["aug_g"], check))
@@ -249,8 +263,12 @@ class Trainer:
 
     def gan_step(self, step: int) -> dict[str, torch.Tensor]:
         r1 = self.t.r1_gamma > 0 and step % self.t.r1_every == 0
-        return self.runner.run(("gan", r1), self._draw_gan(), lambda d, check: self._gan_compute(d, r1, check),
-                               lambda values: self._check(values, step))
+        return self.runner.run(
+            ("gan", r1),
+            self._draw_gan(),
+            lambda d, check: self._gan_compute(d, r1, check),
+            lambda values: self._check(values, step),
+        )
 
     def vae_step(self, step: int) -> dict[str, torch.Tensor]:
         return self.runner.run(("vae",), self._draw_vae(), self._vae_compute, lambda values: self._check(values, step))
@@ -276,11 +294,19 @@ class Trainer:
     def state_dict(self) -> dict:
         s = self.state
         return {
-            "step": s.step, "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "step": s.step,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "gen": self.gen.get_state(), "order": s.order, "cursor": s.cursor,
-            "curves": s.curves, "seconds": s.seconds, "run_id": s.run_id, "world_size": self.world.size,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "gen": self.gen.get_state(),
+            "order": s.order,
+            "cursor": s.cursor,
+            "curves": s.curves,
+            "seconds": s.seconds,
+            "run_id": s.run_id,
+            "world_size": self.world.size,
         }
 
     def load_state_dict(self, ck: dict) -> None:
@@ -292,8 +318,14 @@ class Trainer:
         self.opt_d.load_state_dict(ck["opt_d"])
         self.runner.reset(self.opt_g, self.opt_d)  # this run's way of stepping, whatever the checkpoint's run used
         self.gen.set_state(ck["gen"])
-        self.state = State(step=ck["step"], order=ck["order"], cursor=ck["cursor"], curves=list(ck["curves"]),
-                           seconds=ck["seconds"], run_id=ck["run_id"])
+        self.state = State(
+            step=ck["step"],
+            order=ck["order"],
+            cursor=ck["cursor"],
+            curves=list(ck["curves"]),
+            seconds=ck["seconds"],
+            run_id=ck["run_id"],
+        )
         checkpoint.set_rng_states(ck["rng"])
 
 
@@ -347,21 +379,28 @@ class DivergenceWatch:
                 if seen:
                     base = max(statistics.median(seen), SCALE_FLOOR)
                     if v > self.factor * base:
-                        return (f"{key}={values[key]:.4g} is over {self.factor:g} times its early median {base:.4g} "
-                                "(train.divergence_factor)", likely_param(key))
+                        return (
+                            f"{key}={values[key]:.4g} is over {self.factor:g} times its early median {base:.4g} "
+                            "(train.divergence_factor)",
+                            likely_param(key),
+                        )
                 if len(seen) < EARLY_STEPS:
                     seen.append(v)
         if self.saturation_steps and self.probabilities and "d_real" in values and "d_fake" in values:
             won = values["d_real"] > SATURATED[0] and values["d_fake"] < SATURATED[1]
             self.saturated = self.saturated + 1 if won else 0
             if self.saturated >= self.saturation_steps:
-                return (f"D saturated (D(x) > {SATURATED[0]} and D(G(z)) < {SATURATED[1]}) for {self.saturated} "
-                        "steps in a row (train.saturation_steps)", "train.lr_d")
+                return (
+                    f"D saturated (D(x) > {SATURATED[0]} and D(G(z)) < {SATURATED[1]}) for {self.saturated} "
+                    "steps in a row (train.saturation_steps)",
+                    "train.lr_d",
+                )
         return None
 
 
-def first_divergence(rows: list[dict], factor: float, saturation_steps: int = 0,
-                     probabilities: bool = True) -> tuple[int, str, str] | None:
+def first_divergence(
+    rows: list[dict], factor: float, saturation_steps: int = 0, probabilities: bool = True
+) -> tuple[int, str, str] | None:
     """(step, what, param) of the first row of a curve (dicts with `step` and the values) that the watch
     stops at, or None: the detector as a pure function of a curve."""
     watch = DivergenceWatch(factor, saturation_steps, probabilities)
@@ -373,8 +412,10 @@ def first_divergence(rows: list[dict], factor: float, saturation_steps: int = 0,
 
 def weight_norms(trainer: "Trainer") -> dict[str, float]:
     """The L2 norms of G's and D's parameters (one host sync)."""
-    norms = [torch.stack(torch._foreach_norm([p.detach().float() for p in m.parameters()])).norm()
-             for m in (trainer.D, trainer.G)]
+    norms = [
+        torch.stack(torch._foreach_norm([p.detach().float() for p in m.parameters()])).norm()
+        for m in (trainer.D, trainer.G)
+    ]
     d, g = torch.stack(norms).cpu().tolist()
     return {"weight_norm_d": d, "weight_norm_g": g}
 
@@ -435,20 +476,29 @@ def train_loop(trainer: Trainer, key: str, mlrun, on_sample) -> None:
                 if due or snap:  # what is written is finite in every tensor, or it is not written
                     bad = checkpoint.non_finite(trainer.state_dict())
                     if dist.broadcast_flag(bool(bad), world):
-                        raise NonFinite(f"non-finite state at step {step} (in {checkpoint.describe(bad)})" if bad
-                                        else f"non-finite state at step {step} on another process")
+                        raise NonFinite(
+                            f"non-finite state at step {step} (in {checkpoint.describe(bad)})"
+                            if bad
+                            else f"non-finite state at step {step} on another process"
+                        )
             except NonFinite as exc:
                 if world.main:
                     mlrun.log_metric_history(pending)  # the curves up to the failure, to see it coming
-                where = f"the last good checkpoint (step {last_good}) is kept in {latest_path(trainer.cfg, key)}" \
-                    if last_good else "no checkpoint was written yet"
+                where = (
+                    f"the last good checkpoint (step {last_good}) is kept in {latest_path(trainer.cfg, key)}"
+                    if last_good
+                    else "no checkpoint was written yet"
+                )
                 raise ArtganError(f"train: {exc}; {where}; {exc.remedy}") from None
             s.step = step
             s.seconds = seconds0 + time.perf_counter() - t0
             if step % t.log_every == 0 or step == t.steps:
                 row = dict(values)
-                row.update(lr_g=trainer.opt_g.param_groups[0]["lr"], lr_d=trainer.opt_d.param_groups[0]["lr"],
-                           img_per_s=(step - done0) * trainer.images_per_step / max(s.seconds - seconds0, 1e-9))
+                row.update(
+                    lr_g=trainer.opt_g.param_groups[0]["lr"],
+                    lr_d=trainer.opt_d.param_groups[0]["lr"],
+                    img_per_s=(step - done0) * trainer.images_per_step / max(s.seconds - seconds0, 1e-9),
+                )
                 s.curves.append({"step": step, **row})
                 pending.append((step, row))
                 if bar is not None:
