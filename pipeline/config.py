@@ -165,8 +165,8 @@ class ModelCfg(Section):
 
 class TrainCfg(Section):
     seed: NonNegInt = 0
-    steps: PosInt = 6000
-    batch_size: Annotated[int, Field(ge=2)] = 32  # batch norm needs two samples
+    steps: PosInt = 12000
+    batch_size: Annotated[int, Field(ge=2)] = 16  # batch norm needs two samples
     loss: str = "ns"
     n_critic: PosInt = 1  # discriminator steps per generator step
     clip_value: PosFloat = 0.01  # WGAN weight clipping (loss wgan)
@@ -177,7 +177,7 @@ class TrainCfg(Section):
     augment: tuple[str, ...] = ("translation", "cutout")  # DiffAugment policies: color, translation, cutout
     augment_p: Annotated[float, Field(ge=0, le=1)] = 1.0  # probability per sample and policy
     vae_beta: NonNegFloat = 1.0  # KL weight of the vae baseline's ELBO
-    lr_g: PosFloat = 2e-4  # different lr_g / lr_d = TTUR
+    lr_g: PosFloat = 4e-4  # different lr_g / lr_d = TTUR
     lr_d: PosFloat = 2e-4
     beta1: Beta = 0.5
     beta2: Beta = 0.999
