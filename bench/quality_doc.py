@@ -3,7 +3,7 @@
     python bench/quality_doc.py bench/out/q*/results.jsonl --out docs/quality.md
 
 Every row's grid is copied beside the page (docs/img/quality/<row>.png), so the page shows what each FID
-means. The first row named `baseline` (today's defaults, no override but the protocol's) is the reference
+means. The first row named `baseline` (the defaults of 2026-12-03, no override but the protocol's) is the reference
 of the "× baseline" column; rows of another dataset are compared with the baseline of that dataset.
 """
 
@@ -41,7 +41,7 @@ def tried(row: dict) -> str:
     }
     return (
         ", ".join(f"`{k}={'+'.join(map(str, v)) if isinstance(v, list) else v}`" for k, v in o.items())
-        or "today's defaults"
+        or "the defaults of 2026-12-03"
     )
 
 
@@ -50,7 +50,7 @@ def write(rows: list[dict], out: Path) -> None:
     img_dir.mkdir(parents=True, exist_ok=True)
     base = {}
     for r in rows:
-        if tried(r) == "today's defaults":
+        if tried(r) == "the defaults of 2026-12-03":
             base.setdefault(dataset_of(r), r)
     lines = [
         "# Quality: what was tried, and what each setting draws",
@@ -60,7 +60,7 @@ def write(rows: list[dict], out: Path) -> None:
         "dataset's `data/processed`, TF-Inception FID, KID, k=3 precision/recall), train and evaluate on one thread",
         "(`train.threads=1`: two rows ran side by side on the 2 cores), no FID curve. No timings: rows that share",
         "the CPU give no valid seconds, so cost is compared by FLOPs (batch × steps at the same model). The figures",
-        "do not depend on it: today's defaults give FID 106.365 here and in a one-process `make repro`.",
+        "do not depend on it: the defaults of 2026-12-03 give FID 106.365 here and in a one-process `make repro`.",
         "The noto rows train on Google's Noto Color Emoji (`python bench/noto_emoji.py`, Debian's",
         "fonts-noto-color-emoji, SIL OFL 1.1) as `data.source: folder:...`: another artist's style over the same",
         "subjects, so a recipe tuned to OpenMoji alone shows here.",

@@ -113,9 +113,10 @@ def section(rows: list[dict], img_dir: Path, machine: str, date: str) -> list[st
         "",
         "## The `dvc exp` sweep",
         "",
-        f"Queued with `dvc exp run --queue` and run one at a time (`dvc queue start -j 1`, `train.threads=1`) on "
-        f"{machine}, {date}; the protocol is the default evaluate without the FID curve. The table is "
-        "`dvc exp show`'s, less the columns every row shares.",
+        f"Queued with `dvc exp run --queue` and run by at most two queue workers (`dvc queue start -j 2`), one "
+        f"torch thread each (`train.threads=1`), on {machine}, {date}; the protocol is the default evaluate "
+        "without the FID curve. The table is `dvc exp show`'s, less the columns every row shares. Each baseline "
+        "row is the commit the experiments below it were queued on.",
         "",
         "| experiment | tried | seed | FID | KID ×1000 | precision | recall |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -132,7 +133,7 @@ def section(rows: list[dict], img_dir: Path, machine: str, date: str) -> list[st
     for r in rows:
         if not r["baseline"]:
             groups.setdefault(tried(r["changed"]), []).append(r)
-    seeded = {k: v for k, v in groups.items() if len(v) > 1}
+    seeded = {k: sorted(v, key=lambda r: r["params"].get("train.seed", 0)) for k, v in groups.items() if len(v) > 1}
     if seeded:
         lines += [
             "",
