@@ -255,8 +255,13 @@ def run_exists(run_id: str) -> bool:
 
 @contextlib.contextmanager
 def continue_run(stage: str, run_id: str, system_metrics: bool = True) -> Iterator[Run]:
-    """Reopen a run by id (training resumed after an interruption)."""
+    """Reopen a run by id (training resumed after an interruption), in its own experiment: a process that ran a
+    data stage before (their runs live in the data experiment) may continue a training run all the same."""
     mlflow = _mlflow()
+    try:
+        mlflow.set_experiment(experiment_id=mlflow.get_run(run_id).info.experiment_id)
+    except Exception as exc:
+        raise ArtganError(f"MLflow tracking at {tracking_uri()!r} failed: {str(exc).splitlines()[0]}") from None
     with _activate(mlflow, {"run_id": run_id, "log_system_metrics": system_metrics}, stage) as run:
         yield run
 

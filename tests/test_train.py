@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import isolate_mlflow, tiny_cfg
 
-from pipeline.config import parse
+from pipeline.config import TrainCfg, parse
 from pipeline.errors import ArtganError
 
 N_IMAGES, SIZE = 64, 16
@@ -99,7 +99,7 @@ def test_training_is_tracked_in_mlflow_and_writes_curves(processed, tmp_path):
     assert data["params"]["data.image_size"] == str(SIZE)
     for key in ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_g", "lr_d", "img_per_s"):
         assert key in data["metrics"] and math.isfinite(data["metrics"][key]), key
-    assert data["metrics"]["lr_g"] == 2e-4 and data["metrics"]["img_per_s"] > 0
+    assert data["metrics"]["lr_g"] == TrainCfg().lr_g and data["metrics"]["img_per_s"] > 0
     history = mlflow_history(run_id, "grad_norm_d")
     assert [m.step for m in history] == [2, 4, 6] and all(m.value > 0 for m in history)  # per logged step
     assert data["metrics"]["loss_d"] == pytest.approx(figures["loss_d"])
@@ -120,7 +120,7 @@ def test_training_is_tracked_in_mlflow_and_writes_curves(processed, tmp_path):
         "lr_d",
         "img_per_s",
     } <= set(rows[0])
-    assert float(rows[0]["lr_g"]) == 2e-4 and float(rows[0]["grad_norm_d"]) > 0
+    assert float(rows[0]["lr_g"]) == TrainCfg().lr_g and float(rows[0]["grad_norm_d"]) > 0
     assert [int(r["step"]) for r in rows] == [2, 4, 6]  # log_every 2 over 6 steps
     assert all(math.isfinite(float(r["loss_d"])) and math.isfinite(float(r["loss_g"])) for r in rows)
     assert float(rows[-1]["loss_d"]) == pytest.approx(figures["loss_d"])
@@ -337,6 +337,7 @@ def test_regularisers_and_augmentation_train_and_are_logged(processed, tmp_path)
             "augment": ["color", "translation", "cutout"],
             "augment_p": 0.5,
             "n_critic": 2,
+            "lr_g": 2e-4,
             "lr_d": 4e-4,
             "steps": 4,
             "log_every": 1,
