@@ -41,8 +41,7 @@ from pipeline.config import Config, set_threads
 from pipeline.errors import ArtganError
 from pipeline.imaging import to_uint8
 from pipeline.io import atomic_path, read_input, require, write_json
-from pipeline.layout import CHECKPOINT, FID_CURVE, IMAGES, METRICS, SNAPSHOTS, STATS, model_file, run_file
-from pipeline.layout import MEMORISATION as PAIRS
+from pipeline.layout import CHECKPOINT, FID_CURVE, IMAGES, MEMORISATION, METRICS, SNAPSHOTS, STATS, model_file, run_file
 from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 
 
@@ -195,7 +194,7 @@ def run(cfg: Config) -> dict:
 
         # every number is in hand: only now do the outputs appear, each written atomically
         reports = Path(cfg.reports_dir)
-        with atomic_path(reports / PAIRS) as tmp:
+        with atomic_path(reports / MEMORISATION) as tmp:
             pairs.save(tmp, format="PNG")
         with atomic_path(reports / FID_CURVE) as tmp:
             with open(tmp, "w", newline="") as f:
@@ -206,7 +205,7 @@ def run(cfg: Config) -> dict:
         mlrun.log_metrics(metrics)
         for row in curve:
             mlrun.log_metrics({"fid_curve": row["fid"]}, step=row["step"])
-        mlrun.log_image(pairs, key="memorisation", artifact_file=PAIRS)
+        mlrun.log_image(pairs, key="memorisation", artifact_file=MEMORISATION)
     return {**metrics, "fid_curve": [(r["step"], r["fid"]) for r in curve], **registered}
 
 

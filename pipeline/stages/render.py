@@ -26,8 +26,7 @@ from pipeline.artifacts import load_generator, load_images, load_labels, load_sn
 from pipeline.config import Config
 from pipeline.imaging import grid, grid_image
 from pipeline.io import atomic_dir
-from pipeline.layout import CURVES, FID_CURVE, MEMORISATION, REAL, run_file
-from pipeline.layout import RENDER as RENDER_DIR
+from pipeline.layout import CURVES, FID_CURVE, MEMORISATION, REAL, RENDER, run_file
 from pipeline.report import (
     MAX_CLASS_GRIDS,  # one cap: render draws that many, the report says so
     upscale_pictures,
@@ -189,7 +188,7 @@ def run(cfg: Config) -> dict:
     reports = Path(cfg.reports_dir)
     written: list[str] = []
     with tracking.resume_run("render", run_file(cfg)) as mlrun:
-        with atomic_dir(reports / RENDER_DIR, "reports_dir", "grid.png") as tmp:
+        with atomic_dir(reports / RENDER, "reports_dir", "grid.png") as tmp:
 
             def save(img, name: str, **kw) -> None:
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -219,8 +218,8 @@ def run(cfg: Config) -> dict:
                     save(fig, name, dpi=100)
                     plt.close(fig)
             written.extend(upscale_pictures(tmp, reports / MEMORISATION))  # what the report shows
-        mlrun.log_artifacts(reports / RENDER_DIR, artifact_path=RENDER_DIR)
+        mlrun.log_artifacts(reports / RENDER, artifact_path=RENDER)
         report = write_report(cfg)
         mlrun.log_artifact(report)
         dvclock.log_dvc_lock(mlrun)  # under DVC: the stage hashes of this run + dvc.lock
-    return {"render": str(reports / RENDER_DIR), "files": sorted(written), "report": str(report), "classes": n_classes}
+    return {"render": str(reports / RENDER), "files": sorted(written), "report": str(report), "classes": n_classes}

@@ -39,7 +39,6 @@ from pipeline.errors import ArtganError
 from pipeline.io import atomic_dir, check_replaceable, read_input, write_json
 from pipeline.layout import MANIFEST, VALIDATION, VALIDATION_DOCS, VALIDATION_SUMMARY
 
-REPORT, SUMMARY, DOCS = VALIDATION, VALIDATION_SUMMARY, VALIDATION_DOCS
 DOCS_SIGNATURE = "index.html"  # the Data Docs site's front page
 OK, QUARANTINED = "ok", "quarantined"
 
@@ -295,7 +294,7 @@ def run(cfg: Config) -> dict:
     df = read_input(raw / MANIFEST, "fetch", manifest.read)
     out_dir = Path(cfg.data.validated_dir)
     check_replaceable(out_dir, "data.validated_dir", MANIFEST)
-    check_replaceable(reports / DOCS, "reports_dir", DOCS_SIGNATURE)
+    check_replaceable(reports / VALIDATION_DOCS, "reports_dir", DOCS_SIGNATURE)
     shutil.rmtree(out_dir, ignore_errors=True)  # a stale one must not outlive a failed run
 
     checked = check_all(raw, df, v)
@@ -303,27 +302,33 @@ def run(cfg: Config) -> dict:
     if v.on_bad_file == "fail" and len(bad):
         lines = [f"{raw / p}: {r}" for p, r in zip(bad["path"], bad["reason"])]
         summary = summarise(checked, None, lines)
-        shutil.rmtree(reports / DOCS, ignore_errors=True)  # no Data Docs of an earlier run beside this failure
-        write_json(reports / REPORT, {"summary": summary, "result": {"success": False, "results": []}})
-        write_json(reports / SUMMARY, {k: x for k, x in summary.items() if k != "failures"})
+        shutil.rmtree(
+            reports / VALIDATION_DOCS, ignore_errors=True
+        )  # no Data Docs of an earlier run beside this failure
+        write_json(reports / VALIDATION, {"summary": summary, "result": {"success": False, "results": []}})
+        write_json(reports / VALIDATION_SUMMARY, {k: x for k, x in summary.items() if k != "failures"})
         raise ArtganError(
             f"{raw / MANIFEST}: {len(bad)} bad file(s) and validate.on_bad_file is 'fail' (set it to 'quarantine' "
             "to set them aside; the files are left as they are):\n" + "\n".join(lines)
         )
 
-    result = run_suite(cfg, suite_frame(checked, cfg.data.label), reports / DOCS)
+    result = run_suite(cfg, suite_frame(checked, cfg.data.label), reports / VALIDATION_DOCS)
     failures = [_failure_line(r) + _detail(r, checked, cfg) for r in result["results"] if not r["success"]]
     summary = summarise(checked, result, failures)
-    write_json(reports / REPORT, {"summary": summary, "result": result})
-    write_json(reports / SUMMARY, {k: x for k, x in summary.items() if k != "failures"})
+    write_json(reports / VALIDATION, {"summary": summary, "result": result})
+    write_json(reports / VALIDATION_SUMMARY, {k: x for k, x in summary.items() if k != "failures"})
     figures = {k: x for k, x in summary.items() if k not in ("failures", "by_reason")}
     tracking.log_data_stage(
-        "validate", cfg.flat(), {**figures, "failures": len(failures)}, [reports / REPORT, reports / SUMMARY]
+        "validate",
+        cfg.flat(),
+        {**figures, "failures": len(failures)},
+        [reports / VALIDATION, reports / VALIDATION_SUMMARY],
     )
     if failures:
         raise ArtganError(
             f"{raw / MANIFEST}: {len(failures)} critical expectation(s) failed "
-            f"(details in {reports / REPORT}, Data Docs in {reports / DOCS}/index.html):\n" + "\n".join(failures)
+            f"(details in {reports / VALIDATION}, Data Docs in {reports / VALIDATION_DOCS}/index.html):\n"
+            + "\n".join(failures)
         )
     with atomic_dir(out_dir, "data.validated_dir", MANIFEST, stage="validate") as tmp:
         manifest.write(checked.drop(columns=["kind"]), tmp / MANIFEST)
