@@ -254,6 +254,12 @@ class RenderCfg(Section):
     nrow: Annotated[int, Field(ge=1, le=32)] = 8
 
 
+def _model_name(v: str) -> str:
+    if v != v.strip() or "/" in v or "@" in v or ":" in v:
+        raise ValueError(f"a registered model name without '/', '@', ':' or surrounding spaces, got {v!r}")
+    return v
+
+
 class RegistryCfg(Section):
     name: Annotated[str, Field(min_length=1, max_length=256)] = "artgan-generator"  # MLflow registered model
     enabled: bool = True  # evaluate registers the generator (and moves @champion when its FID is better)
@@ -261,12 +267,37 @@ class RegistryCfg(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if v != v.strip() or "/" in v or "@" in v or ":" in v:
-            raise ValueError(f"a registered model name without '/', '@', ':' or surrounding spaces, got {v!r}")
-        return v
+        return _model_name(v)
+
+
+class TranslateCfg(Section):
+    """task: translate — an image-to-image GAN from the input domain (`input`) to the style (`data.source`)."""
+
+    input: str = "openmoji:line"  # the input domain's source, any data.source scheme; data.source is the style
+    pairing: Literal["auto", "paired", "unpaired"] = "auto"  # auto: paired when both sets share relative names
+    model: Literal["auto", "pix2pix", "cyclegan"] = "auto"  # auto: pix2pix for paired data, cyclegan for unpaired
+    lambda_l1: NonNegFloat = 100.0  # pix2pix: weight of the L1 distance to the target
+    lambda_cycle: NonNegFloat = 10.0  # cyclegan: weight of the cycle-consistency L1 (both directions)
+    lambda_identity: NonNegFloat = 0.5  # cyclegan: identity L1, as a fraction of lambda_cycle; 0 = off
+    pool_size: NonNegInt = 50  # cyclegan: history buffer of generated images D sees; 0 = none
+    holdout: Annotated[float, Field(gt=0, lt=1)] = 0.1  # fraction of the inputs held out for evaluate
+    split_seed: NonNegInt = 0  # the held-out split: a hash of (split_seed, name), stable as the set grows
+    triplets: Annotated[int, Field(ge=1, le=64)] = 8  # held-out input | translated | target rows render draws
+    registry_name: Annotated[str, Field(min_length=1, max_length=256)] = "artgan-translator"  # MLflow model name
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, v: str) -> str:
+        return v.strip()
+
+    @field_validator("registry_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _model_name(v)
 
 
 class Config(Section):
+    task: Literal["generate", "translate"] = "generate"  # generate: noise -> image; translate: image -> image
     data: DataCfg = DataCfg()
     fetch: FetchCfg = FetchCfg()
     validate_: ValidateCfg = Field(default=ValidateCfg(), alias="validate")
@@ -276,6 +307,7 @@ class Config(Section):
     eval: EvalCfg = EvalCfg()
     render: RenderCfg = RenderCfg()
     registry: RegistryCfg = RegistryCfg()
+    translate: TranslateCfg = TranslateCfg()
     reports_dir: Folder = "reports"
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -345,6 +377,35 @@ def _check_names(cfg: Config, source: str) -> None:
         raise ArtganError(f"{source}: 'model.arch': unknown architecture {cfg.model.arch!r}; known: {', '.join(ARCHS)}")
     if source_scheme(cfg.data.source) not in SOURCES:
         raise ArtganError(f"{source}: 'data.source': unknown source {cfg.data.source!r}; known: {', '.join(SOURCES)}")
+    if cfg.task == "translate":
+        _check_translate(cfg, source, SOURCES, source_scheme)
+
+
+def _check_translate(cfg: Config, source: str, sources: dict, scheme_of) -> None:
+    """task: translate needs two sources (the input domain and the style) and models that fit the pairing."""
+    tr = cfg.translate
+    if not tr.input:
+        raise ArtganError(
+            f"{source}: 'translate.input': task translate needs the input domain's source (e.g. folder:photos/ "
+            "or the built-in openmoji:line); data.source is the style"
+        )
+    if not cfg.data.source.strip():
+        raise ArtganError(f"{source}: 'data.source': task translate needs the style domain's source")
+    if scheme_of(tr.input) not in sources:
+        raise ArtganError(f"{source}: 'translate.input': unknown source {tr.input!r}; known: {', '.join(sources)}")
+    if tr.input == cfg.data.source:
+        raise ArtganError(
+            f"{source}: 'translate.input' and 'data.source' are both {tr.input!r}; translation needs two image sets"
+        )
+    if tr.model == "pix2pix" and tr.pairing == "unpaired":
+        raise ArtganError(
+            f"{source}: 'translate.model': pix2pix learns from pairs, but translate.pairing is unpaired; "
+            "set translate.model to cyclegan (or auto), or translate.pairing to paired"
+        )
+    if cfg.data.label:
+        raise ArtganError(f"{source}: 'data.label': task translate is not class-conditional; set data.label to ''")
+    if cfg.model.arch == "vae":
+        raise ArtganError(f"{source}: 'model.arch': task translate trains GANs (pix2pix / cyclegan), not the vae")
 
 
 class _UniqueKeys(yaml.SafeLoader):

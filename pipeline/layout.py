@@ -25,6 +25,11 @@ VALIDATION_DOCS = "validation"  # the great-expectations Data Docs site
 IMAGES = "images.npy"
 STATS = "fid_stats.npz"
 DUPLICATES = "duplicates.csv"
+# task translate, preprocess -> data.processed_dir, reports_dir: the input domain beside the style (images.npy),
+# written (empty) for task generate too, so that dvc.yaml declares one set of files
+INPUTS = "inputs.npy"  # N_in×S×S×3 uint8, row i = row i of inputs.parquet
+INPUTS_MANIFEST = "inputs.parquet"  # the input rows: split (train | holdout) and target (row in images.npy or -1)
+UNMATCHED = "unmatched.csv"  # paired data: names found in one domain only (skipped)
 # train -> train.out_dir, reports_dir
 CHECKPOINT = "checkpoint.pt"
 SNAPSHOTS = "snapshots.pt"
@@ -34,6 +39,8 @@ CURVES = "train_curves.csv"
 METRICS = "metrics.json"
 FID_CURVE = "fid_curve.csv"
 MEMORISATION = "memorisation.png"
+# task translate, render -> reports_dir/render
+TRIPLETS = "triplets.png"  # held-out input | translated | target, upscaled
 # render -> reports_dir
 RENDER = "render"
 REAL = "real.png"  # training images, drawn as the generated grids are

@@ -64,6 +64,7 @@ SECTION_TITLES = {
     "eval": "`artgan evaluate`",
     "render": "`artgan render`",
     "registry": "`artgan evaluate`",
+    "translate": "read by fetch, preprocess, train, evaluate and render under task translate (docs/translation.md)",
 }
 
 

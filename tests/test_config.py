@@ -358,3 +358,34 @@ def test_importing_the_cli_does_not_import_heavy_libraries(tmp_path):
 def test_the_repository_params_file_spells_out_the_defaults():
     # params.yaml documents every default: a key the code changes without the file (or back) is caught here
     assert load(REPO / "params.yaml") == parse({})
+
+
+# ------------------------------------------------------------------------------------------------ task translate
+def test_translate_defaults_to_the_built_in_line_art_as_input():
+    cfg = parse({"task": "translate", "data": {"source": "openmoji:color"}})
+    assert cfg.task == "translate" and cfg.translate.input == "openmoji:line"
+    assert cfg.translate.registry_name != cfg.registry.name  # the translator is registered apart
+
+
+@pytest.mark.parametrize(
+    "raw, needles",
+    [
+        ({"translate": {"input": ""}}, ["translate.input", "input domain"]),
+        ({"translate": {"input": "nosuch:x"}}, ["translate.input", "unknown source"]),
+        ({"data": {"source": "openmoji:line"}}, ["translate.input", "data.source", "two image sets"]),
+        ({"translate": {"model": "pix2pix", "pairing": "unpaired"}}, ["translate.model", "cyclegan"]),
+        ({"data": {"label": "label"}}, ["data.label", "not class-conditional"]),
+        ({"model": {"arch": "vae"}}, ["model.arch", "pix2pix"]),
+        ({"translate": {"holdout": 1.0}}, ["translate.holdout"]),
+    ],
+)
+def test_a_translate_task_missing_a_source_or_contradicting_itself_is_one_line(raw, needles):
+    with pytest.raises(ArtganError) as err:
+        parse({"task": "translate", **raw})
+    msg = str(err.value)
+    assert "\n" not in msg and all(n in msg for n in needles), msg
+
+
+def test_translate_keys_are_ignored_by_task_generate():
+    # the translate section's defaults must not stop a generation run (its input source is only read under translate)
+    assert parse({"translate": {"input": ""}}).task == "generate"
