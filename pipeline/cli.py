@@ -179,6 +179,7 @@ def generate(
         if not to_folder and Path(out).suffix.lower() != ".png":  # before any model is fetched or image drawn
             raise ArtganError(f"--out {out}: write a .png file (or a folder ending in /)")
         with local_checkpoint(model) as checkpoint:
+            _refuse_translator(checkpoint, model)
             sampler = Sampler.from_file(checkpoint, ema=not raw)
         seeds = list(range(seed, seed + n))
         images = sampler.images(seeds, [label] * n if label is not None else None)
@@ -192,6 +193,47 @@ def generate(
     typer.echo(
         f"generate: {json.dumps({'model': model, 'n': n, 'seeds': [seed, seed + n - 1], 'out': str(out), 'step': sampler.step})}"
     )
+
+
+def _refuse_translator(checkpoint: Path, model: str) -> None:
+    from pipeline.artifacts import read_checkpoint
+    from pipeline.errors import ArtganError
+    from pipeline.translation.translator import made_by
+
+    if made_by(read_checkpoint(checkpoint)) == "translate":
+        raise ArtganError(
+            f"{model}: a translator (made by task translate), not a generator; `artgan translate PATH... "
+            f"--model {model} --out DIR` translates images with it"
+        )
+
+
+@app.command()
+def translate(
+    paths: list[Path] = typer.Argument(
+        ..., metavar="PATH...", help="Image files and folders (folders searched recursively, sorted)."
+    ),
+    model: str = typer.Option(
+        "models/checkpoint.pt",
+        "--model",
+        "-m",
+        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/translator, or a checkpoint path.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="The folder to write <relative name>.png into."),
+    raw: bool = typer.Option(False, "--raw", help="The raw translator instead of the EMA one."),
+) -> None:
+    """Turn image files into the style a translator learnt (task translate): any size or mode, converted as
+    preprocess converts, written atomically as OUT/<relative name>.png; a file that is not an image is one line."""
+    from pipeline.registry import local_checkpoint
+    from pipeline.translation import apply
+
+    with _user_errors(f"translate interrupted; the images already under {out} are complete, the rest not written"):
+        todo = apply.plan(paths, out)  # refusals before a model is fetched
+        with local_checkpoint(model) as checkpoint:
+            figures = apply.run(todo, checkpoint, ema=not raw, err=lambda line: typer.echo(line, err=True))
+    figures = {"model": model, "out": str(out), **figures}
+    typer.echo(f"translate: {json.dumps(figures, sort_keys=True)}")
+    if figures["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -216,7 +258,10 @@ def promote(
 @app.command()
 def export(
     onnx: bool = typer.Option(
-        False, "--onnx", help="Export to ONNX (z[, y] -> images in [-1, 1]), checked with onnxruntime."
+        False,
+        "--onnx",
+        help="Export to ONNX (z[, y] -> images; a translator: image -> translated; all in [-1, 1]), checked with "
+        "onnxruntime.",
     ),
     model: str = typer.Option(
         "models/checkpoint.pt",
@@ -230,7 +275,8 @@ def export(
         None, "--opset", help="ONNX opset (default: the exporter's; below 18 uses torch's TorchScript exporter)."
     ),
 ) -> None:
-    """Export the trained generator (default: EMA weights of models/checkpoint.pt) for use outside torch."""
+    """Export the trained generator or translator (default: EMA weights of models/checkpoint.pt) for use outside
+    torch."""
     if not onnx:
         typer.echo("error: choose an export format: --onnx (the only one so far)", err=True)
         raise typer.Exit(1)

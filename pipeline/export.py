@@ -1,9 +1,11 @@
-"""`artgan export --onnx`: the trained generator as an ONNX model, checked against torch with onnxruntime.
+"""`artgan export --onnx`: the trained generator (or translator) as an ONNX model, checked against torch with onnxruntime.
 
 The model has the input `z` (N×z_dim float32) and, for a class-conditional generator, `y` (N int64 class
 indices in [0, n_classes)); its output `images` is N×3×S×S float32 in [-1, 1] (the generator's tanh), the
 batch dimension N dynamic. What a consumer needs to drive it is in the model's metadata_props: z_dim,
 n_classes, classes (a JSON list, index = label), image_size, arch, step, weights (ema | raw), mlflow_run_id.
+A translator checkpoint (task translate) exports its input -> style generator: input `image` (N×3×S×S float32 in
+[-1, 1]), output `translated` (the same), metadata task, model, image_size, step, weights, resize, background.
 
 Exporter: torch.export + onnxscript (`torch.onnx.export(dynamo=True)`, torch's default since 2.9) for the
 default opset and any opset >= 18; the TorchScript exporter (`dynamo=False`, deprecated in torch but the
@@ -31,6 +33,7 @@ EXPORT_BATCH = 2  # the example batch traced; the check runs other sizes too, so
 CHECK_BATCHES = (1, 2, 7)
 CHECK_SEED = 0
 DYNAMO_MIN_OPSET = 18  # below this the torch.export-based exporter cannot write the opset
+TRANSLATED = "translated"  # a translator's output name (its input is `image`)
 
 
 def load_generator(ckpt: dict, path: Path, ema: bool = True):
@@ -57,7 +60,13 @@ def _example(z_dim: int, n_classes: int, n: int, seed: int):
 
 
 def _export(G, z_dim: int, n_classes: int, opset: int | None):
-    """(onnx ModelProto, exporter name)."""
+    """(onnx ModelProto, exporter name) of a generator: z[, y] -> images."""
+    args = _example(z_dim, n_classes, EXPORT_BATCH, seed=12345)
+    return _export_module(G, args, ["z", "y"][: len(args)], "images", opset)
+
+
+def _export_module(G, args: tuple, names: list[str], output: str, opset: int | None):
+    """(onnx ModelProto, exporter name) of `G` traced on `args`, inputs `names` and the output `output`, batch dynamic."""
     import contextlib
     import io
     import logging
@@ -66,8 +75,6 @@ def _export(G, z_dim: int, n_classes: int, opset: int | None):
     import onnx
     import torch
 
-    args = _example(z_dim, n_classes, EXPORT_BATCH, seed=12345)
-    names = ["z", "y"][: len(args)]
     dynamo = opset is None or opset >= DYNAMO_MIN_OPSET
     buf = io.BytesIO()
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
@@ -88,7 +95,7 @@ def _export(G, z_dim: int, n_classes: int, opset: int | None):
                 args,
                 None,
                 input_names=names,
-                output_names=["images"],
+                output_names=[output],
                 dynamo=True,
                 opset_version=opset,
                 dynamic_shapes=tuple({0: batch} for _ in args),
@@ -100,10 +107,10 @@ def _export(G, z_dim: int, n_classes: int, opset: int | None):
             args,
             buf,
             input_names=names,
-            output_names=["images"],
+            output_names=[output],
             dynamo=False,
             opset_version=opset,
-            dynamic_axes={n: {0: "batch"} for n in [*names, "images"]},
+            dynamic_axes={n: {0: "batch"} for n in [*names, output]},
         )
     return onnx.load_from_string(buf.getvalue()), "torchscript"
 
@@ -132,6 +139,104 @@ def _check(path: Path, G, z_dim: int, n_classes: int) -> float:
     return worst
 
 
+def _write_checked(out: Path, data: bytes, check) -> float | None:
+    """Write the model bytes to `out` atomically, after `check(temp path)` (the max abs difference) is within
+    TOLERANCE; None when not checked."""
+    diff = None
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+        if check is not None:
+            diff = check(tmp)
+            if not diff <= TOLERANCE:  # NaN fails too
+                raise ArtganError(
+                    f"{out}: onnxruntime output differs from torch by {diff:.3g} (tolerance "
+                    f"{TOLERANCE:g}); the ONNX model was not written"
+                )
+    return diff
+
+
+def _images(size: int, n: int, seed: int):
+    """A seeded batch of N×3×S×S images in [-1, 1], as a translator takes them."""
+    import torch
+
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)).mul(2).sub(1)
+
+
+def _check_translator(path: Path, G, size: int) -> float:
+    """The max abs difference between onnxruntime on `path` and torch over seeded image batches of CHECK_BATCHES."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for i, n in enumerate(CHECK_BATCHES):
+        x = _images(size, n, CHECK_SEED + i)
+        with torch.no_grad():
+            ref = G(x)
+        got = session.run([TRANSLATED], {"image": x.numpy()})[0]
+        if got.shape != tuple(ref.shape):
+            raise ArtganError(f"ONNX output has shape {got.shape} for a batch of {n}, torch {tuple(ref.shape)}")
+        worst = max(worst, float(np.abs(got - ref.numpy()).max()))
+    return worst
+
+
+def export_translator(
+    checkpoint: Path, out: Path, ema: bool = True, opset: int | None = None, check: bool = True
+) -> dict:
+    """Export the input -> style generator of a translator checkpoint to ONNX at `out` (input `image`, N×3×S×S float32
+    in [-1, 1]; output `translated`, the same shape and range); checked against torch like a generator's."""
+    import onnx
+
+    from pipeline.translation.translator import Translator, read_translator
+
+    ckpt = read_translator(checkpoint, "pass a translator or generator checkpoint")
+    tr = Translator.from_checkpoint(ckpt, checkpoint, ema)
+    try:
+        proto, exporter = _export_module(
+            tr.G, (_images(tr.image_size, EXPORT_BATCH, 12345),), ["image"], TRANSLATED, opset
+        )
+    except Exception as exc:
+        raise ArtganError(
+            f"{checkpoint}: ONNX export failed{f' at opset {opset}' if opset else ''} ({_first_line(exc)})"
+        ) from None
+    got_opset = _opset(proto)
+    if opset is not None and got_opset != opset:
+        raise ArtganError(
+            f"--opset {opset}: the exporter could not write that opset (it wrote {got_opset}); "
+            "leave --opset out for the exporter's default"
+        )
+    meta = {
+        "task": "translate",
+        "model": tr.model,
+        "image_size": tr.image_size,
+        "step": tr.step,
+        "weights": tr.weights,
+        "mlflow_run_id": ckpt.get("mlflow_run_id") or "",
+        "resize": tr.resize,
+        "background": json.dumps(list(tr.background)),
+        "inputs": f"image: N×3×{tr.image_size}×{tr.image_size} float32 in [-1, 1] (RGB; x / 127.5 - 1 of 0..255, "
+        "made square by `resize` onto `background` as artgan preprocess does)",
+        "outputs": f"{TRANSLATED}: N×3×S×S float32 in [-1, 1] (RGB; (x + 1) * 127.5 gives 0..255)",
+    }
+    onnx.helper.set_model_props(proto, {k: str(v) for k, v in meta.items()})
+    proto.doc_string = f"artgan {tr.model} translator ({tr.weights} weights, step {tr.step})"
+    data = proto.SerializeToString()
+    diff = _write_checked(out, data, (lambda p: _check_translator(p, tr.G, tr.image_size)) if check else None)
+    return {
+        "path": str(out),
+        "bytes": len(data),
+        "opset": got_opset,
+        "exporter": exporter,
+        "weights": tr.weights,
+        "model": tr.model,
+        "image_size": tr.image_size,
+        "max_abs_diff": diff,
+        "tolerance": TOLERANCE,
+        "check_batches": list(CHECK_BATCHES) if check else [],
+    }
+
+
 def export_onnx(checkpoint: Path, out: Path, ema: bool = True, opset: int | None = None, check: bool = True) -> dict:
     """Export the generator of an artgan checkpoint to ONNX at `out`; with `check`, verify it with onnxruntime
     against torch first (ArtganError above TOLERANCE, `out` then left as it was). Returns the figures."""
@@ -141,6 +246,10 @@ def export_onnx(checkpoint: Path, out: Path, ema: bool = True, opset: int | None
     if out.is_dir():
         raise ArtganError(f"{out}: a directory; pass the file to write with --out (e.g. models/generator.onnx)")
     ckpt = read_checkpoint(checkpoint)
+    from pipeline.translation.translator import made_by
+
+    if made_by(ckpt) == "translate":
+        return export_translator(checkpoint, out, ema, opset, check)
     G, weights = load_generator(ckpt, checkpoint, ema)
     m = ckpt["config"]["model"]
     z_dim, classes = int(m["z_dim"]), [str(c) for c in (ckpt.get("classes") or [])]
@@ -174,16 +283,7 @@ def export_onnx(checkpoint: Path, out: Path, ema: bool = True, opset: int | None
     onnx.helper.set_model_props(proto, {k: str(v) for k, v in meta.items()})
     proto.doc_string = f"artgan {m['arch']} generator ({weights} weights, step {meta['step']})"
     data = proto.SerializeToString()
-    diff = None
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(data)
-        if check:
-            diff = _check(tmp, G, z_dim, n_classes)
-            if not diff <= TOLERANCE:  # NaN fails too
-                raise ArtganError(
-                    f"{out}: onnxruntime output differs from torch by {diff:.3g} (tolerance "
-                    f"{TOLERANCE:g}); the ONNX model was not written"
-                )
+    diff = _write_checked(out, data, (lambda p: _check(p, G, z_dim, n_classes)) if check else None)
     return {
         "path": str(out),
         "bytes": len(data),

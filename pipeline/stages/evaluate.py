@@ -18,6 +18,7 @@ take the same path through the TF-Inception network as the real images did in pr
 - Registry (`registry.enabled`): the generator is logged to the run as an MLflow pyfunc model (seeds -> PNG)
   and registered as a new version of `registry.name`; `@champion` moves to it only when its FID beats the
   champion's on the same data digest and protocol (pipeline/registry.py).
+Task translate scores the translator instead: pipeline/translation/evaluate.py.
 """
 
 from __future__ import annotations
@@ -39,9 +40,20 @@ from pipeline.artifacts import (
 )
 from pipeline.config import Config, set_threads
 from pipeline.errors import ArtganError
+from pipeline.evaluation import check_precision, fid_of, pairs_image, read_stats
 from pipeline.imaging import to_uint8
 from pipeline.io import atomic_path, read_input, require, write_json
-from pipeline.layout import CHECKPOINT, FID_CURVE, IMAGES, MEMORISATION, METRICS, SNAPSHOTS, STATS, model_file, run_file
+from pipeline.layout import (
+    CHECKPOINT,
+    FID_CURVE,
+    IMAGES,
+    MEMORISATION,
+    METRICS,
+    SNAPSHOTS,
+    STATS,
+    model_file,
+    run_file,
+)
 from pipeline.metrics.fid import UNBIASED_FID_SAMPLES
 
 
@@ -65,33 +77,6 @@ def generate_uint8(G, z_dim: int, n: int, seed: int, batch_size: int, class_coun
     return np.concatenate(out)
 
 
-def pairs_image(fake: np.ndarray, real: np.ndarray, ratios: np.ndarray, scale: int = 4):
-    """Generated samples (top row) above their nearest training images (bottom row), each column
-    captioned with the distance ratio (< 1: closer than any two training images)."""
-    from PIL import Image, ImageDraw
-
-    n, s = len(fake), fake.shape[1] * scale
-    pad, cap = 4, 14
-    canvas = Image.new("RGB", (n * (s + pad) + pad, 2 * s + 3 * pad + cap), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i in range(n):
-        x = pad + i * (s + pad)
-        for row, img in enumerate((fake[i], real[i])):
-            tile = Image.fromarray(img).resize((s, s), Image.Resampling.NEAREST)
-            canvas.paste(tile, (x, pad + row * (s + pad)))
-        draw.text((x, 2 * s + 2 * pad), f"{ratios[i]:.2f}", fill="red" if ratios[i] < 1 else "black")
-    return canvas
-
-
-def _fid(
-    model, images: np.ndarray, reference, batch_size: int, progress: str, precision: str
-) -> tuple[float, np.ndarray]:
-    from pipeline.metrics.inception import extract_features
-
-    feats = extract_features(model, images, batch_size, progress=progress, precision=precision)
-    return reference.fid(feats), feats
-
-
 def fid_curve(cfg: Config, model, reference, class_counts: list[int]) -> list[dict]:
     """FID of every training snapshot, all from the same latents (eval.seed)."""
     from pipeline.metrics.inception import model_device
@@ -102,7 +87,7 @@ def fid_curve(cfg: Config, model, reference, class_counts: list[int]) -> list[di
     for step, G in load_snapshots(cfg) if e.curve_samples else ():
         fake = generate_uint8(G.to(device), G.z_dim, e.curve_samples, e.seed, e.batch_size, class_counts)
         G.cpu()  # one snapshot on the device at a time
-        fid, _ = _fid(
+        fid, _ = fid_of(
             model, fake, reference, e.batch_size, progress=f"FID curve, step {step}", precision=e.fid_precision
         )
         rows.append({"step": step, "fid": round(fid, 4), "n_samples": e.curve_samples})
@@ -114,11 +99,16 @@ def run(cfg: Config) -> dict:
     from pipeline.metrics.inception import FastInception, feature_device
     from pipeline.metrics.kid import kid
     from pipeline.metrics.knn import HELDOUT_MIN_IMAGES, heldout_copy_rate, memorisation, precision_recall
+    from pipeline.translation.translator import check_task
 
+    if cfg.task == "translate":  # the image-to-image GAN's scores: pipeline/translation/evaluate.py
+        from pipeline.translation.evaluate import run as run_translate
+
+        return run_translate(cfg)
     e = cfg.eval
     set_threads(cfg)
     processed = Path(cfg.data.processed_dir)
-    stats = read_input(processed / STATS, "preprocess", lambda p: dict(np.load(p)))
+    stats = read_stats(cfg)
     images = check_images(
         read_input(processed / IMAGES, "preprocess", lambda p: np.load(p, mmap_mode="r")), processed / IMAGES
     )
@@ -128,13 +118,9 @@ def run(cfg: Config) -> dict:
             f"{processed / STATS}: {len(real_feats)} training images; evaluate needs at least "
             f"{HELDOUT_MIN_IMAGES} (add images to data.source and rerun `dvc repro`)"
         )
-    made = str(stats["precision"])
-    if made != e.fid_precision:
-        raise ArtganError(
-            f"eval.fid_precision is {e.fid_precision} but {processed / STATS} holds {made} features; "
-            "rerun preprocess (`dvc repro preprocess`) so real and generated features match"
-        )
+    check_precision(cfg, stats)
     device = feature_device(e.device)
+    check_task(cfg)  # a translator in models/ is one line, not a state-dict mismatch
     check_trained_on(cfg, images)  # not a generator of another dataset, scored and logged as this one's
     G, z_dim, _, class_counts = load_generator(cfg)
     G = G.to(device)
@@ -148,7 +134,9 @@ def run(cfg: Config) -> dict:
         reference = Reference(stats["mu"], stats["sigma"])  # the real covariance's root, once for every FID
         curve = fid_curve(cfg, model, reference, class_counts)
         fake = generate_uint8(G, z_dim, e.n_samples, e.seed, e.batch_size, class_counts)
-        fid, feats = _fid(model, fake, reference, e.batch_size, progress="fake FID features", precision=e.fid_precision)
+        fid, feats = fid_of(
+            model, fake, reference, e.batch_size, progress="fake FID features", precision=e.fid_precision
+        )
         kid_mean, kid_std = kid(real_feats, feats, e.kid_subsets, e.kid_subset_size, seed=e.seed)
         kid_size = min(e.kid_subset_size, len(real_feats), len(feats))  # what kid() drew
         if kid_size < e.kid_subset_size:

@@ -32,13 +32,26 @@ import pandas as pd
 
 from pipeline import tracking
 from pipeline.config import Config, set_threads
-from pipeline.data import manifest
+from pipeline.data import manifest, pairing
 from pipeline.data.dedup import near_duplicates
 from pipeline.data.digest import dataset_digest
 from pipeline.data.npy import compact, convert
+from pipeline.data.pairing import INPUT
 from pipeline.errors import ArtganError
 from pipeline.io import atomic_dir, atomic_path, read_input
-from pipeline.layout import DUPLICATES, IMAGES, MANIFEST, STATS, report_file, validated_manifest
+from pipeline.layout import (
+    DUPLICATES,
+    IMAGES,
+    INPUTS,
+    INPUTS_MANIFEST,
+    MANIFEST,
+    STATS,
+    UNMATCHED,
+    report_file,
+    validated_manifest,
+)
+
+RERUN_FETCH = "re-run `artgan fetch` and `artgan validate` (or `dvc repro`)"
 
 
 def read_validated(cfg: Config) -> tuple[pd.DataFrame, int, Path]:
@@ -58,6 +71,11 @@ def build(cfg: Config, out: Path, progress: bool = True) -> dict:
     p = cfg.preprocess
     raw = Path(cfg.data.raw_dir)
     df, quarantined, source = read_validated(cfg)
+    input_df = None
+    if "domain" in df.columns:  # task translate: the style is built here, the input domain by build_inputs
+        is_input = df["domain"].astype(str) == INPUT
+        input_df = df[is_input].reset_index(drop=True)
+        df = df[~is_input].reset_index(drop=True)
     exact = df["sha256"].duplicated(keep="first").to_numpy()
     first_of = df.groupby("sha256", sort=False)["path"].transform("first")
     report = [
@@ -95,8 +113,14 @@ def build(cfg: Config, out: Path, progress: bool = True) -> dict:
         raise ArtganError(f"{source}: no images left to preprocess ({quarantined} quarantined by validate)")
     compact(out / IMAGES, keep)
     df = df.iloc[keep].drop(columns=[c for c in ("status", "reason") if c in df.columns]).reset_index(drop=True)
+    translated = build_inputs(cfg, out, df, input_df, source, progress) if cfg.task == "translate" else None
+    if translated is None:
+        write_no_inputs(out, size)
+    else:
+        df = translated.pop("style")
     manifest.write(df, out / MANIFEST)
     return {
+        **(translated or {"unmatched": []}),
         "images": int(len(df)),
         "image_size": size,
         "quarantined_skipped": quarantined,
@@ -106,6 +130,59 @@ def build(cfg: Config, out: Path, progress: bool = True) -> dict:
         "duplicates": report,
         "manifest": df,
     }
+
+
+def build_inputs(cfg: Config, out: Path, style_df: pd.DataFrame, input_df, source: Path, progress: bool) -> dict:
+    """Task translate: out/inputs.npy + inputs.parquet from the validated input rows (every ok file, no dedup:
+    one outline may pair with several colourings), paired and split (pipeline/data/pairing.py); the style
+    rows without a partner leave images.npy when paired. Returns figures, `unmatched` and the `style` manifest."""
+    p, size = cfg.preprocess, cfg.data.image_size
+    if input_df is None or input_df.empty:
+        raise ArtganError(f"{source}: no ok input images (translate.input {cfg.translate.input!r}); {RERUN_FETCH}")
+    input_df = input_df.drop(columns=[c for c in ("status", "reason") if c in input_df.columns])
+    convert(
+        Path(cfg.data.raw_dir),
+        input_df["path"].astype(str).tolist(),
+        out / INPUTS,
+        size,
+        p.resize,
+        p.background,
+        p.workers,
+        progress="preprocess inputs" if progress else None,
+    )
+    rows = "_row"
+    plan = pairing.plan(
+        style_df.assign(**{rows: np.arange(len(style_df))}),
+        input_df.assign(**{rows: np.arange(len(input_df))}),
+        cfg.translate,
+        str(source),
+    )
+    compact(out / IMAGES, plan.style[rows].to_numpy())
+    compact(out / INPUTS, plan.inputs[rows].to_numpy())
+    manifest.write(plan.inputs.drop(columns=[rows]), out / INPUTS_MANIFEST)
+    held = plan.inputs["split"] == pairing.HOLDOUT
+    return {
+        "style": plan.style.drop(columns=[rows]),
+        "unmatched": plan.unmatched,
+        "paired": plan.paired,
+        "input_images": int(len(plan.inputs)),
+        "holdout_inputs": int(held.sum()),
+        "unmatched_files": len(plan.unmatched),
+    }
+
+
+def write_no_inputs(out: Path, size: int) -> None:
+    """Task generate: an empty input domain, so that dvc.yaml declares one set of files for both tasks."""
+    np.save(out / INPUTS, np.zeros((0, size, size, 3), np.uint8))
+    manifest.write(pd.DataFrame({"path": pd.Series([], dtype="string")}), out / INPUTS_MANIFEST)
+
+
+def write_unmatched(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=pairing.UNMATCHED_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
 
 
 def write_duplicates(path: Path, rows: list[dict]) -> None:
@@ -157,7 +234,8 @@ def run(cfg: Config) -> dict:
         del images, subset
     report = report_file(cfg, DUPLICATES)
     write_duplicates(report, built["duplicates"])
-    figures = {k: v for k, v in built.items() if k not in ("duplicates", "manifest")}
+    write_unmatched(report_file(cfg, UNMATCHED), built["unmatched"])
+    figures = {k: v for k, v in built.items() if k not in ("duplicates", "manifest", "unmatched")}
     figures["fid_reference_images"] = int(len(ref))
     tracking.log_data_stage(
         "preprocess", cfg.flat(), figures, [report], tags={"dataset_digest": built["dataset_digest"]}

@@ -14,6 +14,7 @@ Under reports/render/ (one DVC output; each file also goes to the MLflow run):
 Then reports/index.html, the self-contained report (pipeline/report.py).
 Under DVC it also tags the run with the hash of every earlier stage from dvc.lock and logs the lock file
 (`dvclock.log_dvc_lock`): render is the last stage, so dvc.lock then holds the run's fetch ... evaluate.
+Task translate draws the translator's pictures instead: pipeline/translation/render.py.
 """
 
 from __future__ import annotations
@@ -174,10 +175,17 @@ def curves_figures(reports: Path):
 
 
 def run(cfg: Config) -> dict:
+    if cfg.task == "translate":  # input | translated | target triplets and the report: pipeline/translation/render.py
+        from pipeline.translation.render import run as run_translate
+
+        return run_translate(cfg)
     import matplotlib.pyplot as plt
     import torch
 
     from pipeline.report import write_report
+    from pipeline.translation.translator import check_task
+
+    check_task(cfg)  # a translator in models/ is one line, not a state-dict mismatch
 
     G, z_dim, n_classes, _ = load_generator(cfg)
     G_raw, *_ = load_generator(cfg, ema=False)

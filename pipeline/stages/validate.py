@@ -142,15 +142,16 @@ def check_all(raw: Path, df: pd.DataFrame, v: ValidateCfg) -> pd.DataFrame:
         notes.append(note)
     out = df.copy()
     out["kind"], out["reason"], out["note"] = kinds, reasons, notes
-    first: dict[str, str] = {}
-    for i, (sha, kind, path) in enumerate(zip(out["sha256"], out["kind"], out["path"])):
-        if kind:
+    first: dict[tuple[str, str], str] = {}
+    domains = out["domain"].astype(str) if "domain" in out.columns else pd.Series(["style"] * len(out))
+    for i, (sha, kind, path, domain) in enumerate(zip(out["sha256"], out["kind"], out["path"], domains)):
+        if kind or domain == "input":  # task translate: equal inputs may pair with different targets (skin tones)
             continue
-        if sha in first:
+        if (domain, sha) in first:
             out.iloc[i, out.columns.get_loc("kind")] = "duplicate"
-            out.iloc[i, out.columns.get_loc("reason")] = f"duplicate of {first[sha]}"
+            out.iloc[i, out.columns.get_loc("reason")] = f"duplicate of {first[(domain, sha)]}"
         else:
-            first[sha] = str(path)
+            first[(domain, sha)] = str(path)
     out.insert(len(df.columns), "status", [OK if not k else QUARANTINED for k in out["kind"]])
     for col in ("status", "reason", "note"):
         out[col] = out[col].astype("string")
@@ -178,9 +179,11 @@ def build_suite(cfg: Config):
         ),
         gxe.ExpectColumnValuesToBeInSet(column="format", value_set=list(v.formats), **ok),
         gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=list(v.modes), **ok),
-        gxe.ExpectColumnValuesToBeUnique(column="sha256", **ok),
+        gxe.ExpectColumnValuesToBeUnique(column="sha256", row_condition=Column("ok") == 1),  # within the style
         gxe.ExpectColumnMeanToBeBetween(column="duplicate", min_value=0, max_value=v.max_duplicate_fraction),
     ]
+    if cfg.task == "translate":  # the input domain needs as many ok images as the style
+        exps.append(gxe.ExpectColumnSumToBeBetween(column="input_ok", min_value=v.min_images))
     if cfg.data.label:
         exps += [
             gxe.ExpectColumnValuesToNotBeNull(column=cfg.data.label, **ok),
@@ -197,7 +200,9 @@ def suite_frame(df: pd.DataFrame, label: str) -> pd.DataFrame:
     t = df.drop(columns=["kind"]).copy()
     t["width"] = df["width"].astype("float64")
     t["height"] = df["height"].astype("float64")
-    t["ok"] = (df["status"] == OK).astype("int64")
+    style = df["domain"].astype(str) != "input" if "domain" in df.columns else pd.Series(True, index=df.index)
+    t["ok"] = ((df["status"] == OK) & style).astype("int64")  # task translate: the style's ok images
+    t["input_ok"] = ((df["status"] == OK) & ~style).astype("int64")
     t["duplicate"] = (df["kind"] == "duplicate").astype("float64")
     t["aspect_ratio"] = t["width"] / t["height"]
     for col in ("status", "reason", "note", "mode", "format", "sha256", "path"):
@@ -346,6 +351,8 @@ def _detail(res: dict, df: pd.DataFrame, cfg: Config) -> str:
         missing = df.loc[(df["status"] == OK) & df[cfg.data.label].isna(), "path"].astype(str).tolist()
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         return f"; images without a {cfg.data.label!r}: {shown} (label them, or move them out of data.source)"
+    if column == "input_ok":
+        return " ok input image(s) (translate.input; see validate.min_images)"
     if column == "ok":
         return f" ok image(s) ({int((df['status'] == QUARANTINED).sum())} quarantined; see validate.min_images)"
     return ""

@@ -54,6 +54,10 @@ def config_key(cfg: Config, data_digest: str) -> str:
         "train": train,
         "data": data_digest,
     }
+    if cfg.task == "translate":  # the translator's own terms change the trajectory too
+        ident["translate"] = cfg.translate.model_dump(
+            include={"model", "lambda_l1", "lambda_cycle", "lambda_identity", "pool_size"}
+        )
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
