@@ -162,6 +162,57 @@ def test_dvc_exp_with_another_loss_is_a_second_named_mlflow_run(repo):
     assert hinge.data.params["train.loss"] == "hinge" and "fid" in hinge.data.metrics
 
 
+def test_dvc_exp_of_task_translate_trains_scores_registers_and_renders_a_translator(repo):
+    """The same repository, one `dvc exp run -S task=translate ...`: the built-in line art -> colour pairs, a pix2pix
+    translator in its own MLflow run and registered model, held-out scores beside the baselines, the triplets and
+    the report; then `artgan translate` with it on a folder holding a file that is not an image."""
+    import pandas as pd
+    import torch
+
+    root, env, _ = repo
+    sets = ["task=translate", "data.source=openmoji:color", "data.max_images=120", "validate.min_images=50"]
+    sets += ["translate.holdout=0.2", "translate.triplets=4", "train.steps=10", "train.batch_size=8"]
+    sets += ["eval.curve_samples=8", "eval.kid_subset_size=8"]
+    exp = _sh([str(BIN / "dvc"), "exp", "run", "-n", "colouring", *(a for s in sets for a in ("-S", s))], root, env)
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+
+    raw = pd.read_parquet(root / "data/raw/manifest.parquet")
+    assert set(raw["domain"]) == {"style", "input"} and (raw["domain"] == "input").sum() == 120
+    inputs = pd.read_parquet(root / "data/processed/inputs.parquet")
+    assert {"split", "target", "key"} <= set(inputs.columns) and (inputs["target"] >= 0).all()
+    assert (inputs["split"] == "holdout").sum() >= 2
+    assert np.load(root / "data/processed/inputs.npy").shape == (len(inputs), 16, 16, 3)
+
+    ckpt = torch.load(root / "models/checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["kind"] == "translator" and ckpt["model"] == "pix2pix" and ckpt["step"] == 10
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert metrics["task"] == "translate" and metrics["holdout_images"] == (inputs["split"] == "holdout").sum()
+    for key in ("fid", "identity_fid", "mean_colour_fid", "l1", "identity_l1", "psnr", "ssim", "fid_ratio_identity"):
+        assert np.isfinite(metrics[key]), key
+    assert (root / "reports/render/triplets.png").is_file()
+    assert "Translation" in (root / "reports/index.html").read_text()
+
+    client = _mlflow_client(root)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("artgan").experiment_id])}
+    run = runs["colouring"]
+    assert run.data.params["task"] == "translate" and "fid" in run.data.metrics
+    assert run.data.tags["stages"] == "train,evaluate,render"
+    versions = client.search_model_versions("name='artgan-translator'")
+    assert [v.run_id for v in versions] == [run.info.run_id]
+
+    photos = root.parent / "photos"
+    photos.mkdir()
+    (photos / "notes.txt").write_text("not an image")
+    from PIL import Image
+
+    Image.new("RGBA", (40, 30), (0, 0, 0, 0)).save(photos / "a.png")
+    out = root.parent / "translated"
+    done = _sh([str(BIN / "artgan"), "translate", str(photos), "--out", str(out)], root, env)
+    assert done.returncode == 1 and "notes.txt" in done.stderr  # one line for the bad file, the rest translated
+    with Image.open(out / "a.png") as im:
+        assert im.size == (16, 16)
+
+
 def test_a_stage_run_before_its_inputs_exist_says_which_stage_to_run(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}

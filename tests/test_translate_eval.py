@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -149,48 +147,6 @@ def start_run(cfg, digest: str = "d" * 64) -> str:
         run_id = run.run_id
     write_json(Path(cfg.train.out_dir) / "mlflow_run.json", {"run_id": run_id})
     return run_id
-
-
-def _read_processed(cfg):
-    """The design's TranslationData, read by hand (stands in for pipeline.translation.pairs until it exists)."""
-    from dataclasses import dataclass
-
-    d = Path(cfg.data.processed_dir)
-
-    @dataclass
-    class TranslationData:
-        inputs: np.ndarray
-        styles: np.ndarray
-        inputs_df: pd.DataFrame
-        style_df: pd.DataFrame
-        paired: bool
-
-    inputs_df = pd.read_parquet(d / "inputs.parquet")
-    return TranslationData(
-        np.load(d / "inputs.npy"),
-        np.load(d / "images.npy"),
-        inputs_df,
-        pd.read_parquet(d / "manifest.parquet"),
-        bool(len(inputs_df)) and bool((inputs_df["target"] >= 0).all()),
-    )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def pairs_module():
-    """pipeline.translation.pairs (part A) or, until it exists, a stand-in reading the design's files."""
-    try:
-        import pipeline.translation.pairs  # noqa: F401
-
-        yield
-        return
-    except ImportError:
-        pass
-    stub = types.ModuleType("pipeline.translation.pairs")
-    stub.load_translation_data = _read_processed
-    stub.data_digest = lambda data: "0" * 64
-    sys.modules["pipeline.translation.pairs"] = stub
-    yield
-    del sys.modules["pipeline.translation.pairs"]
 
 
 def make_project(root: Path, model: str = "pix2pix", paired: bool = True, **over):
@@ -452,7 +408,9 @@ def test_a_generator_checkpoint_under_task_translate_is_one_line(tmp_path, monke
     path = Path(cfg.train.out_dir) / "checkpoint.pt"
     ckpt = torch.load(path, weights_only=True)
     torch.save({**ckpt, "kind": "gan"}, path)
-    with pytest.raises(ArtganError, match=r"checkpoint\.pt: a generator \(made by task generate.*re-run `artgan train`"):
+    with pytest.raises(
+        ArtganError, match=r"checkpoint\.pt: a generator \(made by task generate.*re-run `artgan train`"
+    ):
         evaluate.run(cfg)
     assert not (Path(cfg.reports_dir) / "metrics.json").exists()
 

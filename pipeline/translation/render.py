@@ -102,6 +102,12 @@ def _read_csv(path: Path) -> list[dict[str, float]]:
         return rows
 
 
+# the curves drawn: D's loss and G's adversarial term (G's total adds lambda times the L1 terms, which would flatten
+# the panel), D's outputs; then the L1 terms. Gradient norms, learning rates and img/s stay in train_curves.csv.
+ADVERSARIAL = ("loss_d", "loss_g_adv", "d_real", "d_fake")
+RECONSTRUCTION = ("l1", "cycle", "identity")
+
+
 def curves_figures(reports: Path):
     """(the training losses, the FID curve) as matplotlib figures, or None where there is no data: the adversarial
     losses in one panel, the reconstruction terms (L1, cycle, identity, ...) in the other."""
@@ -116,10 +122,9 @@ def curves_figures(reports: Path):
     if keys:
         loss_fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
         steps = [r.get("step", i) for i, r in enumerate(rows)]
-        adversarial = [k for k in keys if k.startswith(("loss_d", "loss_g", "d_"))]
         for ax, title, panel in (
-            (axes[0], "adversarial", adversarial),
-            (axes[1], "other terms", [k for k in keys if k not in adversarial]),
+            (axes[0], "adversarial", [k for k in ADVERSARIAL if k in keys]),
+            (axes[1], "reconstruction (L1)", [k for k in RECONSTRUCTION if k in keys]),
         ):
             for key in panel:
                 ax.plot(steps, [r.get(key, np.nan) for r in rows], label=key, lw=0.8)

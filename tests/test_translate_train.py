@@ -1,0 +1,222 @@
+"""Task translate's data and training: the pairing and the held-out split, the translators' shapes, the losses and
+the history buffer against hand computations, and bitwise resume."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import tiny_cfg
+
+from pipeline.config import parse
+from pipeline.data import pairing
+from pipeline.errors import ArtganError
+from pipeline.models.translators import TRANSLATORS
+from pipeline.training import checkpoint, dist
+from pipeline.translation.trainer import Domains, HistoryBuffer, TranslationTrainer, resolve_model
+
+
+# ----------------------------------------------------------------------------------------- models
+@pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])
+@pytest.mark.parametrize("size", [32, 64, 128, 256])
+def test_translators_map_images_to_images_and_d_to_a_patch_map(model, size):
+    torch.manual_seed(0)
+    G, D = TRANSLATORS[model](size, 4, 4)
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    y = G(x)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    logits = D(torch.cat([x, y], 1) if model == "pix2pix" else y)
+    assert logits.shape[:2] == (2, 1) and min(logits.shape[2:]) >= 2
+
+
+def test_a_size_that_is_not_a_power_of_two_is_refused():
+    with pytest.raises(ValueError, match="power of two"):
+        TRANSLATORS["pix2pix"](48, 4, 4)
+
+
+# ----------------------------------------------------------------------------------------- pairing and split
+class Tr:
+    pairing, holdout, split_seed = "auto", 0.25, 0
+
+
+def _frames(style_names, input_names):
+    style = pd.DataFrame({"path": [f"images/{n}.png" for n in style_names], "sha256": [f"s{n}" for n in style_names]})
+    inputs = pd.DataFrame(
+        {"path": [f"inputs/images/{n}.jpg" for n in input_names], "sha256": [f"i{n}" for n in input_names]}
+    )
+    return style, inputs
+
+
+def test_same_relative_names_pair_each_input_with_its_style_image():
+    style, inputs = _frames(["a", "b", "c", "d"], ["d", "b", "a", "c"])
+    plan = pairing.plan(style, inputs, Tr, "m")
+    assert plan.paired and plan.unmatched == []
+    for key, target in zip(plan.inputs["key"], plan.inputs["target"]):
+        assert plan.style["key"][target] == key  # the suffix does not matter: a.jpg pairs with a.png
+
+
+def test_unmatched_names_are_listed_and_left_out_of_the_pairs():
+    style, inputs = _frames(["a", "b", "c", "x"], ["a", "b", "c", "y"])
+    plan = pairing.plan(style, inputs, Tr, "m")
+    assert plan.paired
+    assert {(u["domain"], u["key"]) for u in plan.unmatched} == {("input", "images/y"), ("style", "images/x")}
+    assert sorted(plan.inputs["key"]) == sorted(plan.style["key"]) == ["images/a", "images/b", "images/c"]
+
+
+def test_sets_without_shared_names_are_unpaired_under_auto_and_an_error_under_paired():
+    style, inputs = _frames(["a", "b"], ["c", "d"])
+    plan = pairing.plan(style, inputs, Tr, "m")
+    assert not plan.paired and (plan.inputs["target"] == -1).all() and (plan.style["split"] == "train").all()
+
+    class Paired(Tr):
+        pairing = "paired"
+
+    with pytest.raises(ArtganError, match="translate.pairing"):
+        pairing.plan(style, inputs, Paired, "m")
+
+
+def test_the_held_out_split_is_fixed_by_content_and_seed_and_its_targets_are_held_out_too():
+    names = [f"n{i:03d}" for i in range(400)]
+    style, inputs = _frames(names, names)
+    plan = pairing.plan(style, inputs, Tr, "m")
+    held = set(plan.inputs.loc[plan.inputs["split"] == "holdout", "key"])
+    assert 0.15 < len(held) / len(names) < 0.35  # holdout 0.25
+    # reordered and grown, every file keeps its split
+    more = [f"m{i:03d}" for i in range(100)]
+    style2, inputs2 = _frames(more + names[::-1], names[::-1] + more)
+    plan2 = pairing.plan(style2, inputs2, Tr, "m")
+    held2 = set(plan2.inputs.loc[plan2.inputs["split"] == "holdout", "key"])
+    assert held2 & set(f"images/{n}" for n in names) == held
+    # a held-out input's target is held out: training sees neither
+    targets = plan.inputs.loc[plan.inputs["split"] == "holdout", "target"]
+    assert (plan.style["split"][targets] == "holdout").all()
+    assert (plan.style["split"] == "holdout").sum() == len(held)
+
+    class Seed1(Tr):
+        split_seed = 1
+
+    other = pairing.plan(style, inputs, Seed1, "m")
+    assert set(other.inputs.loc[other.inputs["split"] == "holdout", "key"]) != held
+
+
+# ----------------------------------------------------------------------------------------- training
+SIZE, N = 16, 8
+
+
+def make_trainer(tmp_path: Path, model: str, **train):
+    cfg = parse(
+        tiny_cfg(
+            tmp_path,
+            task="translate",
+            translate={"model": model, "pool_size": 4},
+            train={"batch_size": N, "loss": "lsgan", **train},
+        )
+    )
+    g = torch.Generator().manual_seed(5)
+    inputs = torch.randint(0, 256, (N, 3, SIZE, SIZE), dtype=torch.uint8, generator=g)
+    styles = torch.randint(0, 256, (N, 3, SIZE, SIZE), dtype=torch.uint8, generator=g)
+    targets = torch.arange(N).flip(0) if model == "pix2pix" else None
+    return TranslationTrainer(cfg, Domains(inputs, styles, targets), model, dist.World(), torch.device("cpu"))
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 127.5 - 1
+
+
+def test_pix2pix_g_loss_is_the_adversarial_term_plus_lambda_times_the_l1_to_the_target(tmp_path):
+    t = make_trainer(tmp_path, "pix2pix", augment=[])
+    G = copy.deepcopy(t.G)  # G before the step: the step reports its losses from the weights it started with
+    torch.manual_seed(7)  # G's dropout (the paper's noise) draws from the global generator
+    out = t.gan_step(1)
+    idx = t.state.order  # the step's batch: the whole set, in the order it drew
+    x, y = _unit(t.data.inputs[idx]), _unit(t.data.styles[t.data.targets[idx]])
+    torch.manual_seed(7)
+    with torch.no_grad():
+        l1 = F.l1_loss(G(x), y)
+    assert out["l1"].item() == pytest.approx(l1.item(), rel=1e-5)
+    assert out["loss_g"].item() == pytest.approx(out["loss_g_adv"].item() + 100.0 * l1.item(), rel=1e-5)
+
+
+def test_cyclegan_cycle_and_identity_terms_match_a_hand_computation(tmp_path):
+    t = make_trainer(tmp_path, "cyclegan", augment=[])
+    G, Fb = copy.deepcopy(t.G), copy.deepcopy(t.G_ba)
+    out = t.gan_step(1)
+    a, b = _unit(t.data.inputs), _unit(t.data.styles)
+    with torch.no_grad():
+        cycle = F.l1_loss(Fb(G(a)), a) + F.l1_loss(G(Fb(b)), b)
+        identity = F.l1_loss(G(b), b) + F.l1_loss(Fb(a), a)
+    assert out["cycle"].item() == pytest.approx(cycle.item(), rel=1e-5)
+    assert out["identity"].item() == pytest.approx(identity.item(), rel=1e-5)
+    lam, idt = 10.0, 0.5
+    expected = out["loss_g_adv"].item() + lam * cycle.item() + lam * idt * identity.item()
+    assert out["loss_g"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_history_buffer_fills_first_then_swaps_half_the_time():
+    pool = HistoryBuffer(3)
+    imgs = torch.arange(5.0).view(5, 1, 1, 1)
+    # the first three fill it and are shown as they are
+    shown = pool.query(imgs[:3], torch.zeros(3), torch.zeros(3, dtype=torch.long))
+    assert shown.flatten().tolist() == [0, 1, 2]
+    # u < 0.5: the stored image at the slot is shown and the new one takes its place; else the new one is shown
+    shown = pool.query(imgs[3:], torch.tensor([0.2, 0.9]), torch.tensor([4, 0]))
+    assert shown.flatten().tolist() == [1, 4]  # slot 4 % 3 = 1
+    assert pool.images.flatten().tolist() == [0, 3, 2]
+    assert HistoryBuffer(0).query(imgs, torch.zeros(5), torch.zeros(5, dtype=torch.long)) is imgs
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])
+def test_resume_from_a_checkpoint_ends_bitwise_where_an_uninterrupted_run_does(tmp_path, model):
+    torch.set_num_threads(1)
+    straight = make_trainer(tmp_path, model)
+    for step in range(1, 7):
+        straight.gan_step(step)
+        straight.update_ema(step)
+
+    first = make_trainer(tmp_path, model)
+    for step in range(1, 4):
+        first.gan_step(step)
+        first.update_ema(step)
+        first.state.step = step
+    path = tmp_path / "latest.pt"
+    checkpoint.save(path, first.state_dict())
+    torch.manual_seed(123)  # whatever the process did since: the checkpoint restores it
+    resumed = make_trainer(tmp_path, model)
+    resumed.load_state_dict(checkpoint.load(path))
+    for step in range(4, 7):
+        resumed.gan_step(step)
+        resumed.update_ema(step)
+    for a, b in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        if a[0] in ("G", "D", "G_ba", "D_a", "G_ema") and a[1] is not None:
+            for k in a[1]:
+                assert torch.equal(a[1][k], b[1][k]), (a[0], k)
+
+
+def test_auto_picks_pix2pix_for_pairs_and_cyclegan_otherwise_and_pix2pix_needs_pairs():
+    assert resolve_model("auto", True) == "pix2pix" and resolve_model("auto", False) == "cyclegan"
+    with pytest.raises(ArtganError, match="cyclegan"):
+        resolve_model("pix2pix", False)
+
+
+def test_a_wgan_loss_is_refused_in_one_line(tmp_path):
+    with pytest.raises(ArtganError, match="train.loss"):
+        make_trainer(tmp_path, "pix2pix", loss="wgan-gp")
+
+
+def test_the_loaded_data_exclude_held_out_inputs_and_their_targets_from_training():
+    from pipeline.translation.pairs import TranslationData
+
+    names = [f"n{i:02d}" for i in range(40)]
+    style, inputs = _frames(names, names)
+    plan = pairing.plan(style, inputs, Tr, "m")
+    imgs = np.zeros((40, 4, 4, 3), np.uint8)
+    data = TranslationData(imgs, imgs, plan.inputs, plan.style, True)
+    train_in, train_style = data.train_rows()
+    assert set(plan.inputs["target"][train_in]) <= set(train_style)
+    held_targets = plan.inputs["target"][plan.inputs["split"] == "holdout"]
+    assert not set(held_targets) & set(train_style)
