@@ -14,7 +14,7 @@ CHROMIUM := /usr/bin/chromium
 POSTGRES := /usr/bin/pg_ctlcluster
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install setup repro test test-fast lint clean
+.PHONY: install setup repro translate test test-fast lint clean
 
 $(BIN)/artgan: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ setup: install $(CHROMIUM) $(POSTGRES)
 
 repro: install
 	$(BIN)/dvc repro
+
+# the default translate run (docs/translation.md): the built-in OpenMoji line art -> colour pairs, pix2pix at 64 px,
+# as a named DVC experiment in the workspace (params.yaml then holds these values; `git checkout params.yaml dvc.lock
+# && dvc checkout` goes back to the generation default)
+TRANSLATE := -S task=translate -S data.source=openmoji:color -S data.image_size=64 -S train.steps=1800 \
+	-S train.lr_g=0.0002 -S train.snapshot_every=600
+translate: install
+	$(BIN)/dvc exp run -n line-to-colour $(TRANSLATE)
 
 test: setup lint
 	$(BIN)/python -m pytest

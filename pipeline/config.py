@@ -165,13 +165,13 @@ class ModelCfg(Section):
 
 class TrainCfg(Section):
     seed: NonNegInt = 0
-    steps: PosInt = 12000
+    steps: PosInt = 11700
     batch_size: Annotated[int, Field(ge=2)] = 16  # batch norm needs two samples
     loss: str = "ns"
     n_critic: PosInt = 1  # discriminator steps per generator step
     clip_value: PosFloat = 0.01  # WGAN weight clipping (loss wgan)
     gp_weight: NonNegFloat = 10.0  # gradient-penalty weight lambda (loss wgan-gp)
-    r1_gamma: NonNegFloat = 0.0  # R1 penalty weight gamma; 0 = off
+    r1_gamma: NonNegFloat = 0.1  # R1 penalty weight gamma; 0 = off
     r1_every: PosInt = 16  # lazy R1: on the D updates of every N-th training step, scaled by N
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999  # EMA generator; 0 = off
     augment: tuple[str, ...] = ("translation", "cutout")  # DiffAugment policies: color, translation, cutout

@@ -375,7 +375,12 @@ def metrics_section(metrics: dict | None) -> str:
 
 
 FID_TARGET, L1_TARGET = 1 / 3, 1 / 2  # task translate: at most these fractions of the identity baseline's FID and L1
-BASELINES = (("translated", ""), ("identity (input unchanged)", "identity_"), ("mean colour", "mean_colour_"))
+BASELINES = (
+    ("translated", ""),
+    ("identity (input unchanged)", "identity_"),
+    ("mean colour", "mean_colour_"),
+    ("target (a perfect translator)", "target_"),
+)
 
 
 def _inputs_rows(cfg: Config) -> list[tuple]:
@@ -429,10 +434,16 @@ def translation_section(cfg: Config, metrics: dict | None) -> str:
         if any(f"{p}{key}" in m for _, p in BASELINES):
             rows.append((label, *(m.get(f"{p}{key}", "") for _, p in BASELINES)))
     if "cycle_l1" in m:
-        rows.append(("cycle L1 (back to the input)", m["cycle_l1"], "", ""))
+        rows.append(("cycle L1 (back to the input)", m["cycle_l1"], *[""] * (len(BASELINES) - 1)))
     out += _table(rows, ("metric", *(name for name, _ in BASELINES)))
     out += "<p>Targets:</p><ul>"
     out += _target("FID", m.get("fid_ratio_identity"), FID_TARGET, "at most 1/3 of the identity's")
+    if "target_fid" in m:
+        floor = m["target_fid"] / max(m.get("identity_fid", 0), 1e-12)
+        out += (
+            f"<li>a perfect translator (the held-out targets themselves) scores {escape(_fmt(floor))} of the "
+            "identity's FID at this number of held-out images</li>"
+        )
     if "l1" in m:
         out += _target("L1", m.get("l1_ratio_identity"), L1_TARGET, "at most 1/2 of the identity's")
     else:

@@ -223,7 +223,8 @@ def _experiments(show: list) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def queued(tmp_path_factory):
     """A baseline `dvc repro`, committed, then two queued experiments (`-S train.loss=hinge,lsgan`, a sweep)
-    run by `dvc exp run --run-all`."""
+    run at the same time by two queue workers (`dvc exp run --run-all -j 2`) on the default SQLite store: both
+    runs must come out complete (issue 22)."""
     base = tmp_path_factory.mktemp("experiments")
     repo = base / "repo"
     copy_project(repo, _tiny())
@@ -239,7 +240,7 @@ def queued(tmp_path_factory):
     assert queue.stdout.count("Queued experiment") == 2, queue.stdout
     # --run-all starts a queue worker and follows the experiments to the end (as `dvc queue start` would,
     # without the polling); it exits 0 even when one fails, hence `dvc queue status`
-    run_all = _sh([DVC, "exp", "run", "--run-all", "-j", "1"], repo, env)
+    run_all = _sh([DVC, "exp", "run", "--run-all", "-j", "2"], repo, env)
     status = _sh([DVC, "queue", "status"], repo, env).stdout
     show = json.loads(_sh([DVC, "exp", "show", "--json"], repo, env).stdout)
     exps = _experiments(show)

@@ -256,6 +256,20 @@ def test_the_mean_colour_baseline_is_the_training_style_images_mean(project):
     assert m["mean_colour_l1"] == pytest.approx(l1(np.broadcast_to(colour, target.shape).copy(), target), abs=1e-6)
 
 
+def test_the_perfect_translator_baseline_is_the_held_out_targets_own_fid(project):
+    """The FID floor at this many held-out images: what the targets themselves score (paired data only)."""
+    from pipeline.metrics.fid import Reference
+    from pipeline.metrics.inception import FastInception, extract_features
+
+    cfg, data = project["cfg"], project["data"]
+    _, target = holdout(data)
+    stats = np.load(Path(cfg.data.processed_dir) / "fid_stats.npz")
+    by_hand = Reference(stats["mu"], stats["sigma"]).fid(extract_features(FastInception(), target, 8))
+    m = json.loads((Path(cfg.reports_dir) / "metrics.json").read_text())
+    assert m["target_fid"] == pytest.approx(by_hand, rel=1e-4)
+    assert m["target_fid"] < m["mean_colour_fid"]
+
+
 def test_the_fid_curve_has_a_point_per_snapshot_on_the_held_out_inputs(project):
     cfg = project["cfg"]
     with open(Path(cfg.reports_dir) / "fid_curve.csv", newline="") as f:

@@ -64,6 +64,29 @@ class State:
     seconds: float = 0.0
     run_id: str | None = None
 
+    def to_checkpoint(self) -> dict:
+        return {
+            "step": self.step,
+            "order": self.order,
+            "cursor": self.cursor,
+            "curves": self.curves,
+            "seconds": self.seconds,
+            "run_id": self.run_id,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, ck: dict) -> "State":
+        keys = ("step", "order", "cursor", "seconds", "run_id")
+        return cls(curves=list(ck["curves"]), **{k: ck[k] for k in keys})
+
+
+def check_finite(values: dict[str, torch.Tensor], step: int, world: dist.World) -> None:
+    """A NonFinite stop when any of one step's values is a NaN or an infinity, on any process."""
+    bad = not all(math.isfinite(v) for v in torch.stack([v.detach().float() for v in values.values()]).tolist())
+    if dist.broadcast_flag(bad, world):
+        shown = ", ".join(f"{k}={v.item():.4g}" for k, v in values.items())
+        raise NonFinite(f"non-finite loss at step {step} ({shown})")
+
 
 class Trainer:
     def __init__(self, cfg, data: Data, world: dist.World, device: torch.device):
@@ -179,10 +202,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- one optimisation step
     def _check(self, values: dict[str, torch.Tensor], step: int) -> None:
-        bad = not all(math.isfinite(v) for v in torch.stack([v.detach().float() for v in values.values()]).tolist())
-        if dist.broadcast_flag(bad, self.world):
-            shown = ", ".join(f"{k}={v.item():.4g}" for k, v in values.items())
-            raise NonFinite(f"non-finite loss at step {step} ({shown})")
+        check_finite(values, step, self.world)
 
     def _step_d(self, c: dict, fake: torch.Tensor, r1: bool, check: Check) -> dict[str, torch.Tensor]:
         t = self.t
@@ -292,20 +312,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        s = self.state
         return {
-            "step": s.step,
+            **self.state.to_checkpoint(),
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "gen": self.gen.get_state(),
-            "order": s.order,
-            "cursor": s.cursor,
-            "curves": s.curves,
-            "seconds": s.seconds,
-            "run_id": s.run_id,
             "world_size": self.world.size,
         }
 
@@ -318,14 +332,7 @@ class Trainer:
         self.opt_d.load_state_dict(ck["opt_d"])
         self.runner.reset(self.opt_g, self.opt_d)  # this run's way of stepping, whatever the checkpoint's run used
         self.gen.set_state(ck["gen"])
-        self.state = State(
-            step=ck["step"],
-            order=ck["order"],
-            cursor=ck["cursor"],
-            curves=list(ck["curves"]),
-            seconds=ck["seconds"],
-            run_id=ck["run_id"],
-        )
+        self.state = State.from_checkpoint(ck)
         checkpoint.set_rng_states(ck["rng"])
 
 

@@ -6,7 +6,8 @@
 - Paired data: L1, PSNR and SSIM of each translation against its target (pipeline/metrics/translation.py).
 - CycleGAN: `cycle_l1`, the L1 of G_BA(G_AB(x)) against x.
 - Baselines, the same metrics of `identity` (the inputs unchanged) and `mean_colour` (every pixel the mean colour of
-  the training style images), and the ratios the issue's targets read: fid_ratio_identity (target <= 1/3) and
+  the training style images); paired, the FID and KID of `target` (the held-out targets themselves: a perfect
+  translator, so the floor that FID's small-sample bias sets at this many images); and the ratios the issue's targets read: fid_ratio_identity (target <= 1/3) and
   l1_ratio_identity (target <= 1/2).
 - FID curve: every training snapshot translates the first `eval.curve_samples` held-out inputs (by path).
 - Memorisation: the first `translate.triplets` held-out translations (by path) above their nearest training style
@@ -144,13 +145,15 @@ def run(cfg: Config) -> dict:
             "identity_": score(model, x, reference, real_feats, e, "identity FID features"),
             "mean_colour_": score(model, colour, reference, real_feats, e, "mean colour FID features"),
         }
+        if data.paired:  # a perfect translator: the FID floor of this many held-out images
+            target = np.ascontiguousarray(data.styles[data.inputs_df["target"].to_numpy()[held]])
+            scores["target_"] = score(model, target, reference, real_feats, e, "target FID features")
         metrics: dict = {"task": "translate", "model": str(ckpt["model"]), "holdout_images": int(len(held))}
         metrics["n_train"] = int((data.inputs_df["split"].astype(str) == "train").sum())
         metrics["n_train_style"] = int(len(style_train))
         for prefix, s in scores.items():
             metrics |= {f"{prefix}fid": s["fid"], f"{prefix}kid": s["kid"], f"{prefix}kid_std": s["kid_std"]}
         if data.paired:
-            target = np.ascontiguousarray(data.styles[data.inputs_df["target"].to_numpy()[held]])
             for prefix, images in (("", fake), ("identity_", x), ("mean_colour_", colour)):
                 metrics |= {f"{prefix}{k}": v for k, v in paired_metrics(images, target).items()}
         if G_back is not None:

@@ -26,7 +26,7 @@ from pipeline.errors import ArtganError
 from pipeline.losses import LOSSES
 from pipeline.models.translators import TRANSLATORS
 from pipeline.training import checkpoint, dist
-from pipeline.training.loop import NonFinite, State, grad_norm
+from pipeline.training.loop import State, check_finite, grad_norm
 
 KIND = "translator"
 
@@ -229,18 +229,10 @@ class TranslationTrainer:
         self._update(self.opt_d, self.discs, out["loss_d"], out, "d", check)
         return g | out
 
-    def _check(self, values: dict[str, torch.Tensor], step: int) -> None:
-        import math
-
-        bad = not all(math.isfinite(v) for v in torch.stack([v.detach().float() for v in values.values()]).tolist())
-        if dist.broadcast_flag(bad, self.world):
-            shown = ", ".join(f"{k}={v.item():.4g}" for k, v in values.items())
-            raise NonFinite(f"non-finite loss at step {step} ({shown})")
-
     def gan_step(self, step: int) -> dict[str, torch.Tensor]:
         d = self._draw()
         compute = self._pix2pix if self.model == "pix2pix" else self._cyclegan
-        return compute(d, lambda values: self._check(values, step))
+        return compute(d, lambda values: check_finite(values, step, self.world))
 
     @torch.no_grad()
     def update_ema(self, step: int) -> None:
@@ -255,9 +247,8 @@ class TranslationTrainer:
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        s = self.state
         return {
-            "step": s.step,
+            **self.state.to_checkpoint(),
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
             "G_ba": self.G_ba.state_dict() if self.G_ba is not None else None,
@@ -266,14 +257,9 @@ class TranslationTrainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "gen": self.gen.get_state(),
-            "order": s.order,
-            "cursor": s.cursor,
             "style_order": self.style_order,
             "style_cursor": self.style_cursor,
             "pools": [p.images for p in self.pools],
-            "curves": s.curves,
-            "seconds": s.seconds,
-            "run_id": s.run_id,
             "world_size": self.world.size,
         }
 
@@ -291,14 +277,7 @@ class TranslationTrainer:
         self.style_order, self.style_cursor = ck["style_order"], ck["style_cursor"]
         for pool, images in zip(self.pools, ck["pools"]):
             pool.images = images.to(self.device) if images is not None else None
-        self.state = State(
-            step=ck["step"],
-            order=ck["order"],
-            cursor=ck["cursor"],
-            curves=list(ck["curves"]),
-            seconds=ck["seconds"],
-            run_id=ck["run_id"],
-        )
+        self.state = State.from_checkpoint(ck)
         checkpoint.set_rng_states(ck["rng"])
 
     def checkpoint_fields(self) -> dict:
