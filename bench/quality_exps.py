@@ -2,7 +2,7 @@
 
     dvc exp run --queue -n NAME -S train.threads=1 -S eval.curve_samples=0 -S registry.enabled=false -S ...
     dvc queue start -j 1            # one training at a time
-    python bench/quality_exps.py --rev <the commit the experiments were queued on> [--rev ...]
+    python bench/quality_exps.py --rev <the commit the experiments were queued on> [--rev ...] [--sweep NAME]
 
 For each finished experiment of the given baseline commits it reads the params and reports/metrics.json that
 `dvc exp show --json` lists, the params it changed against its baseline, and its grid (render/grid.png, from
@@ -24,7 +24,14 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- dvc-exp-sweep: written by bench/quality_exps.py -->", "<!-- /dvc-exp-sweep -->"
+
+
+def markers(sweep: str) -> tuple[str, str]:
+    """The comments around one sweep's section; each sweep (a repository the experiments ran in) keeps its own."""
+    tag = f"dvc-exp-sweep {sweep}" if sweep else "dvc-exp-sweep"
+    return f"<!-- {tag}: written by bench/quality_exps.py -->", f"<!-- /{tag} -->"
+
+
 PROTOCOL = {"train.threads", "eval.curve_samples", "registry.enabled"}  # how a row ran, not what it tried
 METRICS = ("fid", "kid_mean", "kid_std", "precision", "recall")
 
@@ -107,11 +114,12 @@ def tried(changed: dict) -> str:
     return ", ".join(f"`{k}={v}`" for k, v in items.items()) or "the baseline's params"
 
 
-def section(rows: list[dict], img_dir: Path, machine: str, date: str) -> list[str]:
+def section(rows: list[dict], img_dir: Path, machine: str, date: str, sweep: str) -> list[str]:
+    begin, end = markers(sweep)
     lines = [
-        BEGIN,
+        begin,
         "",
-        "## The `dvc exp` sweep",
+        f"## The `dvc exp` sweep{' ' + sweep if sweep else ''}",
         "",
         f"Queued with `dvc exp run --queue` and run by at most two queue workers (`dvc queue start -j 2`), one "
         f"torch thread each (`train.threads=1`), on {machine}, {date}; the protocol is the default evaluate "
@@ -168,7 +176,7 @@ def section(rows: list[dict], img_dir: Path, machine: str, date: str) -> list[st
                 f"![{r['name']}](img/quality/{dst.name})",
                 "",
             ]
-    return lines + [END]
+    return lines + [end]
 
 
 def main() -> None:
@@ -177,14 +185,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "quality.md")
     ap.add_argument("--machine", default=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     ap.add_argument("--date", default=__import__("datetime").date.today().isoformat())
+    ap.add_argument(
+        "--sweep", default="", help="the sweep's name: its own section, so sweeps run in other clones stay on the page"
+    )
     args = ap.parse_args()
     img_dir = args.out.parent / "img" / "quality"
     img_dir.mkdir(parents=True, exist_ok=True)
-    new = section(experiments(args.rev), img_dir, args.machine, args.date)
+    new = section(experiments(args.rev), img_dir, args.machine, args.date, args.sweep)
+    begin, end = markers(args.sweep)
     text = args.out.read_text() if args.out.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + "\n".join(new) + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + "\n".join(new) + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + "\n".join(new) + "\n"
     tmp = args.out.with_suffix(".md.tmp")
