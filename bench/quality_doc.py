@@ -15,6 +15,18 @@ import shutil
 from pathlib import Path
 
 PROTOCOL_KEYS = ("train.threads", "eval.curve_samples", "registry.enabled")  # how a row ran, not what it tried
+# kept from the page as it is: the hand-written summary between these, and the `dvc exp` sweeps (bench/quality_exps.py)
+SUMMARY = ("<!-- summary: written by hand -->", "<!-- /summary -->")
+SWEEPS = "<!-- dvc-exp-sweep"
+
+
+def kept(out: Path) -> tuple[str, str]:
+    """The summary block and everything from the first sweep on, from the page as it is now."""
+    text = out.read_text() if out.exists() else ""
+    summary = ""
+    if SUMMARY[0] in text and SUMMARY[1] in text:
+        summary = SUMMARY[0] + text.split(SUMMARY[0], 1)[1].split(SUMMARY[1], 1)[0] + SUMMARY[1]
+    return summary, (SWEEPS + text.split(SWEEPS, 1)[1]).rstrip() if SWEEPS in text else ""
 
 
 def read_rows(paths: list[Path]) -> list[dict]:
@@ -52,10 +64,13 @@ def write(rows: list[dict], out: Path) -> None:
     for r in rows:
         if tried(r) == "the defaults of 2026-12-03":
             base.setdefault(dataset_of(r), r)
+    summary, sweeps = kept(out)
     lines = [
         "# Quality: what was tried, and what each setting draws",
         "",
-        "Written by `python bench/quality_doc.py` from the rows `bench/quality_table.py` ran; do not edit by hand.",
+        *([summary, ""] if summary else []),
+        "Below the summary, written by `python bench/quality_doc.py` from the rows `bench/quality_table.py` ran, and",
+        "by `python bench/quality_exps.py` from `dvc exp` sweeps; do not edit those parts by hand.",
         "Protocol of every row: the default evaluate (2,048 generated images against all real images of the",
         "dataset's `data/processed`, TF-Inception FID, KID, k=3 precision/recall), train and evaluate on one thread",
         "(`train.threads=1`: two rows ran side by side on the 2 cores), no FID curve. No timings: rows that share",
@@ -85,6 +100,7 @@ def write(rows: list[dict], out: Path) -> None:
         name = f"{i:02d}-{dataset_of(r)}-seed{r['overrides'].get('train.seed', 0)}.png"
         shutil.copyfile(grid, img_dir / name)
         lines += [f"**{dataset_of(r)}, {tried(r)}** (FID {r['fid']:.1f})", "", f"![{tried(r)}](img/quality/{name})", ""]
+    lines += [sweeps] if sweeps else []
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out)
