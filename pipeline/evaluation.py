@@ -3,13 +3,14 @@ of uint8 images against them, and the memorisation picture (each image above its
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import ArtganError
-from pipeline.io import read_input
-from pipeline.layout import STATS
+from pipeline.io import atomic_path, read_input, write_json
+from pipeline.layout import FID_CURVE, MEMORISATION, METRICS, STATS
 
 
 def read_stats(cfg) -> dict:
@@ -54,3 +55,21 @@ def pairs_image(fake: np.ndarray, real: np.ndarray, ratios: np.ndarray, scale: i
             canvas.paste(tile, (x, pad + row * (s + pad)))
         draw.text((x, 2 * s + 2 * pad), f"{ratios[i]:.2f}", fill="red" if ratios[i] < 1 else "black")
     return canvas
+
+
+def write_outputs(cfg, mlrun, metrics: dict, curve: list[dict], pairs) -> None:
+    """Evaluate's outputs, once every number is in hand, each written atomically: the memorisation picture, the FID
+    curve, metrics.json; and the same to the MLflow run (numeric metrics, the curve as fid_curve per step)."""
+    reports = Path(cfg.reports_dir)
+    with atomic_path(reports / MEMORISATION) as tmp:
+        pairs.save(tmp, format="PNG")
+    with atomic_path(reports / FID_CURVE) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["step", "fid", "n_samples"])
+            w.writeheader()
+            w.writerows(curve)
+    write_json(reports / METRICS, metrics)
+    mlrun.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    for row in curve:
+        mlrun.log_metrics({"fid_curve": row["fid"]}, step=row["step"])
+    mlrun.log_image(pairs, key="memorisation", artifact_file=MEMORISATION)

@@ -119,6 +119,23 @@ def _opset(proto) -> int:
     return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def _checked_export(checkpoint, opset: int | None, export):
+    """`export()`'s (ONNX proto, exporter name), or one line: the export failed, or wrote another opset than asked."""
+    try:
+        proto, exporter = export()
+    except Exception as exc:
+        raise ArtganError(
+            f"{checkpoint}: ONNX export failed{f' at opset {opset}' if opset else ''} ({_first_line(exc)})"
+        ) from None
+    got_opset = _opset(proto)
+    if opset is not None and got_opset != opset:
+        raise ArtganError(
+            f"--opset {opset}: the exporter could not write that opset (it wrote {got_opset}); "
+            "leave --opset out for the exporter's default"
+        )
+    return proto, exporter
+
+
 def _check(path: Path, G, z_dim: int, n_classes: int) -> float:
     """The max abs difference between onnxruntime on `path` and torch over seeded batches of CHECK_BATCHES."""
     import numpy as np
@@ -192,20 +209,11 @@ def export_translator(
 
     ckpt = read_translator(checkpoint, "pass a translator or generator checkpoint")
     tr = Translator.from_checkpoint(ckpt, checkpoint, ema)
-    try:
-        proto, exporter = _export_module(
-            tr.G, (_images(tr.image_size, EXPORT_BATCH, 12345),), ["image"], TRANSLATED, opset
-        )
-    except Exception as exc:
-        raise ArtganError(
-            f"{checkpoint}: ONNX export failed{f' at opset {opset}' if opset else ''} ({_first_line(exc)})"
-        ) from None
-    got_opset = _opset(proto)
-    if opset is not None and got_opset != opset:
-        raise ArtganError(
-            f"--opset {opset}: the exporter could not write that opset (it wrote {got_opset}); "
-            "leave --opset out for the exporter's default"
-        )
+    proto, exporter = _checked_export(
+        checkpoint,
+        opset,
+        lambda: _export_module(tr.G, (_images(tr.image_size, EXPORT_BATCH, 12345),), ["image"], TRANSLATED, opset),
+    )
     meta = {
         "task": "translate",
         "model": tr.model,
@@ -226,7 +234,7 @@ def export_translator(
     return {
         "path": str(out),
         "bytes": len(data),
-        "opset": got_opset,
+        "opset": _opset(proto),
         "exporter": exporter,
         "weights": tr.weights,
         "model": tr.model,
@@ -254,18 +262,7 @@ def export_onnx(checkpoint: Path, out: Path, ema: bool = True, opset: int | None
     m = ckpt["config"]["model"]
     z_dim, classes = int(m["z_dim"]), [str(c) for c in (ckpt.get("classes") or [])]
     n_classes = len(classes)
-    try:
-        proto, exporter = _export(G, z_dim, n_classes, opset)
-    except Exception as exc:
-        raise ArtganError(
-            f"{checkpoint}: ONNX export failed{f' at opset {opset}' if opset else ''} ({_first_line(exc)})"
-        ) from None
-    got_opset = _opset(proto)
-    if opset is not None and got_opset != opset:
-        raise ArtganError(
-            f"--opset {opset}: the exporter could not write that opset (it wrote {got_opset}); "
-            "leave --opset out for the exporter's default"
-        )
+    proto, exporter = _checked_export(checkpoint, opset, lambda: _export(G, z_dim, n_classes, opset))
     meta = {
         "z_dim": z_dim,
         "n_classes": n_classes,
@@ -287,7 +284,7 @@ def export_onnx(checkpoint: Path, out: Path, ema: bool = True, opset: int | None
     return {
         "path": str(out),
         "bytes": len(data),
-        "opset": got_opset,
+        "opset": _opset(proto),
         "exporter": exporter,
         "weights": weights,
         "arch": m["arch"],

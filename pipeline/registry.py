@@ -183,84 +183,70 @@ def _missing(exc: BaseException) -> bool:
     )
 
 
-def log_generator_model(checkpoint: Path, conditional: bool) -> str:
-    """Log the generator as a pyfunc model (pipeline/pyfunc_model.py, seeds -> PNG) into the active run, with
-    its signature, an input example and the artgan code it runs; returns the model URI."""
+def _log_pyfunc(name: str, python_model: str, checkpoint: Path, signature, example, what: str) -> str:
+    """Log a pyfunc model of artgan's code (`python_model`: a file under pipeline/) with the checkpoint as its
+    artifact, its signature, an input example and pinned requirements into the active run; returns its URI."""
     import importlib.metadata as md
-
-    import pandas as pd
-
-    mlflow = tracking._mlflow()
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
 
     import pipeline
     from pipeline.layout import CHECKPOINT_ARTIFACT
 
+    mlflow = tracking._mlflow()
     code = Path(pipeline.__file__).parent
+    reqs = [
+        f"{pkg}=={md.version(pkg).split('+')[0]}"
+        for pkg in ("mlflow", "torch", "torchvision", "numpy", "pandas", "pillow")
+    ]
+    try:
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(code / python_model),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+            code_paths=[str(code)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=reqs,
+        )
+    except Exception as exc:
+        raise ArtganError(f"MLflow could not log the {what} model: {first_line(exc)}") from None
+    return info.model_uri
+
+
+def log_generator_model(checkpoint: Path, conditional: bool) -> str:
+    """Log the generator as a pyfunc model (pipeline/pyfunc_model.py, seeds -> PNG) into the active run, with
+    its signature, an input example and the artgan code it runs; returns the model URI."""
+    import pandas as pd
+
+    tracking._mlflow()
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
 
     inputs = Schema([ColSpec("long", "seed"), ColSpec("string", "label", required=False)])
     outputs = Schema([ColSpec("long", "seed"), ColSpec("string", "label"), ColSpec("string", "png")])
     example = pd.DataFrame({"seed": [0, 1]})
     if conditional:
         example["label"] = ["", ""]
-    reqs = [
-        f"{pkg}=={md.version(pkg).split('+')[0]}"
-        for pkg in ("mlflow", "torch", "torchvision", "numpy", "pandas", "pillow")
-    ]
-    try:
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_NAME,
-            python_model=str(code / "pyfunc_model.py"),
-            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-            code_paths=[str(code)],
-            signature=ModelSignature(inputs, outputs),
-            input_example=example,
-            pip_requirements=reqs,
-        )
-    except Exception as exc:
-        raise ArtganError(f"MLflow could not log the generator model: {first_line(exc)}") from None
-    return info.model_uri
+    return _log_pyfunc(MODEL_NAME, "pyfunc_model.py", checkpoint, ModelSignature(inputs, outputs), example, "generator")
 
 
 def log_translator_model(checkpoint: Path, image_size: int) -> str:
     """Log a translator as a pyfunc model (pipeline/translation/pyfunc.py: a column `image` of PNG/JPEG bytes in,
     a column `image` of translated PNG bytes out) into the active run, with its signature, an input example and
     the artgan code it runs; returns the model URI."""
-    import importlib.metadata as md
     import io
 
     import pandas as pd
     from PIL import Image
 
-    mlflow = tracking._mlflow()
+    tracking._mlflow()
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    import pipeline
-    from pipeline.layout import CHECKPOINT_ARTIFACT
-
-    code = Path(pipeline.__file__).parent
     signature = ModelSignature(Schema([ColSpec("binary", "image")]), Schema([ColSpec("binary", "image")]))
     buf = io.BytesIO()
     Image.new("RGB", (image_size, image_size), "white").save(buf, format="PNG")
-    reqs = [
-        f"{pkg}=={md.version(pkg).split('+')[0]}"
-        for pkg in ("mlflow", "torch", "torchvision", "numpy", "pandas", "pillow")
-    ]
-    try:
-        info = mlflow.pyfunc.log_model(
-            name=TRANSLATOR_MODEL_NAME,
-            python_model=str(code / "translation" / "pyfunc.py"),
-            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-            code_paths=[str(code)],
-            signature=signature,
-            input_example=pd.DataFrame({"image": [buf.getvalue()]}),
-            pip_requirements=reqs,
-        )
-    except Exception as exc:
-        raise ArtganError(f"MLflow could not log the translator model: {first_line(exc)}") from None
-    return info.model_uri
+    example = pd.DataFrame({"image": [buf.getvalue()]})
+    return _log_pyfunc(TRANSLATOR_MODEL_NAME, "translation/pyfunc.py", checkpoint, signature, example, "translator")
 
 
 def registered_model(name: str) -> dict | None:

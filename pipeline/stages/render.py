@@ -19,19 +19,15 @@ Task translate draws the translator's pictures instead: pipeline/translation/ren
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from pipeline import dvclock, tracking
+from pipeline import tracking
 from pipeline.artifacts import load_generator, load_images, load_labels, load_snapshots
 from pipeline.config import Config
 from pipeline.imaging import grid, grid_image
-from pipeline.io import atomic_dir
-from pipeline.layout import CURVES, FID_CURVE, MEMORISATION, REAL, RENDER, run_file
-from pipeline.report import (
-    MAX_CLASS_GRIDS,  # one cap: render draws that many, the report says so
-    upscale_pictures,
-)
+from pipeline.layout import CURVES, FID_CURVE, REAL, RENDER, run_file
+from pipeline.rendering import read_csv, render_dir
+from pipeline.report import MAX_CLASS_GRIDS  # one cap: render draws that many, the report says so
 
 INTERP_STEPS = 10
 GIF_SIDE, GIF_KEYS, GIF_STEPS, GIF_MS = 4, 4, 8, 80
@@ -130,13 +126,6 @@ def progress_strip(cfg: Config, z, y):
     return canvas
 
 
-def _read_csv(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
-
-
 def curves_figures(reports: Path):
     """(loss curves, FID curve) as matplotlib figures, or None where there is no data."""
     import matplotlib
@@ -144,7 +133,7 @@ def curves_figures(reports: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = _read_csv(reports / CURVES)
+    rows = read_csv(reports / CURVES)
     loss_fig = None
     if rows:
         loss_fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
@@ -164,7 +153,7 @@ def curves_figures(reports: Path):
         if axes[2].lines:
             axes[2].set_yscale("log")
         loss_fig.tight_layout()
-    fid_rows = _read_csv(reports / FID_CURVE)
+    fid_rows = read_csv(reports / FID_CURVE)
     fid_fig = None
     if fid_rows:
         fid_fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -179,10 +168,8 @@ def run(cfg: Config) -> dict:
         from pipeline.translation.render import run as run_translate
 
         return run_translate(cfg)
-    import matplotlib.pyplot as plt
     import torch
 
-    from pipeline.report import write_report
     from pipeline.translation.translator import check_task
 
     check_task(cfg)  # a translator in models/ is one line, not a state-dict mismatch
@@ -193,16 +180,9 @@ def run(cfg: Config) -> dict:
     n = nrow**2
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(cfg.render.seed))
     y = _labels(n, nrow, n_classes)
-    reports = Path(cfg.reports_dir)
-    written: list[str] = []
     with tracking.resume_run("render", run_file(cfg)) as mlrun:
-        with atomic_dir(reports / RENDER, "reports_dir", "grid.png") as tmp:
-
-            def save(img, name: str, **kw) -> None:
-                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                (img.savefig if hasattr(img, "savefig") else img.save)(tmp / name, **kw)  # a figure or a PIL image
-                written.append(name)
-
+        with render_dir(cfg, mlrun, "grid.png", curves_figures) as out:
+            save = out.save
             if n_classes > MAX_CLASS_GRIDS:
                 print(f"render: per-class grids for the first {MAX_CLASS_GRIDS} of {n_classes} classes", flush=True)
             with torch.no_grad():
@@ -221,13 +201,9 @@ def run(cfg: Config) -> dict:
             prog = progress_strip(cfg, z[:k], y[:k] if y is not None else None)
             if prog is not None:
                 save(prog, "progress.png")
-            for fig, name in zip(curves_figures(reports), ("loss_curves.png", "fid_curve.png")):
-                if fig is not None:
-                    save(fig, name, dpi=100)
-                    plt.close(fig)
-            written.extend(upscale_pictures(tmp, reports / MEMORISATION))  # what the report shows
-        mlrun.log_artifacts(reports / RENDER, artifact_path=RENDER)
-        report = write_report(cfg)
-        mlrun.log_artifact(report)
-        dvclock.log_dvc_lock(mlrun)  # under DVC: the stage hashes of this run + dvc.lock
-    return {"render": str(reports / RENDER), "files": sorted(written), "report": str(report), "classes": n_classes}
+    return {
+        "render": str(Path(cfg.reports_dir) / RENDER),
+        "files": sorted(out.written),
+        "report": str(out.report),
+        "classes": n_classes,
+    }

@@ -45,6 +45,20 @@ def grad_norm(module: nn.Module) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(grads)).norm()
 
 
+@torch.no_grad()
+def ema_update(G_ema: nn.Module | None, G: nn.Module, decay: float, step: int) -> None:
+    """EMA of G's weights with a warm-up, min(decay, (1 + step) / (10 + step)) (as TensorFlow's
+    ExponentialMovingAverage with num_updates): early on the average follows G closely instead of
+    dragging its random initialisation along for thousands of steps. Buffers (batch-norm running
+    statistics) are copied from G. Nothing when EMA is off (G_ema None)."""
+    if G_ema is None:
+        return
+    d = min(decay, (1 + step) / (10 + step))
+    torch._foreach_lerp_(list(G_ema.parameters()), [p.detach() for p in G.parameters()], 1 - d)
+    if buffers := list(G_ema.buffers()):
+        torch._foreach_copy_(buffers, list(G.buffers()))
+
+
 @dataclass
 class Data:
     """The training images as uint8 N×3×S×S on the training device, and their class labels."""
@@ -293,18 +307,8 @@ class Trainer:
     def vae_step(self, step: int) -> dict[str, torch.Tensor]:
         return self.runner.run(("vae",), self._draw_vae(), self._vae_compute, lambda values: self._check(values, step))
 
-    @torch.no_grad()
     def update_ema(self, step: int) -> None:
-        """EMA of G's weights with a warm-up, min(decay, (1 + step) / (10 + step)) (as TensorFlow's
-        ExponentialMovingAverage with num_updates): early on the average follows G closely instead of
-        dragging its random initialisation along for thousands of steps. Buffers (batch-norm running
-        statistics) are copied from G."""
-        if self.G_ema is None:
-            return
-        d = min(self.t.ema_decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(list(self.G_ema.parameters()), [p.detach() for p in self.G.parameters()], 1 - d)
-        if buffers := list(self.G_ema.buffers()):
-            torch._foreach_copy_(buffers, list(self.G.buffers()))
+        ema_update(self.G_ema, self.G, self.t.ema_decay, step)
 
     def sampler(self) -> nn.Module:
         """The generator to show: EMA when on."""

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -27,13 +26,10 @@ import numpy as np
 from pipeline import registry, tracking
 from pipeline.config import Config, set_threads
 from pipeline.errors import ArtganError
-from pipeline.evaluation import check_precision, fid_of, pairs_image, read_stats
-from pipeline.io import atomic_path, require, torch_load, write_json
+from pipeline.evaluation import check_precision, fid_of, pairs_image, read_stats, write_outputs
+from pipeline.io import require, torch_load
 from pipeline.layout import (
     CHECKPOINT,
-    FID_CURVE,
-    MEMORISATION,
-    METRICS,
     RERUN_TRAIN,
     SNAPSHOTS,
     STATS,
@@ -183,20 +179,7 @@ def run(cfg: Config) -> dict:
 
         registered = register(cfg, ckpt, mlrun.run_id, metrics) if cfg.registry.enabled else {}
 
-        # every number is in hand: only now do the outputs appear, each written atomically
-        reports = Path(cfg.reports_dir)
-        with atomic_path(reports / MEMORISATION) as tmp:
-            pairs.save(tmp, format="PNG")
-        with atomic_path(reports / FID_CURVE) as tmp:
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=["step", "fid", "n_samples"])
-                w.writeheader()
-                w.writerows(curve)
-        write_json(reports / METRICS, metrics)
-        mlrun.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        for row in curve:
-            mlrun.log_metrics({"fid_curve": row["fid"]}, step=row["step"])
-        mlrun.log_image(pairs, key="memorisation", artifact_file=MEMORISATION)
+        write_outputs(cfg, mlrun, metrics, curve, pairs)  # every number is in hand: only now do outputs appear
     return {**metrics, "fid_curve": [(r["step"], r["fid"]) for r in curve], **registered}
 
 

@@ -13,20 +13,18 @@ Then reports/index.html with its Translation section (pipeline/report.py), and u
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import numpy as np
 
-from pipeline import dvclock, tracking
+from pipeline import tracking
 from pipeline.config import Config
-from pipeline.io import atomic_dir, require, torch_load
+from pipeline.io import require, torch_load
 from pipeline.layout import (
     CHECKPOINT,
     CURVES,
     FID_CURVE,
-    MEMORISATION,
     RENDER,
     RERUN_TRAIN,
     SNAPSHOTS,
@@ -34,6 +32,7 @@ from pipeline.layout import (
     model_file,
     run_file,
 )
+from pipeline.rendering import read_csv, render_dir
 from pipeline.translation.pairs import holdout_rows
 from pipeline.translation.translator import Translator, new_generator, read_translator, translate_uint8
 
@@ -89,19 +88,6 @@ def progress_image(ckpt: dict, cfg: Config, inputs: np.ndarray):
     return canvas
 
 
-def _read_csv(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = []
-        for row in csv.DictReader(f):
-            try:
-                rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
-            except ValueError:
-                continue
-        return rows
-
-
 # the curves drawn: D's loss and G's adversarial term (G's total adds lambda times the L1 terms, which would flatten
 # the panel), D's outputs; then the L1 terms. Gradient norms, learning rates and img/s stay in train_curves.csv.
 ADVERSARIAL = ("loss_d", "loss_g_adv", "d_real", "d_fake")
@@ -116,7 +102,7 @@ def curves_figures(reports: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = _read_csv(reports / CURVES)
+    rows = read_csv(reports / CURVES)
     loss_fig = None
     keys = [k for k in (rows[0] if rows else {}) if k != "step"]
     if keys:
@@ -132,7 +118,7 @@ def curves_figures(reports: Path):
             if ax.lines:
                 ax.legend(fontsize="small")
         loss_fig.tight_layout()
-    fid_rows = _read_csv(reports / FID_CURVE)
+    fid_rows = read_csv(reports / FID_CURVE)
     fid_fig = None
     if fid_rows:
         fid_fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -144,9 +130,6 @@ def curves_figures(reports: Path):
 
 
 def run(cfg: Config) -> dict:
-    import matplotlib.pyplot as plt
-
-    from pipeline.report import upscale_pictures, write_report
     from pipeline.translation.pairs import load_translation_data
 
     path = model_file(cfg, CHECKPOINT)
@@ -156,33 +139,17 @@ def run(cfg: Config) -> dict:
     held = holdout_rows(data.inputs_df)[: cfg.translate.triplets]
     inputs = np.ascontiguousarray(data.inputs[held])
     targets = np.ascontiguousarray(data.styles[data.inputs_df["target"].to_numpy()[held]]) if data.paired else None
-    reports = Path(cfg.reports_dir)
-    written: list[str] = []
     with tracking.resume_run("render", run_file(cfg)) as mlrun:
-        with atomic_dir(reports / RENDER, "reports_dir", TRIPLETS, stage="render") as tmp:
-
-            def save(img, name: str, **kw) -> None:
-                (img.savefig if hasattr(img, "savefig") else img.save)(tmp / name, **kw)  # a figure or a PIL image
-                written.append(name)
-
+        with render_dir(cfg, mlrun, TRIPLETS, curves_figures) as out:
             if len(held):
-                save(triplets_image(inputs, G(inputs), targets), TRIPLETS)
+                out.save(triplets_image(inputs, G(inputs), targets), TRIPLETS)
                 prog = progress_image(ckpt, cfg, inputs[:PROGRESS_ROWS])
                 if prog is not None:
-                    save(prog, "progress.png")
-            for fig, name in zip(curves_figures(reports), ("loss_curves.png", "fid_curve.png")):
-                if fig is not None:
-                    save(fig, name, dpi=100)
-                    plt.close(fig)
-            written.extend(upscale_pictures(tmp, reports / MEMORISATION))  # what the report shows
-        mlrun.log_artifacts(reports / RENDER, artifact_path=RENDER)
-        report = write_report(cfg)
-        mlrun.log_artifact(report)
-        dvclock.log_dvc_lock(mlrun)  # under DVC: the stage hashes of this run + dvc.lock
+                    out.save(prog, "progress.png")
     return {
-        "render": str(reports / RENDER),
-        "files": sorted(written),
-        "report": str(report),
+        "render": str(Path(cfg.reports_dir) / RENDER),
+        "files": sorted(out.written),
+        "report": str(out.report),
         "triplets": int(len(held)),
         "weights": G.weights,
     }

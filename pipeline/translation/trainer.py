@@ -26,7 +26,7 @@ from pipeline.errors import ArtganError
 from pipeline.losses import LOSSES
 from pipeline.models.translators import TRANSLATORS
 from pipeline.training import checkpoint, dist
-from pipeline.training.loop import State, check_finite, grad_norm
+from pipeline.training.loop import State, check_finite, ema_update, grad_norm
 
 KIND = "translator"
 
@@ -234,13 +234,8 @@ class TranslationTrainer:
         compute = self._pix2pix if self.model == "pix2pix" else self._cyclegan
         return compute(d, lambda values: check_finite(values, step, self.world))
 
-    @torch.no_grad()
     def update_ema(self, step: int) -> None:
-        """EMA of G's weights with the generation trainer's warm-up; instance norm has no buffers to copy."""
-        if self.G_ema is None:
-            return
-        decay = min(self.t.ema_decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(list(self.G_ema.parameters()), [p.detach() for p in self.G.parameters()], 1 - decay)
+        ema_update(self.G_ema, self.G, self.t.ema_decay, step)
 
     def sampler(self) -> nn.Module:
         return self.G_ema if self.G_ema is not None else self.G
