@@ -102,7 +102,44 @@ def check_finite(values: dict[str, torch.Tensor], step: int, world: dist.World) 
         raise NonFinite(f"non-finite loss at step {step} ({shown})")
 
 
-class Trainer:
+class GANCore:
+    """What every trainer holds and saves alike: G, D, the EMA generator, both optimisers and the draw generator
+    (`gen`), with the run's State. Trainer and the translation trainer add their own parts around these."""
+
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module | None
+
+    def update_ema(self, step: int) -> None:
+        ema_update(self.G_ema, self.G, self.t.ema_decay, step)
+
+    def sampler(self) -> nn.Module:
+        """The generator to show: EMA when on."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    def core_state(self) -> dict:
+        return {
+            **self.state.to_checkpoint(),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "gen": self.gen.get_state(),
+            "world_size": self.world.size,
+        }
+
+    def load_core(self, ck: dict) -> None:
+        """G, D, the EMA generator and both optimisers (the caller then restores the draw generator and State)."""
+        self.G.load_state_dict(ck["G"])
+        self.D.load_state_dict(ck["D"])
+        if self.G_ema is not None and ck["G_ema"] is not None:
+            self.G_ema.load_state_dict(ck["G_ema"])
+        self.opt_g.load_state_dict(ck["opt_g"])
+        self.opt_d.load_state_dict(ck["opt_d"])
+
+
+class Trainer(GANCore):
     def __init__(self, cfg, data: Data, world: dist.World, device: torch.device):
         from pipeline.models import KIND, build
 
@@ -307,33 +344,12 @@ class Trainer:
     def vae_step(self, step: int) -> dict[str, torch.Tensor]:
         return self.runner.run(("vae",), self._draw_vae(), self._vae_compute, lambda values: self._check(values, step))
 
-    def update_ema(self, step: int) -> None:
-        ema_update(self.G_ema, self.G, self.t.ema_decay, step)
-
-    def sampler(self) -> nn.Module:
-        """The generator to show: EMA when on."""
-        return self.G_ema if self.G_ema is not None else self.G
-
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        return {
-            **self.state.to_checkpoint(),
-            "G": self.G.state_dict(),
-            "D": self.D.state_dict(),
-            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "gen": self.gen.get_state(),
-            "world_size": self.world.size,
-        }
+        return self.core_state()
 
     def load_state_dict(self, ck: dict) -> None:
-        self.G.load_state_dict(ck["G"])
-        self.D.load_state_dict(ck["D"])
-        if self.G_ema is not None and ck["G_ema"] is not None:
-            self.G_ema.load_state_dict(ck["G_ema"])
-        self.opt_g.load_state_dict(ck["opt_g"])
-        self.opt_d.load_state_dict(ck["opt_d"])
+        self.load_core(ck)
         self.runner.reset(self.opt_g, self.opt_d)  # this run's way of stepping, whatever the checkpoint's run used
         self.gen.set_state(ck["gen"])
         self.state = State.from_checkpoint(ck)

@@ -26,7 +26,7 @@ from pipeline.errors import ArtganError
 from pipeline.losses import LOSSES
 from pipeline.models.translators import TRANSLATORS
 from pipeline.training import checkpoint, dist
-from pipeline.training.loop import State, check_finite, ema_update, grad_norm
+from pipeline.training.loop import GANCore, State, check_finite, grad_norm
 
 KIND = "translator"
 
@@ -80,7 +80,7 @@ class HistoryBuffer:
         return torch.stack(out)
 
 
-class TranslationTrainer:
+class TranslationTrainer(GANCore):
     """The generation Trainer's interface (pipeline/training/loop.py) for an image-to-image GAN."""
 
     kind = KIND
@@ -234,40 +234,22 @@ class TranslationTrainer:
         compute = self._pix2pix if self.model == "pix2pix" else self._cyclegan
         return compute(d, lambda values: check_finite(values, step, self.world))
 
-    def update_ema(self, step: int) -> None:
-        ema_update(self.G_ema, self.G, self.t.ema_decay, step)
-
-    def sampler(self) -> nn.Module:
-        return self.G_ema if self.G_ema is not None else self.G
-
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
         return {
-            **self.state.to_checkpoint(),
-            "G": self.G.state_dict(),
-            "D": self.D.state_dict(),
+            **self.core_state(),
             "G_ba": self.G_ba.state_dict() if self.G_ba is not None else None,
             "D_a": self.D_a.state_dict() if self.D_a is not None else None,
-            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "gen": self.gen.get_state(),
             "style_order": self.style_order,
             "style_cursor": self.style_cursor,
             "pools": [p.images for p in self.pools],
-            "world_size": self.world.size,
         }
 
     def load_state_dict(self, ck: dict) -> None:
-        self.G.load_state_dict(ck["G"])
-        self.D.load_state_dict(ck["D"])
         if self.G_ba is not None:
             self.G_ba.load_state_dict(ck["G_ba"])
             self.D_a.load_state_dict(ck["D_a"])
-        if self.G_ema is not None and ck["G_ema"] is not None:
-            self.G_ema.load_state_dict(ck["G_ema"])
-        self.opt_g.load_state_dict(ck["opt_g"])
-        self.opt_d.load_state_dict(ck["opt_d"])
+        self.load_core(ck)
         self.gen.set_state(ck["gen"])
         self.style_order, self.style_cursor = ck["style_order"], ck["style_cursor"]
         for pool, images in zip(self.pools, ck["pools"]):
