@@ -19,13 +19,15 @@ a training step can draw first and compute after, as a CUDA graph's replay needs
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, get_args
 
 import torch
 
+from pipeline.config import Policy
+
 Tensor = torch.Tensor
 
-POLICIES = ("color", "translation", "cutout")
+POLICIES = get_args(Policy)  # the config names them; one list
 
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
