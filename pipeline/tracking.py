@@ -147,10 +147,18 @@ class Run:
 
         MLflow stores at most 36 characters of digest, so the dataset carries the first 32 hex digits and
         the input's tag `sha256` (and the run tag `dataset_digest`) the whole one."""
+        import warnings
+
         from mlflow.data.pandas_dataset import from_pandas
 
-        dataset = from_pandas(df, source=source, name=name, digest=digest[:MLFLOW_DIGEST_CHARS])
-        self._mlflow.log_input(dataset, context=context, tags={"sha256": digest})
+        with warnings.catch_warnings():
+            # two of MLflow's own notes that say nothing about this dataset: a local path matches both of its
+            # local-file source classes (the same class registered for "" and "file:"), and a schema inferred
+            # from integer columns (the manifest's sizes) would not take missing values, which it never holds
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple")
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            dataset = from_pandas(df, source=source, name=name, digest=digest[:MLFLOW_DIGEST_CHARS])
+            self._mlflow.log_input(dataset, context=context, tags={"sha256": digest})
         self._mlflow.set_tags({"dataset_digest": digest})
 
 
