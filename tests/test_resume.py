@@ -147,18 +147,19 @@ def test_two_gloo_processes_match_one_process_and_resume_across_world_sizes(work
 
 
 @pytest.mark.e2e
-def test_two_gloo_processes_match_one_process_with_the_gradient_penalty(work):
-    """wgan-gp draws its interpolation weights per sample: each rank draws the global batch's and keeps its rows."""
+@pytest.mark.parametrize(
+    "penalty",
+    [
+        {"loss": "wgan-gp", "n_critic": 2},
+        {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2},  # the default's lazy R1, on every 2nd step here
+    ],
+    ids=["wgan-gp", "lazy-r1"],
+)
+def test_two_gloo_processes_match_one_process_with_the_gradient_penalty(work, penalty):
+    """wgan-gp draws its interpolation weights per sample: each rank draws the global batch's and keeps its rows.
+    R1 is a per-sample penalty on the rank's own real rows, averaged with the other ranks' like the loss."""
     tmp_path, env = work
-    train = {
-        "loss": "wgan-gp",
-        "n_critic": 2,
-        "steps": 4,
-        "batch_size": 16,
-        "log_every": 1,
-        "sample_every": 100,
-        "threads": 1,
-    }
+    train = {**penalty, "steps": 4, "batch_size": 16, "log_every": 1, "sample_every": 100, "threads": 1}
     one = artgan(["train", "--params", str(params(tmp_path, "one", **train))], tmp_path, env)
     assert one.returncode == 0, one.stderr[-2000:]
     two = artgan(["train", "--nproc", "2", "--params", str(params(tmp_path, "two", **train))], tmp_path, env)
