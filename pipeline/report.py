@@ -3,8 +3,9 @@
 Dataset summary (processed manifest), validation result, params, metrics, curves, sample grids, the
 interpolation and the memorisation pairs. Every image is referenced by a relative path under
 `reports_dir`, so the folder can be moved or zipped; CSS is inline, there is no script and no external
-URL. Every input is optional: a missing one reads "not available", never a broken image. All text is
-HTML-escaped.
+URL. Every input is optional: a missing one reads "not available", never a broken image. The page is the
+Jinja2 template pipeline/templates/report.html.j2, autoescaped, so all text from params, metrics and data is
+HTML-escaped; this module works out what it shows.
 
 Small pictures (sample grids, real samples, per-class grids, the progress strip, the memorisation pairs) are
 shown as nearest-neighbour upscaled copies under `render/large/` (an integer factor, so that each is at least
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from html import escape
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -48,6 +49,7 @@ MAX_CLASS_GRIDS = 64  # render draws a grid for each of the first 64 classes
 LARGE_MIN_WIDTH = 256  # px: the smallest width a picture is shown at (integer factors, nearest neighbour) ...
 PAIR_WIDTH = 560  # ... and, as near as an integer factor gets, the grids' width: two side by side fit the page
 ROW_WIDTH = 1100  # a picture alone in its row (progress strip, memorisation pairs) up to the page's width
+TEMPLATE = "report.html.j2"  # pipeline/templates/: the page, autoescaped
 GRIDS = ("grid.png", "grid_raw.png", REAL)  # one scale for these and the per-class grids
 
 CSS = """
@@ -70,8 +72,18 @@ pre { background: #f6f8fa; padding: .6em; overflow-x: auto; font-size: .8em; max
 """
 
 
-def _na(what: str) -> str:
-    return f'<p class="na">{escape(what)}: not available</p>'
+@dataclass(frozen=True)
+class Verdict:
+    """A table cell that reads pass or FAIL."""
+
+    ok: bool
+
+
+@dataclass(frozen=True)
+class NA:
+    """A table cell that reads "<what>: not available"."""
+
+    what: str
 
 
 def _fmt(v: object) -> str:
@@ -82,46 +94,26 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-def _table(rows: list[tuple], head: tuple[str, ...]) -> str:
-    def cell(v: object, tag: str = "td") -> str:
-        if isinstance(v, tuple) and len(v) == 2 and v[0] == "html":  # pre-escaped markup
-            return f"<{tag}>{v[1]}</{tag}>"
-        num = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
-        return f"<{tag}{num}>{escape(_fmt(v))}</{tag}>"
-
-    header = "".join(f"<th>{escape(h)}</th>" for h in head)
-    body = "\n".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{header}</tr></thead><tbody>\n{body}\n</tbody></table>"
-
-
-def _verdict(ok: object) -> tuple[str, str]:
-    return ("html", '<span class="pass">pass</span>' if ok else '<span class="fail">FAIL</span>')
-
-
-def _img(reports: Path, rel: str, caption: str, pixelated: bool = True) -> str:
-    """A figure for `reports/rel`, or "not available" when the file is missing. A pixel picture shows its
-    upscaled copy (render/large/...) where there is one, linked to the 1:1 file, at its natural size."""
+def _figure(reports: Path, rel: str, caption: str, pixelated: bool = True) -> dict:
+    """What the template's figure shows for `reports/rel`: "not available" when the file is missing; a pixel
+    picture shows its upscaled copy (render/large/...) where there is one, linked to the 1:1 file, at its
+    natural size."""
     if not (reports / rel).is_file():
-        return _na(caption)
+        return {"missing": True, "caption": caption}
     if not pixelated:
-        return (
-            f'<figure><img src="{escape(quote(rel))}" alt="{escape(caption)}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>"
-        )
+        return {"src": quote(rel), "caption": caption}
     shown = large_name(rel) if (reports / large_name(rel)).is_file() else rel
-    size = ""
+    fig = {"src": quote(shown), "href": quote(rel), "caption": caption, "scale": ""}
     try:
         from PIL import Image
 
         with Image.open(reports / shown) as im:
-            size = f' width="{im.width}" height="{im.height}"'
-            scale = f" ({im.width // max(1, _width(reports / rel))}×)" if shown != rel else ""
+            fig |= {"width": im.width, "height": im.height}
+            if shown != rel:
+                fig["scale"] = f" ({im.width // max(1, _width(reports / rel))}×)"
     except Exception:
-        scale = ""
-    return (
-        f'<figure><a href="{escape(quote(rel))}"><img class="px" src="{escape(quote(shown))}"{size} '
-        f'alt="{escape(caption)}"></a><figcaption>{escape(caption + scale)}</figcaption></figure>'
-    )
+        pass
+    return fig
 
 
 # ----------------------------------------------------------------------------- upscaled copies (render/large)
@@ -185,15 +177,16 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def dataset_section(cfg: Config) -> str:
+def dataset_section(cfg: Config) -> dict:
     rows: list[tuple] = [("source", cfg.data.source), ("image size", f"{cfg.data.image_size}×{cfg.data.image_size}")]
+    out: dict = {"rows": rows, "missing": None, "classes": None, "label": cfg.data.label, "label_missing": None}
     path = Path(cfg.data.processed_dir) / MANIFEST
     try:
         import pandas as pd
 
         df = pd.read_parquet(path)
     except Exception:  # missing or unreadable: the rest of the report still renders
-        return _table(rows, ("", "")) + _na(f"manifest ({path.name})")
+        return out | {"missing": f"manifest ({path.name})"}
     rows.insert(0, ("images (after validation and de-duplication)", int(len(df))))
     reports = Path(cfg.reports_dir)
     summary = _read_json(reports / VALIDATION_SUMMARY)
@@ -219,15 +212,12 @@ def dataset_section(cfg: Config) -> str:
                 f"{len(dups)} (" + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + f"; listed in {DUPLICATES})",
             ),
         )
-    out = _table(rows, ("", ""))
     label = cfg.data.label
-    if label:
-        if label in df.columns:
-            counts = df[label].astype("string").fillna("(none)").value_counts().sort_index()
-            out += f"<h3>Images per class ({escape(label)})</h3>"
-            out += _table([(str(k), int(v)) for k, v in counts.items()], ("class", "images"))
-        else:
-            out += _na(f"label column {label!r}")
+    if label and label in df.columns:
+        counts = df[label].astype("string").fillna("(none)").value_counts().sort_index()
+        out["classes"] = [(str(k), int(v)) for k, v in counts.items()]
+    elif label:
+        out["label_missing"] = f"label column {label!r}"
     return out
 
 
@@ -307,23 +297,13 @@ def validation_sentence(data: dict, summary: dict | None) -> tuple[bool, str]:
     return ok, (", ".join(parts) + "; " if parts else "") + checks + "."
 
 
-def validation_section(reports: Path) -> str:
+def validation_section(reports: Path) -> dict:
     data = _read_json(reports / VALIDATION)
     if data is None:
-        return _na(f"validation result ({VALIDATION})")
-    result = data.get("result", data)
-    results = result.get("results") or []
+        return {"missing": f"validation result ({VALIDATION})"}
+    results = data.get("result", data).get("results") or []
     ok, sentence = validation_sentence(data, _read_json(reports / VALIDATION_SUMMARY))
-    verdict = f'<span class="{"pass" if ok else "fail"}">{"Validation passed" if ok else "Validation FAILED"}</span>'
-    out = f"<p>{verdict}: {escape(sentence)}</p>"
-    failed = [r for r in results if not r.get("success")]
-    if failed:
-        out += (
-            '<p>Failed:</p><ul class="fail-list">'
-            + "".join(f"<li>{escape(check_sentence(r))}</li>" for r in failed)
-            + "</ul>"
-        )
-    rows = []
+    checks = []
     for r in results:
         conf = r.get("expectation_config") or {}
         kwargs = {k: v for k, v in (conf.get("kwargs") or {}).items() if k != "batch_id"}
@@ -334,23 +314,20 @@ def validation_section(reports: Path) -> str:
             observed = f"{res['unexpected_count']} unexpected"
         else:
             observed = ""
-        rows.append((check_sentence(r), conf.get("type", "?"), kwargs, observed, _verdict(r.get("success"))))
-    if rows:
-        out += (
-            f"<details><summary>The {len(rows)} checks</summary>"
-            + _table(rows, ("check", "expectation", "arguments", "observed", "result"))
-            + "</details>"
-        )
-    raw = json.dumps(data, indent=2, default=str)
-    out += (
-        f"<details><summary>Raw result ({VALIDATION}, great-expectations)</summary><pre>{escape(raw)}</pre></details>"
-    )
-    return out
+        checks.append((check_sentence(r), conf.get("type", "?"), kwargs, observed, Verdict(bool(r.get("success")))))
+    return {
+        "ok": ok,
+        "sentence": sentence,
+        "failed": [check_sentence(r) for r in results if not r.get("success")],
+        "checks": checks,
+        "file": VALIDATION,
+        "raw": json.dumps(data, indent=2, default=str),
+    }
 
 
-def metrics_section(metrics: dict | None) -> str:
+def metrics_section(metrics: dict | None) -> dict:
     if metrics is None:
-        return _na(f"metrics ({METRICS})")
+        return {"missing": f"metrics ({METRICS})"}
     m = dict(metrics)
     warnings = m.pop("warnings", None) or []
     rows = []
@@ -359,19 +336,14 @@ def metrics_section(metrics: dict | None) -> str:
         if key == "fid" and ("fid_n_fake" in m or "fid_n_real" in m):
             note = f"{m.get('fid_n_fake', '?')} generated vs {m.get('fid_n_real', '?')} real images"
         rows.append((key, value, note))
-    out = _table(rows, ("metric", "value", "note"))
-    if isinstance(warnings, str):
-        warnings = [warnings]
+    warnings = [warnings] if isinstance(warnings, str) else [str(w) for w in warnings]
     n_fake = m.get("fid_n_fake")
     if isinstance(n_fake, int) and n_fake < UNBIASED_FID_SAMPLES:
-        warnings = [
-            *warnings,
+        warnings.append(
             f"FID from {n_fake} < {UNBIASED_FID_SAMPLES} generated images is biased upwards; "
-            "compare FIDs only at equal sample counts (KID is unbiased).",
-        ]
-    if warnings:
-        out += '<ul class="warn">' + "".join(f"<li>{escape(str(w))}</li>" for w in warnings) + "</ul>"
-    return out
+            "compare FIDs only at equal sample counts (KID is unbiased)."
+        )
+    return {"rows": rows, "warnings": warnings}
 
 
 FID_TARGET, L1_TARGET = 1 / 3, 1 / 2  # task translate: at most these fractions of the identity baseline's FID and L1
@@ -395,7 +367,7 @@ def _inputs_rows(cfg: Config) -> list[tuple]:
 
         df = pd.read_parquet(path, columns=["split", "target"])
     except Exception:  # missing or unreadable: the rest of the report still renders
-        return rows + [("input images", ("html", _na(f"input manifest ({path.name})")))]
+        return rows + [("input images", NA(f"input manifest ({path.name})"))]
     split = df["split"].astype(str)
     paired = bool(len(df)) and bool((df["target"] >= 0).all())
     rows.append(
@@ -408,142 +380,115 @@ def _inputs_rows(cfg: Config) -> list[tuple]:
     return rows
 
 
-def _target(name: str, ratio: object, goal: float, goal_text: str) -> str:
+def _target(name: str, ratio: object, goal: float, goal_text: str) -> dict:
     if not isinstance(ratio, (int, float)):
-        return f'<li>{escape(name)} {escape(goal_text)}: <span class="na">not available</span></li>'
-    met = ratio <= goal
-    verdict = '<span class="pass">met</span>' if met else '<span class="fail">not met</span>'
-    return f"<li>{escape(name)} {escape(goal_text)}: {escape(_fmt(ratio))} of it, {verdict}</li>"
+        return {"name": name, "goal": goal_text, "ratio": None}
+    return {"name": name, "goal": goal_text, "ratio": ratio, "met": ratio <= goal}
 
 
-def translation_section(cfg: Config, metrics: dict | None) -> str:
+def translation_section(cfg: Config, metrics: dict | None) -> dict:
     """Held-out triplets, the metrics beside the identity and mean-colour baselines, and the targets met or not."""
     reports = Path(cfg.reports_dir)
     m = metrics or {}
-    out = _table(_inputs_rows(cfg), ("", ""))
+    out: dict = {
+        "inputs": _inputs_rows(cfg),
+        "holdout": None,
+        "triplets": _figure(reports, f"{RENDER}/{TRIPLETS}", "held-out input | translated | target (fixed rows)"),
+        "metrics_missing": None,
+    }
     if "holdout_images" in m:
-        out += (
-            f"<p>{escape(str(m.get('model', '?')))} translator, scored on the {escape(_fmt(m['holdout_images']))} "
-            f"held-out inputs training never saw ({escape(_fmt(m.get('n_train', '?')))} training inputs).</p>"
+        out["holdout"] = (
+            f"{m.get('model', '?')} translator, scored on the {_fmt(m['holdout_images'])} held-out inputs training "
+            f"never saw ({_fmt(m.get('n_train', '?'))} training inputs)."
         )
-    out += _img(reports, f"{RENDER}/{TRIPLETS}", "held-out input | translated | target (fixed rows)")
     if metrics is None or "fid" not in m:
-        return out + _na(f"translation metrics ({METRICS})")
+        return out | {"metrics_missing": f"translation metrics ({METRICS})"}
     rows = []
     for label, key in (("FID", "fid"), ("KID", "kid"), ("L1", "l1"), ("PSNR (dB)", "psnr"), ("SSIM", "ssim")):
         if any(f"{p}{key}" in m for _, p in BASELINES):
             rows.append((label, *(m.get(f"{p}{key}", "") for _, p in BASELINES)))
     if "cycle_l1" in m:
         rows.append(("cycle L1 (back to the input)", m["cycle_l1"], *[""] * (len(BASELINES) - 1)))
-    out += _table(rows, ("metric", *(name for name, _ in BASELINES)))
-    out += "<p>Targets:</p><ul>"
-    out += _target("FID", m.get("fid_ratio_identity"), FID_TARGET, "at most 1/3 of the identity's")
-    if "target_fid" in m:
-        floor = m["target_fid"] / max(m.get("identity_fid", 0), 1e-12)
-        out += (
-            f"<li>a perfect translator (the held-out targets themselves) scores {escape(_fmt(floor))} of the "
-            "identity's FID at this number of held-out images</li>"
-        )
-    if "l1" in m:
-        out += _target("L1", m.get("l1_ratio_identity"), L1_TARGET, "at most 1/2 of the identity's")
-    else:
-        out += "<li>L1: no targets to compare with (unpaired data)</li>"
-    return out + "</ul>"
+    floor = m["target_fid"] / max(m.get("identity_fid", 0), 1e-12) if "target_fid" in m else None
+    return out | {
+        "rows": rows,
+        "head": ("metric", *(name for name, _ in BASELINES)),
+        "fid_target": _target("FID", m.get("fid_ratio_identity"), FID_TARGET, "at most 1/3 of the identity's"),
+        "floor": floor,
+        "l1_target": _target("L1", m.get("l1_ratio_identity"), L1_TARGET, "at most 1/2 of the identity's")
+        if "l1" in m
+        else None,
+    }
 
 
-def build_translate_html(cfg: Config) -> str:
-    reports = Path(cfg.reports_dir)
-    metrics = _read_json(reports / METRICS)
-    r = f"{RENDER}/"
-    sections = [
-        ("Dataset", dataset_section(cfg)),
-        ("Validation", validation_section(reports)),
-        ("Translation", translation_section(cfg, metrics)),
-        (
-            "Training curves",
-            _img(reports, f"{r}loss_curves.png", "loss curves", pixelated=False)
-            + _img(reports, f"{r}fid_curve.png", "FID over training", pixelated=False),
-        ),
-        ("Training progress", _img(reports, f"{r}progress.png", "held-out inputs across training checkpoints")),
-        (
-            "Memorisation",
-            "<p>Held-out translations (top) above their nearest training style image in FID feature space; the "
-            "ratio is the distance to it over its distance to its own nearest training image (&lt; 1: closer than "
-            "any two training images).</p>"
-            + _img(reports, MEMORISATION, "held-out translations / nearest training style images"),
-        ),
-        ("All metrics", f"<details><summary>{METRICS}</summary>{metrics_section(metrics)}</details>"),
-        ("Params", _table([(k, v) for k, v in cfg.flat().items()], ("param", "value"))),
-    ]
-    body = "\n".join(f"<section><h2>{escape(t)}</h2>\n{html}\n</section>" for t, html in sections)
+def _curves(reports: Path) -> dict:
+    return {
+        "loss_curves": _figure(reports, f"{RENDER}/loss_curves.png", "loss curves", pixelated=False),
+        "fid_curve": _figure(reports, f"{RENDER}/fid_curve.png", "FID over training", pixelated=False),
+    }
+
+
+def _translate_page(cfg: Config, reports: Path, metrics: dict | None) -> tuple[str, dict]:
     model = (metrics or {}).get("model", cfg.translate.model)
-    title = f"artgan report: {model} translator, {cfg.translate.input} -> {cfg.data.source}"
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
-        f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+    return f"artgan report: {model} translator, {cfg.translate.input} -> {cfg.data.source}", {
+        "translation": translation_section(cfg, metrics),
+        "progress": _figure(reports, f"{RENDER}/progress.png", "held-out inputs across training checkpoints"),
+        "memorisation": _figure(reports, MEMORISATION, "held-out translations / nearest training style images"),
+        "metrics_file": METRICS,
+    }
+
+
+def _generate_page(cfg: Config, reports: Path, metrics: dict | None) -> tuple[str, dict]:
+    r = f"{RENDER}/"
+    grids = sorted((reports / RENDER / "class_grids").glob("*.png"))
+    m = metrics or {}
+    copy = None
+    if m.get("copy_rate") is not None:
+        copy = {"rate": m["copy_rate"], "heldout": m.get("copy_rate_heldout_real"), "n_real": m.get("fid_n_real")}
+    return f"artgan report: {cfg.model.arch} / {cfg.train.loss} on {cfg.data.source}", {
+        "samples": [
+            _figure(reports, f"{r}{REAL}", "real training images"),
+            _figure(reports, f"{r}grid.png", "EMA generator, fixed seeds"),
+            _figure(reports, f"{r}grid_raw.png", "raw generator, fixed seeds"),
+        ],
+        "class_grids": [_figure(reports, f"{r}class_grids/{p.name}", f"class grid {p.stem}") for p in grids],
+        "classes_capped": MAX_CLASS_GRIDS if len(grids) >= MAX_CLASS_GRIDS else 0,
+        "classes_missing": "per-class grids" + ("" if cfg.data.label else " (unconditional model)"),
+        "progress": _figure(reports, f"{r}progress.png", "samples across training checkpoints"),
+        "interp": _figure(reports, f"{r}interp.png", "latent interpolation strip"),
+        "interp_gif": _figure(reports, f"{r}interp.gif", "latent interpolation (animated)"),
+        "copy_rate": copy,
+        "memorisation": _figure(reports, MEMORISATION, "closest generated / training pairs"),
+    }
+
+
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        keep_trailing_newline=True,
     )
+    env.filters["fmt"] = _fmt
+    env.tests["verdict"] = lambda v: isinstance(v, Verdict)
+    env.tests["na"] = lambda v: isinstance(v, NA)
+    return env.get_template(TEMPLATE)
 
 
 def build_html(cfg: Config) -> str:
-    if cfg.task == "translate":
-        return build_translate_html(cfg)
     reports = Path(cfg.reports_dir)
     metrics = _read_json(reports / METRICS)
-    r = f"{RENDER}/"
-    class_grids = sorted((reports / RENDER / "class_grids").glob("*.png"))
-    classes = "".join(_img(reports, f"{r}class_grids/{p.name}", f"class grid {p.stem}") for p in class_grids)
-    classes = f'<div class="row">{classes}</div>' if classes else ""
-    if not classes:
-        classes = _na("per-class grids" + ("" if cfg.data.label else " (unconditional model)"))
-    elif len(class_grids) >= MAX_CLASS_GRIDS:
-        classes = f"<p>The first {MAX_CLASS_GRIDS} classes.</p>" + classes
-    copy_rate = (metrics or {}).get("copy_rate")
-    heldout = (metrics or {}).get("copy_rate_heldout_real")
-    n_real = (metrics or {}).get("fid_n_real")
-    baseline = (
-        f" (real images held out of the training features: {escape(_fmt(heldout))})" if heldout is not None else ""
-    )
-    searched = f" of the {escape(_fmt(n_real))} in the FID statistics" if n_real is not None else ""
-    copy_line = (
-        f"<p>Copy rate: <b>{escape(_fmt(copy_rate))}</b>{baseline}: the fraction of samples closer to "
-        f"their nearest training image{searched} than any other training image is to it.</p>"
-        if copy_rate is not None
-        else _na("copy rate")
-    )
-    params = _table([(k, v) for k, v in cfg.flat().items()], ("param", "value"))
-    sections = [
-        ("Dataset", dataset_section(cfg)),
-        ("Validation", validation_section(reports)),
-        ("Metrics", metrics_section(metrics)),
-        (
-            "Training curves",
-            _img(reports, f"{r}loss_curves.png", "loss curves", pixelated=False)
-            + _img(reports, f"{r}fid_curve.png", "FID over training", pixelated=False),
-        ),
-        (
-            "Samples",
-            '<div class="row">'
-            + _img(reports, f"{r}{REAL}", "real training images")
-            + _img(reports, f"{r}grid.png", "EMA generator, fixed seeds")
-            + _img(reports, f"{r}grid_raw.png", "raw generator, fixed seeds")
-            + "</div>",
-        ),
-        ("Per-class samples", classes),
-        ("Training progress", _img(reports, f"{r}progress.png", "samples across training checkpoints")),
-        (
-            "Latent interpolation",
-            _img(reports, f"{r}interp.png", "latent interpolation strip")
-            + _img(reports, f"{r}interp.gif", "latent interpolation (animated)"),
-        ),
-        ("Memorisation", copy_line + _img(reports, MEMORISATION, "closest generated / training pairs")),
-        ("Params", params),
-    ]
-    body = "\n".join(f"<section><h2>{escape(t)}</h2>\n{html}\n</section>" for t, html in sections)
-    title = f"artgan report: {cfg.model.arch} / {cfg.train.loss} on {cfg.data.source}"
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
-        f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n"
-    )
+    page = _translate_page if cfg.task == "translate" else _generate_page
+    title, parts = page(cfg, reports, metrics)
+    parts |= {
+        "dataset": dataset_section(cfg),
+        "validation": validation_section(reports),
+        "metrics": metrics_section(metrics),
+        "params": [(k, v) for k, v in cfg.flat().items()],
+        **_curves(reports),
+    }
+    return _template().render(title=title, css=CSS, task=cfg.task, p=parts)
 
 
 def write_report(cfg: Config) -> Path:

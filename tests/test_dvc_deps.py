@@ -21,6 +21,9 @@ EXTRA = {  # (stage, module): code a stage ships rather than imports
     ("evaluate", "pipeline/translation/pyfunc.py"): "logged as the registered translator's python_model",
 }
 
+# files a module reads as code: a stage that runs the module runs them too
+DATA_CODE = {"pipeline/report.py": {"pipeline/templates/report.html.j2"}}
+
 
 def code_deps(stage: str) -> set[str]:
     found = set()
@@ -36,9 +39,16 @@ def code_deps(stage: str) -> set[str]:
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_deps_are_exactly_the_code_the_stage_runs(stage):
     runs = closure(f"pipeline/stages/{stage}.py", leaves=NAME_LOOKUPS_ONLY) | {m for (s, m) in EXTRA if s == stage}
+    runs |= {f for m in runs for f in DATA_CODE.get(m, ())}
     listed = code_deps(stage)
     assert not runs - listed, f"dvc.yaml stage {stage} runs {sorted(runs - listed)} but does not list them under deps"
     assert not listed - runs, f"dvc.yaml stage {stage} lists {sorted(listed - runs)}, which it does not run"
+
+
+def test_the_report_template_is_the_file_listed():
+    from pipeline import report
+
+    assert {f"pipeline/templates/{report.TEMPLATE}"} == DATA_CODE["pipeline/report.py"]
 
 
 def test_every_listed_dependency_exists():
