@@ -30,6 +30,21 @@ def read_csv(path: Path) -> list[dict[str, float]]:
         return rows
 
 
+def fid_figure(path: Path, each: str):
+    """The FID-over-training figure from the FID curve CSV at `path` (None without one); `each` names what
+    every point scored, e.g. "samples" or "held-out inputs"."""
+    rows = read_csv(path)
+    if not rows:
+        return None
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([r["step"] for r in rows], [r["fid"] for r in rows], "o-")
+    ax.set(xlabel="step", ylabel="FID", title=f"FID over training ({int(rows[0].get('n_samples', 0))} {each} each)")
+    fig.tight_layout()
+    return fig
+
+
 @dataclass
 class Render:
     """The render folder being written: `save` a PIL image or a matplotlib figure under a name."""

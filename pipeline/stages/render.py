@@ -26,7 +26,7 @@ from pipeline.artifacts import load_generator, load_images, load_labels, load_sn
 from pipeline.config import Config
 from pipeline.imaging import grid, grid_image
 from pipeline.layout import CURVES, FID_CURVE, REAL, RENDER, run_file
-from pipeline.rendering import read_csv, render_dir
+from pipeline.rendering import fid_figure, read_csv, render_dir
 from pipeline.report import MAX_CLASS_GRIDS  # one cap: render draws that many, the report says so
 
 INTERP_STEPS = 10
@@ -153,14 +153,7 @@ def curves_figures(reports: Path):
         if axes[2].lines:
             axes[2].set_yscale("log")
         loss_fig.tight_layout()
-    fid_rows = read_csv(reports / FID_CURVE)
-    fid_fig = None
-    if fid_rows:
-        fid_fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot([r["step"] for r in fid_rows], [r["fid"] for r in fid_rows], "o-")
-        ax.set(xlabel="step", ylabel="FID", title=f"FID over training ({int(fid_rows[0]['n_samples'])} samples each)")
-        fid_fig.tight_layout()
-    return loss_fig, fid_fig
+    return loss_fig, fid_figure(reports / FID_CURVE, "samples")
 
 
 def run(cfg: Config) -> dict:

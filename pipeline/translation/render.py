@@ -32,7 +32,7 @@ from pipeline.layout import (
     model_file,
     run_file,
 )
-from pipeline.rendering import read_csv, render_dir
+from pipeline.rendering import fid_figure, read_csv, render_dir
 from pipeline.translation.pairs import holdout_rows
 from pipeline.translation.translator import Translator, new_generator, read_translator, translate_uint8
 
@@ -118,15 +118,7 @@ def curves_figures(reports: Path):
             if ax.lines:
                 ax.legend(fontsize="small")
         loss_fig.tight_layout()
-    fid_rows = read_csv(reports / FID_CURVE)
-    fid_fig = None
-    if fid_rows:
-        fid_fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot([r["step"] for r in fid_rows], [r["fid"] for r in fid_rows], "o-")
-        n = int(fid_rows[0].get("n_samples", 0))
-        ax.set(xlabel="step", ylabel="FID", title=f"FID over training ({n} held-out inputs each)")
-        fid_fig.tight_layout()
-    return loss_fig, fid_fig
+    return loss_fig, fid_figure(reports / FID_CURVE, "held-out inputs")
 
 
 def run(cfg: Config) -> dict:
