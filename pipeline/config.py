@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Annotated, Literal, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from pipeline.errors import ArtganError
 
@@ -20,6 +29,7 @@ NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 Beta = Annotated[float, Field(ge=0, lt=1)]
+Channel = Annotated[int, Field(ge=0, le=255)]
 
 
 def _folder(v: str) -> str:
@@ -137,7 +147,11 @@ class ValidateCfg(Section):
 
 
 class PreprocessCfg(Section):
-    background: tuple[int, int, int] = (255, 255, 255)  # alpha is composited onto this colour (and pad fills with it)
+    background: tuple[Channel, Channel, Channel] = (
+        255,
+        255,
+        255,
+    )  # alpha is composited onto this colour (and pad fills with it)
     resize: Literal["center-crop", "pad", "stretch"] = "center-crop"  # how a non-square image becomes square
     near_duplicate_distance: Annotated[int, Field(ge=0, le=16)] = (
         4  # max Hamming distance of 64-bit pHashes; 0 = identical hash only
@@ -148,13 +162,6 @@ class PreprocessCfg(Section):
     workers: NonNegInt = 0  # decode/resize processes; 0 = all cores, 1 = in-process
     fid_real_images: NonNegInt = 0  # real images in the FID reference statistics; 0 = all (the protocol)
     fid_batch_size: PosInt = 50
-
-    @field_validator("background")
-    @classmethod
-    def _rgb(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
-        if any(not 0 <= c <= 255 for c in v):
-            raise ValueError(f"each channel must be in 0..255, got {list(v)}")
-        return v
 
 
 class ModelCfg(Section):
@@ -266,7 +273,9 @@ class RegistryCfg(Section):
 class TranslateCfg(Section):
     """task: translate — an image-to-image GAN from the input domain (`input`) to the style (`data.source`)."""
 
-    input: str = "openmoji:line"  # the input domain's source, any data.source scheme; data.source is the style
+    input: Annotated[str, StringConstraints(strip_whitespace=True)] = (
+        "openmoji:line"  # the input domain's source, any data.source scheme; data.source is the style
+    )
     pairing: Literal["auto", "paired", "unpaired"] = "auto"  # auto: paired when both sets share relative names
     model: Literal["auto", "pix2pix", "cyclegan"] = "auto"  # auto: pix2pix for paired data, cyclegan for unpaired
     lambda_l1: NonNegFloat = 100.0  # pix2pix: weight of the L1 distance to the target
@@ -277,11 +286,6 @@ class TranslateCfg(Section):
     split_seed: NonNegInt = 0  # the held-out split: a hash of (split_seed, name), stable as the set grows
     triplets: Annotated[int, Field(ge=1, le=64)] = 8  # held-out input | translated | target rows render draws
     registry_name: Annotated[str, Field(min_length=1, max_length=256)] = "artgan-translator"  # MLflow model name
-
-    @field_validator("input")
-    @classmethod
-    def _input(cls, v: str) -> str:
-        return v.strip()
 
     @field_validator("registry_name")
     @classmethod
@@ -325,6 +329,12 @@ class Config(Section):
 
 
 def _describe(err: dict) -> str:
+    keys = [p for p in err["loc"] if not isinstance(p, int)]
+    items = [p for p in err["loc"] if isinstance(p, int)]
+    if items and err["type"] != "extra_forbidden":  # an item of a list: the key, then which item
+        loc = ".".join(str(p) for p in keys)
+        msg = err["msg"].removeprefix("Value error, ")
+        return f"'{loc}': item {items[-1]}: {msg} (got {err.get('input')!r})"
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         parent = ".".join(str(p) for p in err["loc"][:-1])
