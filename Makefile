@@ -50,9 +50,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# the unit tests only, for the inner loop: no end-to-end, browser, PostgreSQL or GPU tests (so no apt installs);
-# select a tier on its own with e.g. `.venv/bin/python -m pytest -m browser`
-FAST := not e2e and not browser and not postgres and not gpu
+# the unit tests only, for the inner loop: no end-to-end, browser, PostgreSQL, GPU or slow in-process tests (so no
+# apt installs); select a tier on its own with e.g. `.venv/bin/python -m pytest -m browser`
+FAST := not e2e and not browser and not postgres and not gpu and not slow
 test-fast: install
 	$(BIN)/python -m pytest -m "$(FAST)"
 

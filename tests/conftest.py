@@ -3,10 +3,11 @@
 - e2e: runs the real `dvc repro`, `artgan retrain`, torchrun or the stages as subprocesses (marked in the modules);
 - browser: opens a page in Debian's headless Chromium (`/usr/bin/chromium`);
 - postgres: starts a throwaway PostgreSQL cluster (tests/pgserver.py);
-- gpu: needs a CUDA device (skipped without one).
+- gpu: needs a CUDA device (skipped without one);
+- slow: trains, scores, registers or exports tiny models in-process, seconds each (marked in the modules).
 
 `make test` runs them all; `make test-fast` runs none of them (`pytest -m "not e2e and not browser and not postgres
-and not gpu"`). Modules mark e2e themselves; the other three are applied here, from what a test uses, so that a
+and not gpu and not slow"`). Modules mark e2e and slow themselves; the other three are applied here, from what a test uses, so that a
 new test that opens the browser, starts PostgreSQL or needs CUDA joins its tier without remembering to say so.
 """
 

@@ -21,6 +21,8 @@ from pipeline.errors import ArtganError
 N_IMAGES, SIZE = 40, 16
 STEPS, EVERY = 6, 3
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out (docs/testing.md)
+
 
 def make_cfg(root: Path, **over):
     return parse(

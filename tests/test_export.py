@@ -22,6 +22,8 @@ from pipeline.tracking import tracking_uri
 ARTGAN = str(Path(sys.executable).with_name("artgan"))
 Z_DIM = 8
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out (docs/testing.md)
+
 
 def _settle(G: torch.nn.Module, n_classes: int) -> None:
     """Move the batch-norm running statistics off their 0 / 1 start, so eval mode really uses them."""

@@ -37,7 +37,10 @@ FID_RTOL = 1e-3
 FEATURE_RTOL = 1e-4
 
 # clean-fid passes scipy.linalg.sqrtm's deprecated `disp` argument
-pytestmark = pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning"),
+    pytest.mark.slow,  # make test-fast leaves these out (docs/testing.md)
+]
 
 
 def max_rel(a, b) -> float:

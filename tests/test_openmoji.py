@@ -29,6 +29,7 @@ def test_glyph_names_are_sorted_code_point_sequences():
     assert openmoji.text_of("1F468-200D-1F469") == "\U0001f468\u200d\U0001f469"
 
 
+@pytest.mark.slow
 def test_rendering_every_glyph_gives_thousands_of_distinct_images(all_glyphs):
     names, glyphs = all_glyphs
     assert len(glyphs) >= 4000
@@ -39,6 +40,7 @@ def test_rendering_every_glyph_gives_thousands_of_distinct_images(all_glyphs):
     assert rendered == [n for n in names if n in kept]
 
 
+@pytest.mark.slow
 def test_rendering_twice_gives_the_same_bytes(all_glyphs):
     names, glyphs = all_glyphs
     again = list(openmoji.render(names, 128))

@@ -26,6 +26,8 @@ from pipeline.errors import ArtganError
 BIN = Path(sys.executable).parent
 NAME = "artgan-generator"
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out (docs/testing.md)
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

@@ -24,6 +24,8 @@ from helpers import tiny_cfg, write_params
 
 N_IMAGES, SIZE = 96, 16
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out (docs/testing.md)
+
 
 @pytest.fixture
 def work(tmp_path) -> tuple[Path, dict]:

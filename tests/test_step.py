@@ -70,6 +70,7 @@ def test_the_ema_generator_moves_at_the_configured_decay(tmp_path, decay, step, 
             assert torch.equal(v, g[k]), k  # batch-norm statistics are copied
 
 
+@pytest.mark.slow
 def test_torch_compile_on_a_cpu_steps_as_the_eager_trainer_does(tmp_path):
     from torch._dynamo.utils import counters
 

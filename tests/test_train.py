@@ -67,6 +67,7 @@ def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_training_is_bitwise_reproducible_and_seeded(processed, tmp_path):
     _, out1, _ = train(tmp_path, "a")
     _, out2, _ = train(tmp_path, "b")
@@ -403,6 +404,7 @@ def test_unknown_label_column_is_a_clear_error(processed, tmp_path):
         stage.run(cfg)
 
 
+@pytest.mark.slow
 def test_a_changed_parameter_trains_afresh_beside_the_first_configurations_checkpoint(processed, tmp_path):
     common = {"checkpoint_dir": str(tmp_path / "shared_ckpt"), "steps": 4, "checkpoint_every": 2}
     first, _, _ = train(tmp_path, "ns", train=common)
@@ -443,6 +445,7 @@ def test_a_checkpoint_holds_everything_the_next_step_depends_on(processed, tmp_p
     assert all(len(o["state"]) == len(o["param_groups"][0]["params"]) for o in (ck["opt_g"], ck["opt_d"]))
 
 
+@pytest.mark.slow
 def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processed, tmp_path):
     _, out_long, _ = train(
         tmp_path, "long", train={"steps": 8, "checkpoint_every": 4, "ema_decay": 0.9, "augment": ["translation"]}
@@ -468,6 +471,7 @@ def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processe
     assert same_weights(snaps_part["generators"][-1], b["generator_ema"])
 
 
+@pytest.mark.slow
 def test_lowering_steps_keeps_the_longer_runs_checkpoint_and_raising_them_again_resumes_from_it(
     processed, tmp_path, capsys
 ):
@@ -488,6 +492,7 @@ def test_lowering_steps_keeps_the_longer_runs_checkpoint_and_raising_them_again_
     assert same_weights(load_ckpt(out)["generator"], kept["G"])
 
 
+@pytest.mark.slow
 def test_snapshots_every_k_steps_are_kept_across_a_resume(processed, tmp_path):
     common = {"checkpoint_dir": str(tmp_path / "ckpt"), "checkpoint_every": 2, "snapshot_every": 2}
     train(tmp_path, "run", train={"steps": 5, **common})
@@ -697,6 +702,7 @@ def test_a_divergence_keeps_the_last_good_checkpoint(processed, tmp_path):
     assert run_data(ck["run_id"])["status"] == "FAILED"
 
 
+@pytest.mark.slow
 def test_gradient_penalty_trains_a_critic_without_batch_norm(processed, tmp_path):
     # the penalty is defined per sample; batch norm couples the samples (Gulrajani et al. 2017, section 4)
     _, out_gp, _ = train(tmp_path, "gp", train={"loss": "wgan-gp", "steps": 1})
@@ -726,6 +732,7 @@ def test_d_real_and_d_fake_are_mean_probabilities_for_bce_ns_and_mean_critic_out
     assert out["d_real"].item() != pytest.approx(d(fake).mean().item(), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_cpu_when_asked_and_it_still_resumes_bitwise(processed, tmp_path):
     # train.amp: bf16 runs G and D under CPU autocast (oneDNN uses AMX / AVX512-BF16 where the CPU has them);
     # `auto` keeps the CPU in fp32. Weights and optimiser state stay fp32, and a resume is still bitwise.
