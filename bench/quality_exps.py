@@ -32,7 +32,12 @@ def markers(sweep: str) -> tuple[str, str]:
     return f"<!-- {tag}: written by bench/quality_exps.py -->", f"<!-- /{tag} -->"
 
 
-PROTOCOL = {"train.threads", "eval.curve_samples", "registry.enabled"}  # how a row ran, not what it tried
+PROTOCOL = {
+    "train.threads",
+    "train.snapshot_every",
+    "eval.curve_samples",
+    "registry.enabled",
+}  # how a row ran, not what it tried
 METRICS = ("fid", "kid_mean", "kid_std", "precision", "recall")
 
 
@@ -92,7 +97,9 @@ def experiments(revs: list[str]) -> list[dict]:
 
 
 def grid_of(name: str, dst: Path) -> bool:
-    """The experiment's render/grid.png from the MLflow run named after it (the repository's store)."""
+    """The experiment's render/grid.png from the MLflow run named after it (the repository's store). An experiment
+    that resumed an earlier run's checkpoint logs into that run instead: copy its reports/render/grid.png to `dst`
+    by hand (`dvc exp apply NAME` brings it back)."""
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{REPO / 'mlflow.db'}")
     from mlflow import MlflowClient
 
@@ -114,6 +121,25 @@ def tried(changed: dict) -> str:
     return ", ".join(f"`{k}={v}`" for k, v in items.items()) or "the baseline's params"
 
 
+def how_run(rows: list[dict]) -> str:
+    """How the experiments ran, from their params: two one-thread queue workers side by side, or one at a time."""
+    exps = [r for r in rows if not r["baseline"]] or rows
+    if all(r["params"].get("train.threads") == 1 for r in exps):
+        return (
+            "Queued with `dvc exp run --queue` and run by at most two queue workers (`dvc queue start -j 2`), one "
+            "torch thread each (`train.threads=1`)"
+        )
+    return "Run one at a time with `dvc exp run` on all cores (`train.threads=0`)"
+
+
+def curve(rows: list[dict]) -> str:
+    exps = [r for r in rows if not r["baseline"]] or rows
+    n = {r["params"].get("eval.curve_samples") for r in exps}
+    if n == {0}:
+        return " without the FID curve"
+    return " with the FID curve (" + ", ".join(str(x) for x in sorted(n, key=str)) + " samples per snapshot)"
+
+
 def section(rows: list[dict], img_dir: Path, machine: str, date: str, sweep: str) -> list[str]:
     begin, end = markers(sweep)
     lines = [
@@ -121,10 +147,9 @@ def section(rows: list[dict], img_dir: Path, machine: str, date: str, sweep: str
         "",
         f"## The `dvc exp` sweep{' ' + sweep if sweep else ''}",
         "",
-        f"Queued with `dvc exp run --queue` and run by at most two queue workers (`dvc queue start -j 2`), one "
-        f"torch thread each (`train.threads=1`), on {machine}, {date}; the protocol is the default evaluate "
-        "without the FID curve. The table is `dvc exp show`'s, less the columns every row shares. Each baseline "
-        "row is the commit the experiments below it were queued on.",
+        f"{how_run(rows)}, on {machine}, {date}; the protocol is the default evaluate{curve(rows)}. The table is "
+        "`dvc exp show`'s, less the columns every row shares. Each baseline row is the commit the experiments "
+        "below it were queued on.",
         "",
         "| experiment | tried | seed | FID | KID ×1000 | precision | recall |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -168,7 +193,7 @@ def section(rows: list[dict], img_dir: Path, machine: str, date: str, sweep: str
         if r["baseline"]:
             continue
         dst = img_dir / f"exp-{r['name']}.png"
-        if grid_of(r["name"], dst):
+        if dst.is_file() or grid_of(r["name"], dst):  # an experiment's grid, once written, is kept
             lines += [
                 f"**{r['name']}**: {tried(r['changed'])}, seed {r['params'].get('train.seed', 0)} "
                 f"(FID {r['metrics']['fid']:.1f})",

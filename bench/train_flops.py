@@ -2,6 +2,7 @@
 
     python bench/train_flops.py                                   # the defaults against the 2026-12-04 defaults
     python bench/train_flops.py --ref train.r1_gamma=0 train.steps=12000
+    python bench/train_flops.py --set model.g_channels=24 model.d_channels=24 train.steps=20000   # a candidate
 
 torch's FlopCounterMode cannot follow the double backward of the R1 penalty, so this counts with its FLOP formulas
 (torch.utils.flop_counter.flop_registry: convolutions and matmuls, forward and backward) under a plain dispatch mode.
@@ -12,6 +13,7 @@ No timing: FLOPs do not depend on how busy the machine is.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -76,15 +78,21 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ref", nargs="*", default=REFERENCE, help="key=value overrides of params.yaml: the reference")
+    ap.add_argument("--set", nargs="*", default=[], help="key=value overrides of params.yaml: the recipe measured")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    new = load(REPO / "params.yaml")
-    raw = new.model_dump(by_alias=True)
-    for a in args.ref:
-        _set(raw, a)
-    ref = parse(raw)
+    base = load(REPO / "params.yaml").model_dump(by_alias=True)
+
+    def recipe(overrides: list[str]):
+        raw = copy.deepcopy(base)
+        for a in overrides:
+            _set(raw, a)
+        return parse(raw)
+
+    ref, new = recipe(args.ref), recipe(args.set)
     rows = []
-    for name, cfg in (("reference (" + ", ".join(args.ref) + ")", ref), ("params.yaml", new)):
+    new_name = "params.yaml" + (" with " + ", ".join(args.set) if args.set else "")
+    for name, cfg in (("reference (" + ", ".join(args.ref) + ")", ref), (new_name, new)):
         per = flops_per_step(cfg)
         rows.append(
             (name, cfg.train.steps, cfg.train.batch_size, per / cfg.train.batch_size / 1e6, per * cfg.train.steps)
