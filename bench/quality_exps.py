@@ -124,20 +124,27 @@ def tried(changed: dict) -> str:
 def how_run(rows: list[dict]) -> str:
     """How the experiments ran, from their params: two one-thread queue workers side by side, or one at a time."""
     exps = [r for r in rows if not r["baseline"]] or rows
-    if all(r["params"].get("train.threads") == 1 for r in exps):
-        return (
-            "Queued with `dvc exp run --queue` and run by at most two queue workers (`dvc queue start -j 2`), one "
-            "torch thread each (`train.threads=1`)"
-        )
-    return "Run one at a time with `dvc exp run` on all cores (`train.threads=0`)"
+    queued = [r["name"] for r in exps if r["params"].get("train.threads") == 1]
+    alone = [r["name"] for r in exps if r["params"].get("train.threads") != 1]
+    pair = "run by at most two queue workers (`dvc queue start -j 2`), one torch thread each (`train.threads=1`)"
+    if not alone:
+        return f"Queued with `dvc exp run --queue` and {pair}"
+    if not queued:
+        return "Run one at a time with `dvc exp run` on all cores (`train.threads=0`)"
+    return (
+        f"{', '.join(queued)}: queued with `dvc exp run --queue` and {pair}; {', '.join(alone)}: run one at a time "
+        "on all cores (`train.threads=0`)"
+    )
 
 
 def curve(rows: list[dict]) -> str:
     exps = [r for r in rows if not r["baseline"]] or rows
-    n = {r["params"].get("eval.curve_samples") for r in exps}
-    if n == {0}:
+    with_curve = [r["name"] for r in exps if r["params"].get("eval.curve_samples")]
+    if not with_curve:
         return " without the FID curve"
-    return " with the FID curve (" + ", ".join(str(x) for x in sorted(n, key=str)) + " samples per snapshot)"
+    if len(with_curve) == len(exps):
+        return " with the FID curve"
+    return f" (with the FID curve for {', '.join(with_curve)} only)"
 
 
 def section(rows: list[dict], img_dir: Path, machine: str, date: str, sweep: str) -> list[str]:

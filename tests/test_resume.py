@@ -262,9 +262,10 @@ def translator_weights(tmp_path: Path, name: str) -> dict:
 @pytest.mark.e2e
 @pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])
 def test_a_translator_trains_on_two_gloo_processes_the_same_way_every_time_and_resumes_on_one(work, model):
-    """Task translate runs on several processes like generation. pix2pix's dropout and CycleGAN's history buffer
-    draw per process, so the weights depend on the process count (docs/translation.md); at a given count a run is
-    repeatable, and a checkpoint of 2 processes resumes on 1."""
+    """Task translate runs on several processes like generation: a run is repeatable, and a checkpoint of 2
+    processes resumes on 1. pix2pix draws its dropout masks for the global batch, so 2 processes give the weights
+    of 1 (to float summation order); CycleGAN's history buffer draws per process, so its weights depend on the
+    process count (docs/translation.md)."""
     tmp_path, env = work
     translate_data(tmp_path)
     runs = {}
@@ -280,6 +281,14 @@ def test_a_translator_trains_on_two_gloo_processes_the_same_way_every_time_and_r
         assert all(torch.equal(v, runs["b"][net][k]) for k, v in sd.items()), net
         assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point()), net
     assert torch.load(tmp_path / "a" / "models" / "checkpoint.pt", map_location="cpu", weights_only=False)["step"] == 4
+    if model == "pix2pix":
+        r = artgan(["train", "--params", str(translate_params(tmp_path, "one", model, steps=4))], tmp_path, env)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        one = translator_weights(tmp_path, "one")
+        assert not all(torch.equal(v, one["generator"][k]) for k, v in runs["a"]["generator"].items())  # two runs
+        for net, sd in runs["a"].items():
+            worst = max((v - one[net][k]).abs().max().item() / (v.abs().max().item() + 1e-12) for k, v in sd.items())
+            assert worst < 1e-3, (net, worst)
 
     # two steps on 2 processes, the other two on 1, from the same checkpoint folder
     r = artgan(

@@ -16,7 +16,7 @@ from helpers import tiny_cfg
 from pipeline.config import parse
 from pipeline.data import pairing
 from pipeline.errors import ArtganError
-from pipeline.models.translators import TRANSLATORS
+from pipeline.models.translators import TRANSLATORS, DrawnDropout, UNet, draw_dropout
 from pipeline.training import checkpoint, dist
 from pipeline.translation.trainer import Domains, HistoryBuffer, TranslationTrainer, resolve_model
 
@@ -128,18 +128,54 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 127.5 - 1
 
 
-def test_pix2pix_g_loss_is_the_adversarial_term_plus_lambda_times_the_l1_to_the_target(tmp_path):
+def test_pix2pix_g_loss_is_the_adversarial_term_plus_lambda_times_the_l1_to_the_target(tmp_path, monkeypatch):
+    from pipeline.translation import trainer as trainer_module
+
+    masks = []  # G's dropout masks (the paper's noise), which the trainer draws with the batch
+
+    def record(*args, **kw):
+        masks.append(draw_dropout(*args, **kw))
+        return masks[-1]
+
+    monkeypatch.setattr(trainer_module, "draw_dropout", record)
     t = make_trainer(tmp_path, "pix2pix", augment=[])
     G = copy.deepcopy(t.G)  # G before the step: the step reports its losses from the weights it started with
-    torch.manual_seed(7)  # G's dropout (the paper's noise) draws from the global generator
     out = t.gan_step(1)
+    assert len(masks) == len(G.dropouts) > 0
     idx = t.state.order  # the step's batch: the whole set, in the order it drew
     x, y = _unit(t.data.inputs[idx]), _unit(t.data.styles[t.data.targets[idx]])
-    torch.manual_seed(7)
+    for m, mask in zip(G.dropouts, masks):
+        m.mask = mask
     with torch.no_grad():
         l1 = F.l1_loss(G(x), y)
     assert out["l1"].item() == pytest.approx(l1.item(), rel=1e-5)
     assert out["loss_g"].item() == pytest.approx(out["loss_g_adv"].item() + 100.0 * l1.item(), rel=1e-5)
+
+
+def test_drawn_dropout_applies_its_mask_in_training_and_nothing_in_eval():
+    gen = torch.Generator().manual_seed(0)
+    mask = draw_dropout(4, (8, 2, 2), gen)
+    assert mask.shape == (4, 8, 2, 2) and set(mask.unique().tolist()) == {0.0, 2.0}
+    assert 0.4 < (mask == 0).float().mean().item() < 0.6  # p = 0.5, kept values scaled by 1 / (1 - p)
+    drop = DrawnDropout((8, 2, 2))
+    x = torch.randn(4, 8, 2, 2)
+    drop.mask = mask
+    assert torch.equal(drop(x), x * mask)
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    drop.train()
+    drop.mask = None
+    torch.manual_seed(3)
+    a = drop(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, torch.nn.functional.dropout(x, 0.5, True))  # no mask: plain dropout
+    unet = UNet(64, 8)
+    assert sorted(m.shape for m in unet.dropouts) == [(32, 8, 8), (64, 4, 4)]  # levels 3 and 4 of 64 px
+    seen = []
+    for m in unet.dropouts:
+        m.register_forward_hook(lambda m, i, o: seen.append((m.shape, tuple(o.shape[1:]))))
+    unet(torch.randn(2, 3, 64, 64))
+    assert len(seen) == 2 and all(want == got for want, got in seen)  # each mask fits what its layer sees
 
 
 def test_cyclegan_cycle_and_identity_terms_match_a_hand_computation(tmp_path):

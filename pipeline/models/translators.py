@@ -31,10 +31,45 @@ def _norm(c: int) -> nn.Module:
     return nn.InstanceNorm2d(c, affine=True)
 
 
-class UNetBlock(nn.Module):
-    """One level of the U-Net: down (conv 4×4 /2), the inner levels, up (transposed conv 4×4 ×2), skip concat."""
+class DrawnDropout(nn.Module):
+    """Dropout (p = 0.5, pix2pix's noise) whose mask a trainer can draw beforehand: with `mask` set (N×C×H×W of 0 and
+    2, i.e. kept / (1 - p)), training multiplies by it; without one it is nn.Dropout. `shape` (C, H, W) is the
+    activation it sees at the generator's image size, so that a trainer can draw masks for a global batch and give
+    each process its rows, as it draws noise. No parameters: a state dict is that of a plain dropout."""
 
-    def __init__(self, outer: int, inner: int, sub: nn.Module | None, outermost: bool = False, dropout: bool = False):
+    P = 0.5
+
+    def __init__(self, shape: tuple[int, int, int]):
+        super().__init__()
+        self.shape = shape
+        self.mask: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        if self.mask is None:
+            return nn.functional.dropout(x, self.P, True)
+        return x * self.mask.to(x.dtype)
+
+
+def draw_dropout(b: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
+    """A global batch of DrawnDropout masks (b×C×H×W, on the CPU), drawn from `generator`."""
+    keep = torch.rand((b, *shape), generator=generator) >= DrawnDropout.P
+    return keep.float() / (1 - DrawnDropout.P)
+
+
+class UNetBlock(nn.Module):
+    """One level of the U-Net: down (conv 4×4 /2), the inner levels, up (transposed conv 4×4 ×2), skip concat.
+    `dropout` is the (C, H, W) of the up path's output for a DrawnDropout there, or None."""
+
+    def __init__(
+        self,
+        outer: int,
+        inner: int,
+        sub: nn.Module | None,
+        outermost: bool = False,
+        dropout: tuple[int, int, int] | None = None,
+    ):
         super().__init__()
         innermost = sub is None
         down = [nn.Conv2d(outer if not outermost else 3, inner, 4, 2, 1, bias=innermost or outermost)]
@@ -45,8 +80,8 @@ class UNetBlock(nn.Module):
             up = [nn.ReLU(True), nn.ConvTranspose2d(up_in, 3, 4, 2, 1), nn.Tanh()]
         else:
             up = [nn.ReLU(True), nn.ConvTranspose2d(up_in, outer, 4, 2, 1, bias=False), _norm(outer)]
-            if dropout:
-                up.append(nn.Dropout(0.5))
+            if dropout is not None:
+                up.append(DrawnDropout(dropout))
         self.outermost = outermost
         self.down = nn.Sequential(*([] if outermost else [nn.LeakyReLU(0.2, True)]), *down)
         self.sub = sub if sub is not None else nn.Identity()
@@ -67,9 +102,12 @@ class UNet(nn.Module):
         ch = [min(g * 2**i, g * 8) for i in range(depth)]  # channels after down level i (0 = outermost)
         block: nn.Module | None = None
         for i in range(depth - 1, 0, -1):
-            block = UNetBlock(ch[i - 1], ch[i], block, dropout=depth - 1 - 3 < i < depth - 1)
+            side = image_size >> i  # level i's up path outputs ch[i - 1] channels at S / 2^i
+            drop = (ch[i - 1], side, side) if depth - 1 - 3 < i < depth - 1 else None
+            block = UNetBlock(ch[i - 1], ch[i], block, dropout=drop)
         self.net = UNetBlock(3, ch[0], block, outermost=True)
         self.image_size = image_size
+        self.dropouts = [m for m in self.modules() if isinstance(m, DrawnDropout)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -6,9 +6,9 @@ It runs in the generation trainer's loop (pipeline/training/loop.py: train_loop)
 bitwise resume, divergence watch, finite-state checks, EMA and snapshots. The adversarial term is `train.loss`
 (lsgan is CycleGAN's default; ns, bce and hinge work too); DiffAugment (`train.augment`) is applied with the same
 draws to both halves of a pix2pix pair. Determinism as in generation: every random choice (the data order, the
-augmentations, the history buffer's picks) is drawn on the CPU from one torch.Generator seeded by train.seed, for
-the global batch. Several processes split each batch; CycleGAN's history buffer is then kept per process, so only
-pix2pix gives the same weights at any process count.
+augmentations, pix2pix's dropout masks, the history buffer's picks) is drawn on the CPU from one torch.Generator
+seeded by train.seed, for the global batch. Several processes split each batch; CycleGAN's history buffer is then
+kept per process, so only pix2pix gives the same weights at any process count (to float summation order).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 from pipeline import augment
 from pipeline.errors import ArtganError
 from pipeline.losses import LOSSES
-from pipeline.models.translators import TRANSLATORS
+from pipeline.models.translators import TRANSLATORS, draw_dropout
 from pipeline.training import checkpoint, dist
 from pipeline.training.loop import GANCore, State, check_finite, grad_norm
 
@@ -145,6 +145,8 @@ class TranslationTrainer(GANCore):
                 )
                 for _ in self.pools
             ]
+        if self.model == "pix2pix":  # the U-Net's dropout masks, like generation's noise: global batch, own rows
+            d["dropout"] = [draw_dropout(b, m.shape, self.gen)[self.own] for m in self.G.dropouts]
         size = tuple(self.data.inputs.shape[-2:])
         augs = t.augment if t.augment and t.augment_p > 0 else []
         d["aug"] = [augment.draw(augs, t.augment_p, self.gen, size, b, self.own) if augs else [] for _ in range(4)]
@@ -179,8 +181,14 @@ class TranslationTrainer(GANCore):
     def _pix2pix(self, d: dict, check) -> dict[str, torch.Tensor]:
         x = self._images(self.data.inputs, d["idx"])
         y = self._images(self.data.styles, self.data.targets[d["idx"].to(self.data.targets.device)])
-        with self._autocast():
-            fake = self.G(x).float()
+        for m, mask in zip(self.G.dropouts, d["dropout"]):
+            m.mask = mask.to(self.device)
+        try:
+            with self._autocast():
+                fake = self.G(x).float()
+        finally:
+            for m in self.G.dropouts:
+                m.mask = None
         d_real = self._judge(self.D, y, d["aug"][0], x)
         d_fake = self._judge(self.D, fake.detach(), d["aug"][0], x)
         out = {"loss_d": self.loss.d(d_real, d_fake)}
