@@ -172,7 +172,7 @@ def test_params_that_are_not_a_mapping_are_rejected():
     "raw, key, known",
     [
         ({"train": {"loss": "wasserstein"}}, "train.loss", ["bce", "ns", "wgan", "wgan-gp", "lsgan", "hinge"]),
-        ({"model": {"arch": "stylegan"}}, "model.arch", ["mlp", "dcgan", "resnet", "vae"]),
+        ({"model": {"arch": "stylegan"}}, "model.arch", ["mlp", "dcgan", "resnet", "fastgan", "vae"]),
         ({"data": {"source": "kaggle:someone/art"}}, "data.source", ["openmoji"]),
     ],
 )

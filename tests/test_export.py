@@ -26,10 +26,11 @@ pytestmark = pytest.mark.slow  # make test-fast leaves these out (docs/testing.m
 
 
 def _settle(G: torch.nn.Module, n_classes: int) -> None:
-    """Move the batch-norm running statistics off their 0 / 1 start, so eval mode really uses them."""
+    """Bring the batch-norm running statistics from their 0 / 1 start to the batches' own (momentum 0.1), so eval
+    mode really uses them (0.9^100 of the start is left) and a deep generator's images are not all near 0."""
     G.train()
     with torch.no_grad():
-        for _ in range(2):
+        for _ in range(100):
             G(torch.randn(8, Z_DIM), torch.randint(0, n_classes, (8,)) if n_classes else None)
     G.eval()
 
@@ -37,7 +38,7 @@ def _settle(G: torch.nn.Module, n_classes: int) -> None:
 def make_checkpoint(tmp_path: Path, arch: str, n_classes: int = 0, ema: bool = True) -> Path:
     """models/checkpoint.pt as train's _write_outputs writes it, for a tiny freshly built pair; the EMA
     generator is a second, differently seeded build so EMA and raw weights give different images."""
-    size = 16 if arch == "resnet" else 8
+    size = 16 if arch in ("resnet", "fastgan") else 8
     cfg = parse(
         tiny_cfg(
             tmp_path, data={"image_size": size}, model={"arch": arch, "z_dim": Z_DIM, "g_channels": 4, "d_channels": 4}
@@ -100,6 +101,8 @@ def run_both(onnx_path: Path, G, n: int, n_classes: int, seed: int = 7) -> tuple
         ("vae", 0, False),
         ("resnet", 3, True),
         ("mlp", 3, True),
+        ("fastgan", 0, True),
+        ("fastgan", 3, True),
     ],
 )
 def test_export_matches_torch(tmp_path, arch, n_classes, ema):
@@ -117,11 +120,12 @@ def test_export_matches_torch(tmp_path, arch, n_classes, ema):
     assert sorted(os.listdir(out.parent)) == ["generator.onnx"]  # no temporary file left behind
 
     G, G_raw = torch_generator(ckpt), torch_generator(ckpt, ema=False)
-    size = 16 if arch == "resnet" else 8
+    size = 16 if arch in ("resnet", "fastgan") else 8
     for n in (1, 7):  # the export traced a batch of 2: the batch axis is dynamic
         got, ref = run_both(out, G, n, n_classes)
         assert got.shape == ref.shape == (n, 3, size, size)
         assert np.abs(got - ref).max() <= TOLERANCE
+        assert np.abs(ref).max() > 100 * TOLERANCE  # images, not ~0 everywhere: the comparison means something
         assert got.min() >= -1 and got.max() <= 1
     if ema:  # the EMA generator is a different network here: its images are not the raw one's
         assert np.abs(got - run_both(out, G_raw, 7, n_classes)[1]).max() > 0.01

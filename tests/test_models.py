@@ -1,4 +1,4 @@
-"""Model builders (mlp, dcgan, resnet, vae): shapes and ranges at every supported size, class conditioning,
+"""Model builders (mlp, dcgan, resnet, fastgan, vae): shapes and ranges at every supported size, class conditioning,
 spectral norm, gradient flow, determinism, parameter counts; bad sizes and missing labels fail clearly."""
 
 from __future__ import annotations
@@ -75,10 +75,16 @@ def test_registry_names_dcgan():
     assert "dcgan" in MODELS
 
 
-# --- every family: mlp, dcgan, resnet (GANs) and vae ----------------------------------------------------------------
+# --- every family: mlp, dcgan, resnet, fastgan (GANs) and vae -------------------------------------------------------
 
-GANS = ["mlp", "dcgan", "resnet"]
-SIZES = {"mlp": [16, 32, 64], "dcgan": [16, 32, 64, 128], "resnet": [16, 32, 64, 128], "vae": [16, 32, 64, 128]}
+GANS = ["mlp", "dcgan", "resnet", "fastgan"]
+SIZES = {
+    "mlp": [16, 32, 64],
+    "dcgan": [16, 32, 64, 128],
+    "resnet": [16, 32, 64, 128],
+    "fastgan": [16, 32, 64, 128],
+    "vae": [16, 32, 64, 128],
+}
 Z, CH, N, K = 8, 4, 4, 3  # latent size, channels, batch, classes
 
 
@@ -99,8 +105,8 @@ def _randomise_conditional_bn(module: nn.Module) -> None:
 
 
 def test_registry_names_every_family_and_its_kind():
-    assert set(MODELS) == {"mlp", "dcgan", "resnet", "vae"}
-    assert KIND == {"mlp": "gan", "dcgan": "gan", "resnet": "gan", "vae": "vae"}
+    assert set(MODELS) == {"mlp", "dcgan", "resnet", "fastgan", "vae"}
+    assert KIND == {"mlp": "gan", "dcgan": "gan", "resnet": "gan", "fastgan": "gan", "vae": "vae"}
 
 
 @pytest.mark.parametrize("n_classes", [0, K])
@@ -154,7 +160,7 @@ def test_conditional_gan_outputs_depend_on_the_label(arch, size):
         assert torch.allclose(G(z, ya)[0], G(z, yb)[0])
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+@pytest.mark.parametrize("arch", ["dcgan", "resnet", "fastgan"])
 def test_conditional_batch_norm_starts_as_plain_batch_norm(arch):
     torch.manual_seed(0)
     G, _ = build(arch, 16, Z, CH, CH, n_classes=K)
@@ -193,8 +199,9 @@ def test_spectral_norm_bounds_every_discriminator_weight(arch, n_classes):
     D.train()
     y = _labels(8) if n_classes else None
     with torch.no_grad():
-        for _ in range(20):  # each train-mode forward runs one power iteration
-            out = D(torch.rand(8, 3, 16, 16) * 2 - 1, y)
+        for _ in range(20):  # each train-mode forward runs one power iteration (of the decoder too, if any)
+            x = torch.rand(8, 3, 16, 16) * 2 - 1
+            out = D(x, y, reconstruct=True)[0] if getattr(D, "reconstructs", False) else D(x, y)
     assert torch.isfinite(out).all()
     for m in wrapped:
         w = m.weight.detach()
@@ -222,6 +229,14 @@ def test_vae_ignores_spectral_norm():
     assert not any(parametrize.is_parametrized(m) for m in enc.modules())
 
 
+def d_loss(D, x, y):
+    """A scalar of every output D is trained on: its logits, and its reconstruction loss when it has one."""
+    if getattr(D, "reconstructs", False):
+        logits, recon = D(x, y, reconstruct=True)
+        return logits.mean() + recon
+    return D(x, y).mean()
+
+
 @pytest.mark.parametrize("n_classes", [0, K])
 @pytest.mark.parametrize("arch", GANS)
 def test_gradients_reach_every_parameter(arch, n_classes):
@@ -229,14 +244,14 @@ def test_gradients_reach_every_parameter(arch, n_classes):
     G, D = build(arch, 16, Z, CH, CH, n_classes=n_classes)
     y = _labels() if n_classes else None
     z = torch.randn(N, Z)
-    D(G(z, y), y).mean().backward()
+    d_loss(D, G(z, y), y).backward()
     for name, p in list(G.named_parameters()) + list(D.named_parameters()):
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0 or name.endswith("bias"), name  # a bias right before batch norm gets ~0
     # with running statistics (eval) nothing cancels a bias, so every generator parameter gets a gradient
     G.zero_grad(), D.zero_grad()
     G.eval()
-    D(G(z, y), y).mean().backward()
+    d_loss(D, G(z, y), y).backward()
     for name, p in G.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
@@ -303,16 +318,27 @@ def test_mlp_matches_the_pytorch_gan_tutorial():
 
 @pytest.mark.parametrize(
     "arch,size",
-    [("mlp", 12), ("mlp", 4), ("dcgan", 100), ("vae", 24), ("vae", 4), ("resnet", 8), ("resnet", 48), ("resnet", 256)],
+    [
+        ("mlp", 12),
+        ("mlp", 4),
+        ("dcgan", 100),
+        ("vae", 24),
+        ("vae", 4),
+        ("resnet", 8),
+        ("resnet", 48),
+        ("resnet", 256),
+        ("fastgan", 8),
+        ("fastgan", 48),
+    ],
 )
 def test_bad_size_names_the_arch_and_the_allowed_sizes(arch, size):
-    allowed = "16, 32, 64, 128" if arch == "resnet" else "8, 16, 32, 64, 128"
+    allowed = {"resnet": "16, 32, 64, 128", "fastgan": "16, 32, 64, 128, 256"}.get(arch, "8, 16, 32, 64, 128")
     with pytest.raises(ValueError, match=f"{arch}: image_size must .*{allowed}.*got {size}"):
         build(arch, size, Z, CH, CH)
 
 
 def test_unknown_arch_raises_value_error():
-    with pytest.raises(ValueError, match="unknown model arch 'stylegan'.*mlp, dcgan, resnet, vae"):
+    with pytest.raises(ValueError, match="unknown model arch 'stylegan'.*mlp, dcgan, resnet, fastgan, vae"):
         build("stylegan", 32, Z, CH, CH)
 
 
@@ -346,7 +372,7 @@ def test_batch_norms_convert_to_synchronised_batch_norm(arch):
         conv = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in conv.modules())
         assert sum(isinstance(m, nn.SyncBatchNorm) for m in conv.modules()) == before
-    if arch in ("dcgan", "resnet"):
+    if arch in ("dcgan", "resnet", "fastgan"):
         assert all(isinstance(m.bn, nn.SyncBatchNorm) for m in G.modules() if isinstance(m, ConditionalBatchNorm2d))
 
 

@@ -37,9 +37,10 @@ def work(tmp_path) -> tuple[Path, dict]:
     return tmp_path, env
 
 
-def params(tmp_path: Path, name: str, **train) -> Path:
+def params(tmp_path: Path, name: str, model: dict | None = None, **train) -> Path:
     raw = tiny_cfg(
         tmp_path,
+        model=model or {},
         train={"out_dir": str(tmp_path / name / "models"), "checkpoint_dir": str(tmp_path / name / "ckpt"), **train},
         reports_dir=str(tmp_path / name / "reports"),
     )
@@ -154,17 +155,21 @@ def test_two_gloo_processes_match_one_process_and_resume_across_world_sizes(work
     [
         {"loss": "wgan-gp", "n_critic": 2},
         {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2},  # the default's lazy R1, on every 2nd step here
+        {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2, "model": {"arch": "fastgan"}},
     ],
-    ids=["wgan-gp", "lazy-r1"],
+    ids=["wgan-gp", "lazy-r1", "fastgan"],
 )
 def test_two_gloo_processes_match_one_process_with_the_gradient_penalty(work, penalty):
     """wgan-gp draws its interpolation weights per sample: each rank draws the global batch's and keeps its rows.
-    R1 is a per-sample penalty on the rank's own real rows, averaged with the other ranks' like the loss."""
+    R1 is a per-sample penalty on the rank's own real rows, averaged with the other ranks' like the loss; fastgan's
+    reconstruction loss is a mean over the rank's real rows too."""
     tmp_path, env = work
+    penalty = dict(penalty)
+    model = penalty.pop("model", None)
     train = {**penalty, "steps": 4, "batch_size": 16, "log_every": 1, "sample_every": 100, "threads": 1}
-    one = artgan(["train", "--params", str(params(tmp_path, "one", **train))], tmp_path, env)
+    one = artgan(["train", "--params", str(params(tmp_path, "one", model, **train))], tmp_path, env)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = artgan(["train", "--nproc", "2", "--params", str(params(tmp_path, "two", **train))], tmp_path, env)
+    two = artgan(["train", "--nproc", "2", "--params", str(params(tmp_path, "two", model, **train))], tmp_path, env)
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
     _close(weights(tmp_path, "one"), weights(tmp_path, "two"), tol=1e-3)
 

@@ -258,7 +258,7 @@ def data_tags(data: dict) -> dict:
     return data["tags"]
 
 
-@pytest.mark.parametrize("arch", ["mlp", "dcgan", "resnet", "vae"])
+@pytest.mark.parametrize("arch", ["mlp", "dcgan", "resnet", "fastgan", "vae"])
 def test_every_architecture_trains_and_reloads(processed, tmp_path, arch):
     from pipeline.artifacts import load_generator
 
@@ -373,7 +373,8 @@ def test_ema_generator_is_the_exact_moving_average(processed, tmp_path):
     assert not same_weights(ck["generator_ema"], ck["generator"])
 
 
-def test_conditional_training_on_a_label_column(processed, tmp_path):
+@pytest.mark.parametrize("arch", ["dcgan", "fastgan"])
+def test_conditional_training_on_a_label_column(processed, tmp_path, arch):
     import pandas as pd
 
     from pipeline.artifacts import load_generator
@@ -382,10 +383,11 @@ def test_conditional_training_on_a_label_column(processed, tmp_path):
     pd.DataFrame({"path": [f"{i}.png" for i in range(N_IMAGES)], "style": labels}).to_parquet(
         processed / "manifest.parquet"
     )
-    figures, out, _ = train(tmp_path, "cond", data={"label": "style"}, train={"steps": 2})
+    model = {"arch": arch}
+    figures, out, _ = train(tmp_path, "cond", model=model, data={"label": "style"}, train={"steps": 2})
     ck = load_ckpt(out)
     assert ck["classes"] == ["cat", "dog"] and ck["class_counts"] == [labels.count("cat"), labels.count("dog")]
-    cfg = parse(tiny_cfg(tmp_path, data={"label": "style"}, train={"out_dir": str(out)}))
+    cfg = parse(tiny_cfg(tmp_path, model=model, data={"label": "style"}, train={"out_dir": str(out)}))
     G, z_dim, n_classes, _ = load_generator(cfg)
     z = torch.randn(2, z_dim)
     with torch.no_grad():
@@ -446,9 +448,14 @@ def test_a_checkpoint_holds_everything_the_next_step_depends_on(processed, tmp_p
 
 
 @pytest.mark.slow
-def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processed, tmp_path):
+@pytest.mark.parametrize("arch", ["dcgan", "fastgan"])
+def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processed, tmp_path, arch):
+    model = {"arch": arch}
     _, out_long, _ = train(
-        tmp_path, "long", train={"steps": 8, "checkpoint_every": 4, "ema_decay": 0.9, "augment": ["translation"]}
+        tmp_path,
+        "long",
+        model=model,
+        train={"steps": 8, "checkpoint_every": 4, "ema_decay": 0.9, "augment": ["translation"]},
     )
     common = {
         "checkpoint_dir": str(tmp_path / "shared_ckpt"),
@@ -456,8 +463,8 @@ def test_raising_steps_resumes_and_ends_bitwise_where_one_long_run_ends(processe
         "ema_decay": 0.9,
         "augment": ["translation"],
     }
-    first, _, _ = train(tmp_path, "part", train={"steps": 4, **common})
-    second, out_part, reports = train(tmp_path, "part", train={"steps": 8, **common})
+    first, _, _ = train(tmp_path, "part", model=model, train={"steps": 4, **common})
+    second, out_part, reports = train(tmp_path, "part", model=model, train={"steps": 8, **common})
     a, b = load_ckpt(out_long), load_ckpt(out_part)
     for key in ("generator", "discriminator", "generator_ema"):
         assert same_weights(a[key], b[key]), key

@@ -2,13 +2,15 @@
 
 Every builder takes (image_size, z_dim, g_channels, d_channels, n_classes=0, spectral_norm=False).
 KIND says how to train the pair:
-- "gan" (mlp, dcgan, resnet): (G, D) with `G(z, y=None)` → N×3×S×S in [-1, 1] and `D(x, y=None)` → N logits.
+- "gan" (mlp, dcgan, resnet, fastgan): (G, D) with `G(z, y=None)` → N×3×S×S in [-1, 1] and `D(x, y=None)` → N logits.
 - "vae" (vae): (decoder, encoder) with `decoder(z, y=None)` → images in [-1, 1] (a generator to evaluate /
   render) and `encoder(x, y=None)` → (mu, logvar), each N×z_dim.
 With `n_classes > 0` the models are class-conditional and y (N labels in [0, n_classes)) is required;
 with `n_classes == 0`, y is ignored. Generators / decoders expose `z_dim` and `n_classes`.
 `spectral_norm=True` spectrally normalises every Linear / Conv2d / Embedding of a GAN discriminator, which
-then has no batch norm (ignored for the VAE). Batch norms are plain nn.BatchNorm1d / nn.BatchNorm2d only.
+then has no batch norm (ignored for the VAE).
+A discriminator whose class sets `reconstructs = True` (fastgan's) also takes `reconstruct=True` and then returns
+(logits, a reconstruction loss), which the trainer adds to D's loss on real images. Batch norms are plain nn.BatchNorm1d / nn.BatchNorm2d only.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from typing import Callable
 
 from torch import nn
 
-from pipeline.models import dcgan, mlp, resnet, vae
+from pipeline.models import dcgan, fastgan, mlp, resnet, vae
 
 MODELS: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {
     "mlp": mlp.build,
     "dcgan": dcgan.build,
     "resnet": resnet.build,
+    "fastgan": fastgan.build,
     "vae": vae.build,
 }
 
-KIND: dict[str, str] = {"mlp": "gan", "dcgan": "gan", "resnet": "gan", "vae": "vae"}
+KIND: dict[str, str] = {"mlp": "gan", "dcgan": "gan", "resnet": "gan", "fastgan": "gan", "vae": "vae"}
 
 
 def build(

@@ -139,7 +139,17 @@ def curves_figures(reports: Path):
         loss_fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
         steps = [r["step"] for r in rows]
         panels = (
-            ("losses", (("loss_d", "loss_d"), ("loss_g", "loss_g"), ("loss", "loss"), ("rec", "rec"), ("kl", "kl"))),
+            (
+                "losses",
+                (
+                    ("loss_d", "loss_d"),
+                    ("loss_g", "loss_g"),
+                    ("loss", "loss"),
+                    ("rec", "rec"),
+                    ("kl", "kl"),
+                    ("recon", "D recon"),
+                ),
+            ),
             ("discriminator outputs", (("d_real", "D(x)"), ("d_fake", "D(G(z))"))),
             ("gradient norms", (("grad_norm_d", "|grad D|"), ("grad_norm_g", "|grad G|"))),
         )

@@ -187,6 +187,7 @@ class Trainer(GANCore):
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), **kw)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), **kw)
         self.g_fwd, self.d_fwd = (torch.compile(self.G), torch.compile(self.D)) if t.compile else (self.G, self.D)
+        self.recon = getattr(D, "reconstructs", False)  # D's reconstruction loss joins its loss on real images
         self.gen = torch.Generator().manual_seed(t.seed)
         self.state = State()
 
@@ -261,10 +262,17 @@ class Trainer(GANCore):
         real = augment.apply(real, c["aug_real"])
         fake, y_fake = augment.apply(fake.detach(), c["aug_fake"]), c["y_fake"]  # the penalties see what D saw
         with self._autocast():
-            d_real = self.d_fwd(real, y_real).float()
+            if self.recon:  # a self-supervised D (fastgan) also rebuilds the real images it is shown
+                d_real, recon = self.d_fwd(real, y_real, reconstruct=True)
+            else:
+                d_real, recon = self.d_fwd(real, y_real), None
+            d_real = d_real.float()
             d_fake = self.d_fwd(fake, y_fake).float()
             loss = self.loss.d(d_real, d_fake)
         out = {"loss_d": loss, "d_real": self.loss.d_of(d_real).mean(), "d_fake": self.loss.d_of(d_fake).mean()}
+        if recon is not None:
+            loss = loss + recon
+            out["recon"] = recon
         if self.gp:
             gp = gradient_penalty(self.D, real, fake, y_real, eps=c["eps"])
             loss = loss + t.gp_weight * gp
