@@ -83,6 +83,8 @@ def experiments(revs: list[str]) -> list[dict]:
                 params, metrics = _data(rev)
                 if not metrics.get("fid"):
                     continue  # queued, running or failed
+                if params.get("task", "generate") != "generate":
+                    continue  # a translate experiment queued beside the sweep: docs/translation.md's, not this page's
                 changed = {k: v for k, v in params.items() if base_params.get(k) != v and k not in PROTOCOL}
                 rows.append(
                     {
