@@ -124,6 +124,12 @@ def build(
 ) -> tuple[Generator, Discriminator]:
     g = Generator(image_size, z_dim, g_channels, n_classes)
     d = Discriminator(image_size, d_channels, n_classes, batch_norm=d_batch_norm and not spectral_norm)
+    return init_pair(g, d, spectral_norm)
+
+
+def init_pair(g: nn.Module, d: nn.Module, spectral_norm: bool) -> tuple[nn.Module, nn.Module]:
+    """(G, D) with the DCGAN paper's initialisation (and D's projection embedding N(0, 0.02)), D then spectrally
+    normalised when asked: dcgan's and fastgan's builders."""
     g.apply(init_weights)
     d.apply(init_weights)
     if d.embed is not None:

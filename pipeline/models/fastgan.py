@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.dcgan import init_weights
+from pipeline.models.dcgan import init_pair
 from pipeline.models.layers import (
     apply_norm,
     batch_norm_2d,
@@ -45,7 +45,6 @@ from pipeline.models.layers import (
     check_size,
     flat_latent,
     projection,
-    spectral_normalise,
 )
 
 ARCH = "fastgan"
@@ -227,10 +226,4 @@ def build(
 ) -> tuple[Generator, Discriminator]:
     g = Generator(image_size, z_dim, g_channels, n_classes)
     d = Discriminator(image_size, d_channels, n_classes, batch_norm=d_batch_norm and not spectral_norm)
-    g.apply(init_weights)
-    d.apply(init_weights)
-    if d.embed is not None:
-        nn.init.normal_(d.embed.weight, 0.0, 0.02)
-    if spectral_norm:
-        spectral_normalise(d)
-    return g, d
+    return init_pair(g, d, spectral_norm)
