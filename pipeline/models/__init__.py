@@ -2,15 +2,16 @@
 
 Every builder takes (image_size, z_dim, g_channels, d_channels, n_classes=0, spectral_norm=False).
 KIND says how to train the pair:
-- "gan" (mlp, dcgan, resnet, fastgan): (G, D) with `G(z, y=None)` → N×3×S×S in [-1, 1] and `D(x, y=None)` → N logits.
+- "gan" (mlp, dcgan, resnet, fastgan): (G, D) with `G(z, y=None)` → N×3×S×S in [-1, 1] and `D(x, y=None)` → N
+  logits.
 - "vae" (vae): (decoder, encoder) with `decoder(z, y=None)` → images in [-1, 1] (a generator to evaluate /
   render) and `encoder(x, y=None)` → (mu, logvar), each N×z_dim.
 With `n_classes > 0` the models are class-conditional and y (N labels in [0, n_classes)) is required;
 with `n_classes == 0`, y is ignored. Generators / decoders expose `z_dim` and `n_classes`.
 `spectral_norm=True` spectrally normalises every Linear / Conv2d / Embedding of a GAN discriminator, which
-then has no batch norm (ignored for the VAE).
+then has no batch norm (ignored for the VAE). Batch norms are plain nn.BatchNorm1d / nn.BatchNorm2d only.
 A discriminator whose class sets `reconstructs = True` (fastgan's) also takes `reconstruct=True` and then returns
-(logits, a reconstruction loss), which the trainer adds to D's loss on real images. Batch norms are plain nn.BatchNorm1d / nn.BatchNorm2d only.
+(logits, a reconstruction loss), which the trainer adds to D's loss on real images.
 """
 
 from __future__ import annotations
