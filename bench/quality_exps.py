@@ -149,6 +149,18 @@ def curve(rows: list[dict]) -> str:
     return f" (with the FID curve for {', '.join(with_curve)} only)"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; platform's guess elsewhere): the VM's machine can change."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def section(rows: list[dict], img_dir: Path, machine: str, date: str, sweep: str) -> list[str]:
     begin, end = markers(sweep)
     lines = [
@@ -217,7 +229,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rev", action="append", required=True, help="a baseline commit the experiments were queued on")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "quality.md")
-    ap.add_argument("--machine", default=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    ap.add_argument("--machine", default=f"{cpu_name()}, {os.cpu_count()} cores")
     ap.add_argument("--date", default=__import__("datetime").date.today().isoformat())
     ap.add_argument(
         "--sweep", default="", help="the sweep's name: its own section, so sweeps run in other clones stay on the page"
