@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
 
 import yaml
@@ -127,3 +128,11 @@ def run_steps(tr, steps: int, start: int = 0) -> list[dict[str, float]]:
         tr.state.step = step
         rows.append({k: v.item() for k, v in out.items()})
     return rows
+
+
+def load_script(path: Path):
+    """A script that is not part of the package (bench/, scripts/) imported as a module, to test its functions."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

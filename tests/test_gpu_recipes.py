@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -13,16 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import load_script
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("gpu_recipes", ROOT / "bench" / "gpu_recipes.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "bench" / "gpu_recipes.py")
 
 
 def test_docs_show_every_recipe_exactly_as_the_kit_runs_it():

@@ -3,11 +3,12 @@ file must be what the script writes now, so a changed default, key or comment ca
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from helpers import load_script
 
 from pipeline.config import Config
 
@@ -16,10 +17,7 @@ SCRIPT = ROOT / "scripts" / "params_doc.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("params_doc", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT)
 
 
 def test_docs_params_md_is_current():
