@@ -1,0 +1,104 @@
+"""Where a paired translator's L1 goes: its training pairs against the held-out ones, snapshot by snapshot.
+
+Reads a translate run's preprocess output (inputs.npy, images.npy, inputs.csv with the split and each input's
+target row) and its checkpoint (and snapshots, when given), and prints one table: the mean L1 to the targets on
+every `--train-every`-th training pair and on every held-out pair, each also as a fraction of the identity's L1
+(the input unchanged) on the same pairs. Two references are measured in the same run: identity, and retrieval
+(each input's k nearest inputs among all training pairs by L2, the per-pixel median of their targets; a
+training pair never retrieves itself). If the training pairs' L1 is far below the held-out pairs', the translator is learning what
+does not carry over; if both are high, it has not fitted yet.
+
+    python bench/translate_gap.py --processed data/processed --checkpoint models/checkpoint.pt \
+        --snapshots models/snapshots.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def load_pairs(processed: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{'train': (inputs, targets), 'holdout': (...)}: every pair of each split, uint8 N×S×S×3."""
+    import pandas as pd
+
+    rows = pd.read_csv(processed / "inputs.csv")
+    inputs = np.load(processed / "inputs.npy", mmap_mode="r")
+    targets = np.load(processed / "images.npy", mmap_mode="r")
+    out = {}
+    for split in ("train", "holdout"):
+        idx = rows.index[rows["split"] == split].to_numpy()
+        out[split] = (np.asarray(inputs[idx]), np.asarray(targets[rows["target"].to_numpy()[idx]]))
+    return out
+
+
+def l1(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() / 255)
+
+
+def retrieval(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int, own: np.ndarray | None) -> np.ndarray:
+    """The per-pixel median of the targets of each input's k nearest training inputs (L2); `own[i]`, when given,
+    is query i's own row in the training pairs, which it may not retrieve."""
+    ref = train_x.reshape(len(train_x), -1).astype(np.float32)
+    q = x.reshape(len(x), -1).astype(np.float32)
+    d = (q**2).sum(1)[:, None] + (ref**2).sum(1)[None, :] - 2 * q @ ref.T
+    if own is not None:
+        d[np.arange(len(q)), own] = np.inf
+    nearest = np.argsort(d, axis=1)[:, :k]
+    return np.median(train_y[nearest], axis=1).round().astype(np.uint8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--processed", type=Path, default=Path("data/processed"))
+    ap.add_argument("--checkpoint", type=Path, default=Path("models/checkpoint.pt"))
+    ap.add_argument("--snapshots", type=Path, default=None, help="models/snapshots.pt: a row per snapshot")
+    ap.add_argument("--train-every", type=int, default=4, help="score every N-th training pair")
+    ap.add_argument("--knn", type=int, nargs="*", default=[1, 5], help="retrieval reference(s): k nearest")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+
+    from pipeline.io import torch_load
+    from pipeline.translation.translator import new_generator, read_translator, translate_uint8
+
+    torch.set_num_threads(args.threads)
+    everything = load_pairs(args.processed)
+    tx, ty = everything["train"]
+    own = {"train": np.arange(0, len(tx), args.train_every), "holdout": None}
+    pairs = {"train": (tx[own["train"]], ty[own["train"]]), "holdout": everything["holdout"]}
+    ident = {s: l1(x, y) for s, (x, y) in pairs.items()}
+
+    def cells(preds: dict[str, np.ndarray]) -> str:
+        return " | ".join(
+            f"{l1(preds[s], pairs[s][1]):.4f} ({l1(preds[s], pairs[s][1]) / ident[s]:.2f}×)" for s in pairs
+        )
+
+    n = {s: len(x) for s, (x, _) in pairs.items()}
+    print(f"| what | training pairs (n={n['train']}): L1 (÷ identity) | held-out pairs (n={n['holdout']}) |")
+    print("|---|---:|---:|")
+    print(f"| identity (the input unchanged) | {cells({s: x for s, (x, _) in pairs.items()})} |")
+    for k in args.knn:
+        preds = {s: retrieval(tx, ty, x, k, own[s]) for s, (x, _) in pairs.items()}
+        print(f"| retrieval: median target of the {k} nearest training inputs | {cells(preds)} |")
+    ckpt = read_translator(args.checkpoint)
+    states = []
+    if args.snapshots is not None:
+        snaps = torch_load(args.snapshots, "pass a translate run's models/snapshots.pt", what="not a snapshot file")
+        states = [(f"snapshot at step {s}", w) for s, w in zip(snaps["steps"], snaps["generators"])]
+    ema = ckpt.get("generator_ema")
+    states.append(("final, EMA" if ema is not None else "final", ema if ema is not None else ckpt["generator"]))
+    for name, state in states:
+        G = new_generator(ckpt, state)
+        print(f"| {name} | {cells({s: translate_uint8(G, x) for s, (x, _) in pairs.items()})} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
