@@ -183,11 +183,18 @@ def section(rows: list[dict], img_dir: Path, machine: str, date: str, sweep: str
             f"{r['params'].get('train.seed', 0)} | {m['fid']:.1f} | {kid} | {m['precision']:.3f} | "
             f"{m['recall']:.3f} |"
         )
-    groups: dict[str, list[dict]] = {}
+    # a seed group is one recipe: the same params (all but the seed and the protocol's), whichever baseline each
+    # run was queued on (a run queued on a commit whose defaults are the recipe changes nothing against it)
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if not r["baseline"]:
-            groups.setdefault(tried(r["changed"]), []).append(r)
-    seeded = {k: sorted(v, key=lambda r: r["params"].get("train.seed", 0)) for k, v in groups.items() if len(v) > 1}
+            recipe = {k: v for k, v in r["params"].items() if k != "train.seed" and k not in PROTOCOL}
+            groups.setdefault(tuple(sorted((k, repr(v)) for k, v in recipe.items())), []).append(r)
+    seeded = {
+        max((tried(r["changed"]) for r in v), key=len): sorted(v, key=lambda r: r["params"].get("train.seed", 0))
+        for v in groups.values()
+        if len(v) > 1
+    }
     if seeded:
         lines += [
             "",
