@@ -5,8 +5,8 @@ target row) and its checkpoint (and snapshots, when given), and prints one table
 every `--train-every`-th training pair and on every held-out pair, each also as a fraction of the identity's L1
 (the input unchanged) on the same pairs. Two references are measured in the same run: identity, and retrieval
 (each input's k nearest inputs among all training pairs by L2, the per-pixel median of their targets; a
-training pair never retrieves itself). If the training pairs' L1 is far below the held-out pairs', the translator is learning what
-does not carry over; if both are high, it has not fitted yet.
+training pair never retrieves itself). If the training pairs' L1 is far below the held-out pairs', the
+translator is learning what does not carry over; if both are high, it has not fitted yet.
 
     python bench/translate_gap.py --processed data/processed --checkpoint models/checkpoint.pt \
         --snapshots models/snapshots.pt
@@ -25,15 +25,19 @@ sys.path.insert(0, str(REPO))
 
 
 def load_pairs(processed: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{'train': (inputs, targets), 'holdout': (...)}: every pair of each split, uint8 N×S×S×3."""
+    """{'train': (inputs, targets), 'holdout': (...)}: every pair of each split, uint8 N×S×S×3, the held-out ones
+    in the order evaluate and render use (pipeline.translation.pairs.holdout_rows)."""
     import pandas as pd
+
+    from pipeline.data.pairing import TRAIN
+    from pipeline.translation.pairs import holdout_rows
 
     rows = pd.read_csv(processed / "inputs.csv")
     inputs = np.load(processed / "inputs.npy", mmap_mode="r")
     targets = np.load(processed / "images.npy", mmap_mode="r")
+    train = np.flatnonzero(rows["split"].astype(str).to_numpy() == TRAIN)
     out = {}
-    for split in ("train", "holdout"):
-        idx = rows.index[rows["split"] == split].to_numpy()
+    for split, idx in (("train", train), ("holdout", holdout_rows(rows))):
         out[split] = (np.asarray(inputs[idx]), np.asarray(targets[rows["target"].to_numpy()[idx]]))
     return out
 
@@ -77,9 +81,8 @@ def main() -> None:
     ident = {s: l1(x, y) for s, (x, y) in pairs.items()}
 
     def cells(preds: dict[str, np.ndarray]) -> str:
-        return " | ".join(
-            f"{l1(preds[s], pairs[s][1]):.4f} ({l1(preds[s], pairs[s][1]) / ident[s]:.2f}×)" for s in pairs
-        )
+        dist = {s: l1(preds[s], pairs[s][1]) for s in pairs}
+        return " | ".join(f"{dist[s]:.4f} ({dist[s] / ident[s]:.2f}×)" for s in pairs)
 
     n = {s: len(x) for s, (x, _) in pairs.items()}
     print(f"| what | training pairs (n={n['train']}): L1 (÷ identity) | held-out pairs (n={n['holdout']}) |")

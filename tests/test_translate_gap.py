@@ -21,7 +21,8 @@ def test_pairs_follow_the_target_column_and_retrieval_skips_itself(tmp_path):
     np.save(tmp_path / "inputs.npy", inputs)
     np.save(tmp_path / "images.npy", targets)
     split = ["train", "train", "holdout", "train", "holdout"]
-    pd.DataFrame({"split": split, "target": order}).to_csv(tmp_path / "inputs.csv", index=False)
+    paths = [f"inputs/images/{i}.png" for i in range(5)]
+    pd.DataFrame({"path": paths, "split": split, "target": order}).to_csv(tmp_path / "inputs.csv", index=False)
 
     pairs = gap.load_pairs(tmp_path)
     x, y = pairs["train"]
