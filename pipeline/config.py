@@ -186,8 +186,8 @@ class TrainCfg(Section):
     augment: tuple[Policy, ...] = ("translation", "cutout")  # DiffAugment policies: color, translation, cutout
     augment_p: Annotated[float, Field(ge=0, le=1)] = 1.0  # probability per sample and policy
     vae_beta: NonNegFloat = 1.0  # KL weight of the vae baseline's ELBO
-    lr_g: PosFloat = 8e-4  # different lr_g / lr_d = TTUR
-    lr_d: PosFloat = 4e-4
+    lr_g: PosFloat = 1.6e-3  # different lr_g / lr_d = TTUR
+    lr_d: PosFloat = 8e-4
     beta1: Beta = 0.5
     beta2: Beta = 0.999
     log_every: PosInt = 1
