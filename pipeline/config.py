@@ -182,6 +182,7 @@ class TrainCfg(Section):
     gp_weight: NonNegFloat = 10.0  # gradient-penalty weight lambda (loss wgan-gp)
     r1_gamma: NonNegFloat = 0.1  # R1 penalty weight gamma; 0 = off
     r1_every: PosInt = 16  # lazy R1: on the D updates of every N-th training step, scaled by N
+    lecam: NonNegFloat = 0.0  # LeCam regulariser weight (Tseng et al. 2021; task generate); 0 = off
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999  # EMA generator; 0 = off
     augment: tuple[Policy, ...] = ("translation", "cutout")  # DiffAugment policies: color, translation, cutout
     augment_p: Annotated[float, Field(ge=0, le=1)] = 1.0  # probability per sample and policy
@@ -409,6 +410,8 @@ def _check_translate(cfg: Config, source: str, sources: dict, scheme_of) -> None
         raise ArtganError(f"{source}: 'data.label': task translate is not class-conditional; set data.label to ''")
     if cfg.model.arch == "vae":
         raise ArtganError(f"{source}: 'model.arch': task translate trains GANs (pix2pix / cyclegan), not the vae")
+    if cfg.train.lecam > 0:
+        raise ArtganError(f"{source}: 'train.lecam': LeCam is for task generate; set train.lecam to 0 to translate")
 
 
 class _UniqueKeys(yaml.SafeLoader):

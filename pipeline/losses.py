@@ -13,6 +13,7 @@ Every entry is a `Loss`: `d(real_logits, fake_logits)` is minimised by D and `g(
 - `hinge` is the hinge loss of Lim & Ye (2017) / Miyato et al. (2018).
 
 `r1_penalty` is the R1 regulariser of Mescheder et al. (2018), usable with any of the losses.
+`lecam_penalty` is the LeCam regulariser of Tseng et al. (2021), anchored by `lecam_update`'s moving averages.
 """
 
 from __future__ import annotations
@@ -151,6 +152,27 @@ def r1_penalty(D, real: Tensor, y: Tensor | None = None) -> Tensor:
     x = real.detach().clone().requires_grad_(True)
     grad = _input_grad(D, x, y)
     return grad.square().reshape(x.shape[0], -1).sum(dim=1).mean()
+
+
+LECAM_DECAY = 0.99  # the anchors' moving-average decay in Tseng et al. (2021) and their code
+
+
+def lecam_update(anchors: Tensor, means: Tensor) -> None:
+    """Move the LeCam anchors, in place: `anchors` is [updates so far, α_R, α_F], `means` this step's mean D
+    logits on real and on fake images (over the global batch). The first update takes the means as they are
+    (no bias towards an initial 0); later ones are moving averages with decay LECAM_DECAY. Tensor ops only, so
+    a captured CUDA graph replays it."""
+    decay = (anchors[0] > 0).to(anchors.dtype) * LECAM_DECAY
+    anchors[1:].mul_(decay).add_((1 - decay) * means.detach())
+    anchors[0].add_(1)
+
+
+def lecam_penalty(real: Tensor, fake: Tensor, anchor_real: Tensor, anchor_fake: Tensor) -> Tensor:
+    """Tseng et al. (2021), "Regularizing GANs under limited data": mean(relu(D(x) - α_F)²) +
+    mean(relu(α_R - D(G(z)))²) over D's logits, with α_R / α_F the moving averages of D's mean logits on real and
+    on fake images (constants here). It keeps D's outputs on reals from running far above where its fakes sat,
+    and on fakes far below where its reals sat: a bound on how sure D gets on a small dataset."""
+    return F.relu(real - anchor_fake.detach()).square().mean() + F.relu(anchor_real.detach() - fake).square().mean()
 
 
 def clip_weights(D: torch.nn.Module, c: float) -> None:

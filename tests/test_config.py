@@ -376,6 +376,7 @@ def test_translate_defaults_to_the_built_in_line_art_as_input():
         ({"translate": {"model": "pix2pix", "pairing": "unpaired"}}, ["translate.model", "cyclegan"]),
         ({"data": {"label": "label"}}, ["data.label", "not class-conditional"]),
         ({"model": {"arch": "vae"}}, ["model.arch", "pix2pix"]),
+        ({"train": {"lecam": 0.3}}, ["train.lecam", "task generate"]),
         ({"translate": {"holdout": 1.0}}, ["translate.holdout"]),
     ],
 )

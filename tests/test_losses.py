@@ -8,7 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.losses import LOSSES, Loss, clip_weights, gradient_penalty, r1_penalty
+from pipeline.losses import (
+    LECAM_DECAY,
+    LOSSES,
+    Loss,
+    clip_weights,
+    gradient_penalty,
+    lecam_penalty,
+    lecam_update,
+    r1_penalty,
+)
 
 REAL = [2.0, -1.0, 0.5]
 FAKE = [-3.0, 0.0, 1.5]
@@ -349,3 +358,30 @@ def test_clip_weights_clamps_every_parameter():
 def test_clip_weights_rejects_a_negative_bound():
     with pytest.raises(ValueError):
         clip_weights(nn.Linear(2, 1), -0.1)
+
+
+def test_lecam_penalty_matches_its_formula():
+    # Tseng et al. (2021): mean(relu(D(x) - α_F)²) + mean(relu(α_R - D(G(z)))²)
+    a_real, a_fake = 0.75, -0.5
+    got = lecam_penalty(t(REAL), t(FAKE), torch.tensor(a_real), torch.tensor(a_fake)).item()
+    expected = mean(max(r - a_fake, 0) ** 2 for r in REAL) + mean(max(a_real - f, 0) ** 2 for f in FAKE)
+    assert expected > 0 and got == pytest.approx(expected, rel=1e-12)
+
+
+def test_lecam_penalty_pulls_only_the_logits_and_not_the_anchors():
+    r, f = t(REAL).requires_grad_(), t(FAKE).requires_grad_()
+    anchors = t([0.75, -0.5]).requires_grad_()
+    lecam_penalty(r, f, anchors[0], anchors[1]).backward()
+    n = len(REAL)
+    assert r.grad.tolist() == pytest.approx([2 * max(x + 0.5, 0) / n for x in REAL], rel=1e-12)
+    assert f.grad.tolist() == pytest.approx([-2 * max(0.75 - x, 0) / n for x in FAKE], rel=1e-12)
+    assert anchors.grad is None  # the anchors are constants of the step
+
+
+def test_lecam_anchors_start_at_the_first_means_then_move_at_the_papers_decay():
+    anchors = torch.zeros(3, dtype=torch.float64)
+    lecam_update(anchors, t([2.0, -1.0]))
+    assert anchors.tolist() == [1.0, 2.0, -1.0]  # no pull towards the zeros they started from
+    lecam_update(anchors, t([4.0, 1.0]))
+    d = LECAM_DECAY
+    assert anchors.tolist() == pytest.approx([2.0, 2.0 * d + 4.0 * (1 - d), -1.0 * d + 1.0 * (1 - d)], rel=1e-12)

@@ -70,6 +70,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(work):
         "ema_decay": 0.99,
         "augment": ["color", "translation", "cutout"],
         "augment_p": 0.5,
+        "lecam": 0.1,  # its anchors are state of the run: a resume that lost them would not end bitwise
         "threads": 1,
     }
     ref = artgan(["train", "--params", str(params(tmp_path, "ref", **train))], tmp_path, env)
@@ -154,14 +155,16 @@ def test_two_gloo_processes_match_one_process_and_resume_across_world_sizes(work
     "penalty",
     [
         {"loss": "wgan-gp", "n_critic": 2},
-        {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2},  # the default's lazy R1, on every 2nd step here
+        # the default's lazy R1, on every 2nd step here, with LeCam (its anchors: means over the global batch)
+        {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2, "lecam": 0.3},
         {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2, "model": {"arch": "fastgan"}},
     ],
     ids=["wgan-gp", "lazy-r1", "fastgan"],
 )
 def test_two_gloo_processes_match_one_process_with_the_gradient_penalty(work, penalty):
     """wgan-gp draws its interpolation weights per sample: each rank draws the global batch's and keeps its rows.
-    R1 is a per-sample penalty on the rank's own real rows, averaged with the other ranks' like the loss; fastgan's
+    R1 is a per-sample penalty on the rank's own real rows, averaged with the other ranks' like the loss (LeCam's
+    too, against anchors that move with the global batch's mean logits); fastgan's
     reconstruction loss is a mean over the rank's real rows too."""
     tmp_path, env = work
     penalty = dict(penalty)

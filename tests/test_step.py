@@ -12,11 +12,13 @@ import torch
 from helpers import make_trainer, run_steps
 
 from pipeline import augment
-from pipeline.losses import gradient_penalty, r1_penalty
+from pipeline.losses import gradient_penalty, lecam_penalty, r1_penalty
 
 PENALTIES = {
     "wgan-gp, λ = 7": ({"loss": "wgan-gp", "gp_weight": 7.0}, "gp", 7.0),
     "hinge + R1, γ = 3 every 2nd step": ({"loss": "hinge", "r1_gamma": 3.0, "r1_every": 2}, "r1", 3.0 / 2 * 2),
+    # R1 off here, so that LeCam is the only penalty (its anchors: the first step's own mean logits)
+    "ns + LeCam, λ = 0.3": ({"loss": "ns", "lecam": 0.3, "r1_gamma": 0.0}, "lecam", 0.3),
 }
 
 
@@ -42,6 +44,10 @@ def test_the_critic_gradient_is_the_losss_plus_the_penalty_at_its_weight(tmp_pat
     adversarial = _grads(tr.loss.d(D0(real, y), D0(fake, c["y_fake"])), D0)
     if penalty == "gp":
         pen = _grads(gradient_penalty(D0, real, fake, y, eps=c["eps"]), D0)
+    elif penalty == "lecam":
+        d_real, d_fake = D0(real, y), D0(fake, c["y_fake"])
+        pen = _grads(lecam_penalty(d_real, d_fake, d_real.mean().detach(), d_fake.mean().detach()), D0)
+        assert tr.lecam.tolist() == pytest.approx([1.0, d_real.mean().item(), d_fake.mean().item()], rel=1e-5)
     else:
         pen = _grads(r1_penalty(D0, real, y), D0)
     assert sum(p.norm() for p in pen) > 1e-3 * sum(a.norm() for a in adversarial)  # the penalty does count

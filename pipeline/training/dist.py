@@ -69,6 +69,17 @@ def all_reduce_grads(module: nn.Module, world: World) -> None:
         offset += n
 
 
+def all_reduce_mean(t: torch.Tensor, world: World) -> torch.Tensor:
+    """The mean of `t` over all ranks (a new tensor; `t` itself on one process)."""
+    if world.size <= 1:
+        return t
+    import torch.distributed as dist
+
+    t = t.clone()
+    dist.all_reduce(t)
+    return t.div_(world.size)
+
+
 def broadcast_flag(flag: bool, world: World) -> bool:
     """True on every rank when any rank says True (e.g. a non-finite loss)."""
     if world.size <= 1:

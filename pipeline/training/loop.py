@@ -32,7 +32,15 @@ from pipeline.device import (
     pick_device,  # noqa: F401  (re-exported: the stage and the benches import it from here)
 )
 from pipeline.errors import ArtganError
-from pipeline.losses import LOSSES, clip_weights, gp_weights, gradient_penalty, r1_penalty
+from pipeline.losses import (
+    LOSSES,
+    clip_weights,
+    gp_weights,
+    gradient_penalty,
+    lecam_penalty,
+    lecam_update,
+    r1_penalty,
+)
 from pipeline.training import checkpoint, dist
 from pipeline.training.graphs import Check, runner
 
@@ -190,6 +198,8 @@ class Trainer(GANCore):
         self.recon = getattr(D, "reconstructs", False)  # D's reconstruction loss joins its loss on real images
         self.gen = torch.Generator().manual_seed(t.seed)
         self.state = State()
+        # LeCam's anchors [updates, α_R, α_F]: state of the run, saved with it (zeros and unused when off)
+        self.lecam = torch.zeros(3, device=device)
 
     # ---------------------------------------------------------------- draws (global batch, own rows; CPU)
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
@@ -273,6 +283,11 @@ class Trainer(GANCore):
         if recon is not None:
             loss = loss + recon
             out["recon"] = recon
+        if t.lecam > 0:
+            lecam_update(self.lecam, dist.all_reduce_mean(torch.stack([d_real.mean(), d_fake.mean()]), self.world))
+            lc = lecam_penalty(d_real, d_fake, self.lecam[1], self.lecam[2])
+            loss = loss + t.lecam * lc
+            out["lecam"] = lc
         if self.gp:
             gp = gradient_penalty(self.D, real, fake, y_real, eps=c["eps"])
             loss = loss + t.gp_weight * gp
@@ -354,10 +369,12 @@ class Trainer(GANCore):
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        return self.core_state()
+        return {**self.core_state(), "lecam": self.lecam.clone()}
 
     def load_state_dict(self, ck: dict) -> None:
         self.load_core(ck)
+        if "lecam" in ck:  # checkpoints from before LeCam hold none (and ran without it: zeros)
+            self.lecam.copy_(ck["lecam"])
         self.runner.reset(self.opt_g, self.opt_d)  # this run's way of stepping, whatever the checkpoint's run used
         self.gen.set_state(ck["gen"])
         self.state = State.from_checkpoint(ck)
