@@ -51,6 +51,17 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _new_default(key: str, value, base_params: dict) -> bool:
+    """A param the baseline's params.yaml did not have yet, at the value every run had before it existed (its
+    default): not something the experiment tried."""
+    if key in base_params:
+        return False
+    sys.path.insert(0, str(REPO))
+    from pipeline.config import Config
+
+    return flat(Config().model_dump()).get(key, object()) == value
+
+
 def _data(rev: dict) -> tuple[dict, dict]:
     data = rev.get("data") or {}
     params = flat(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
@@ -85,7 +96,11 @@ def experiments(revs: list[str]) -> list[dict]:
                     continue  # queued, running or failed
                 if params.get("task", "generate") != "generate":
                     continue  # a translate experiment queued beside the sweep: docs/translation.md's, not this page's
-                changed = {k: v for k, v in params.items() if base_params.get(k) != v and k not in PROTOCOL}
+                changed = {
+                    k: v
+                    for k, v in params.items()
+                    if base_params.get(k) != v and k not in PROTOCOL and not _new_default(k, v, base_params)
+                }
                 rows.append(
                     {
                         "name": rev.get("name") or rev["rev"][:7],

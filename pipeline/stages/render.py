@@ -148,6 +148,7 @@ def curves_figures(reports: Path):
                     ("rec", "rec"),
                     ("kl", "kl"),
                     ("recon", "D recon"),
+                    ("lecam", "LeCam"),
                 ),
             ),
             ("discriminator outputs", (("d_real", "D(x)"), ("d_fake", "D(G(z))"))),
