@@ -14,6 +14,7 @@ differ only in `train.seed` are summarised as a mean over their seeds too.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -51,15 +52,19 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _new_default(key: str, value, base_params: dict) -> bool:
-    """A param the baseline's params.yaml did not have yet, at the value every run had before it existed (its
-    default): not something the experiment tried."""
-    if key in base_params:
-        return False
+@functools.cache
+def _defaults() -> dict:
+    """Every param's default, flattened like the params (from the typed config, read once)."""
     sys.path.insert(0, str(REPO))
     from pipeline.config import Config
 
-    return flat(Config().model_dump()).get(key, object()) == value
+    return flat(Config().model_dump())
+
+
+def _new_default(key: str, value, base_params: dict) -> bool:
+    """A param the baseline's params.yaml did not have yet, at the value every run had before it existed (its
+    default): not something the experiment tried."""
+    return key not in base_params and _defaults().get(key, object()) == value
 
 
 def _data(rev: dict) -> tuple[dict, dict]:
