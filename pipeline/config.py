@@ -170,6 +170,7 @@ class ModelCfg(Section):
     g_channels: PosInt = 32
     d_channels: PosInt = 32
     spectral_norm: bool = False  # spectral normalisation of every discriminator layer (no batch norm in D)
+    mbstd_group: NonNegInt = 0  # minibatch standard deviation over groups of this many images in D; 0 = off
 
 
 class TrainCfg(Section):
@@ -183,12 +184,17 @@ class TrainCfg(Section):
     r1_gamma: NonNegFloat = 0.1  # R1 penalty weight gamma; 0 = off
     r1_every: PosInt = 16  # lazy R1: on the D updates of every N-th training step, scaled by N
     lecam: NonNegFloat = 0.0  # LeCam regulariser weight (Tseng et al. 2021; task generate); 0 = off
+    # top-k training (Sinha et al. 2020; task generate): G learns from the k fakes D rates most real, k falling
+    # from the batch by 0.99 an epoch down to topk × batch; 1 = off
+    topk: Annotated[float, Field(gt=0, le=1)] = 1.0
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999  # EMA generator; 0 = off
     augment: tuple[Policy, ...] = ("translation", "cutout")  # DiffAugment policies: color, translation, cutout
     augment_p: Annotated[float, Field(ge=0, le=1)] = 1.0  # probability per sample and policy
     vae_beta: NonNegFloat = 1.0  # KL weight of the vae baseline's ELBO
     lr_g: PosFloat = 1.6e-3  # different lr_g / lr_d = TTUR
     lr_d: PosFloat = 8e-4
+    # both rates fall linearly towards 0 from this fraction of train.steps to the last step (1 = constant)
+    lr_decay_start: Annotated[float, Field(ge=0, le=1)] = 1.0
     beta1: Beta = 0.5
     beta2: Beta = 0.999
     log_every: PosInt = 1
@@ -373,12 +379,18 @@ def parse(raw: dict, source: str = PARAMS_FILE) -> Config:
 def _check_names(cfg: Config, source: str) -> None:
     from pipeline.data.sources import SOURCES, source_scheme
     from pipeline.losses import LOSSES
+    from pipeline.models import MBSTD
     from pipeline.models import MODELS as ARCHS
 
     if cfg.train.loss not in LOSSES:
         raise ArtganError(f"{source}: 'train.loss': unknown loss {cfg.train.loss!r}; known: {', '.join(LOSSES)}")
     if cfg.model.arch not in ARCHS:
         raise ArtganError(f"{source}: 'model.arch': unknown architecture {cfg.model.arch!r}; known: {', '.join(ARCHS)}")
+    if cfg.model.mbstd_group and cfg.model.arch not in MBSTD:
+        raise ArtganError(
+            f"{source}: 'model.mbstd_group': model.arch {cfg.model.arch} has no minibatch standard deviation layer "
+            f"(it is in {', '.join(sorted(MBSTD))}); set model.mbstd_group to 0"
+        )
     if source_scheme(cfg.data.source) not in SOURCES:
         raise ArtganError(f"{source}: 'data.source': unknown source {cfg.data.source!r}; known: {', '.join(SOURCES)}")
     if cfg.task == "translate":
@@ -412,6 +424,15 @@ def _check_translate(cfg: Config, source: str, sources: dict, scheme_of) -> None
         raise ArtganError(f"{source}: 'model.arch': task translate trains GANs (pix2pix / cyclegan), not the vae")
     if cfg.train.lecam > 0:
         raise ArtganError(f"{source}: 'train.lecam': LeCam is for task generate; set train.lecam to 0 to translate")
+    if cfg.train.topk < 1:
+        raise ArtganError(
+            f"{source}: 'train.topk': top-k training is for task generate; set train.topk to 1 to translate"
+        )
+    if cfg.model.mbstd_group:
+        raise ArtganError(
+            f"{source}: 'model.mbstd_group': the translators' discriminators have no minibatch standard deviation "
+            "layer; set model.mbstd_group to 0 to translate"
+        )
 
 
 class _UniqueKeys(yaml.SafeLoader):

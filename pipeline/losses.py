@@ -18,6 +18,7 @@ Every entry is a `Loss`: `d(real_logits, fake_logits)` is minimised by D and `g(
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -79,6 +80,34 @@ def hinge_d(real: Tensor, fake: Tensor) -> Tensor:
 
 def hinge_g(fake: Tensor) -> Tensor:
     return -fake.mean()
+
+
+def per_sample_g(loss: Loss, fake: Tensor) -> Tensor:
+    """G's loss for each logit alone (every `g` above is a mean over the batch of one function of a logit)."""
+    return torch.vmap(loss.g)(fake.reshape(-1, 1))
+
+
+# Top-k training (Sinha et al., NeurIPS 2020, "Top-k Training of GANs: Improving GAN Performance by Throwing
+# Away Bad Samples"): G learns only from the k fakes D rates most real; k starts at the batch and shrinks by
+# TOPK_DECAY each epoch of real images, down to ν × batch (train.topk = ν)
+TOPK_DECAY = 0.99
+
+
+def topk_count(batch: int, nu: float, epoch: int) -> int:
+    """k for a global batch of `batch` fakes in epoch `epoch` (0-based): max(⌈ν·B⌉, ⌈γ^epoch·B⌉)."""
+    return max(math.ceil(nu * batch - 1e-9), math.ceil(batch * TOPK_DECAY**epoch - 1e-9))
+
+
+def topk_g(loss: Loss, fake: Tensor, everyone: Tensor, k: int, world_size: int = 1) -> Tensor:
+    """G's loss over the global batch's top-k fakes, as this process's share: `fake` holds this process's logits
+    and `everyone` the whole global batch's (detached; `fake` itself on one process). A fake counts when its
+    logit is at least the k-th largest of the global batch (ties can add a few); the result is the selected
+    fakes' summed loss on this process × world_size / the number selected, so that the mean over processes
+    (the gradient all-reduce) is the mean over the selected."""
+    threshold = torch.topk(everyone.detach().float(), k).values[-1]
+    chosen = (fake.detach() >= threshold).to(fake.dtype)
+    n = (everyone >= threshold).sum()
+    return (per_sample_g(loss, fake) * chosen).sum() * world_size / n
 
 
 LOSSES: dict[str, Loss] = {

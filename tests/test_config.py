@@ -184,6 +184,13 @@ def test_unknown_registry_name_names_the_key_and_lists_known_values(raw, key, kn
         assert name in listed
 
 
+@pytest.mark.parametrize("arch", ["mlp", "resnet", "fastgan", "vae"])
+def test_a_minibatch_std_group_on_an_arch_without_the_layer_is_one_line(arch):
+    msg = parse_error({"model": {"arch": arch, "mbstd_group": 4}})
+    assert "'model.mbstd_group'" in msg and arch in msg and "dcgan" in msg and "set model.mbstd_group to 0" in msg
+    assert parse({"model": {"arch": "dcgan", "mbstd_group": 4}}).model.mbstd_group == 4
+
+
 @pytest.mark.parametrize("loss", ["bce", "ns", "wgan", "wgan-gp", "lsgan", "hinge"])
 def test_every_registered_loss_is_accepted(loss):
     assert parse({"train": {"loss": loss}}).train.loss == loss
@@ -377,6 +384,8 @@ def test_translate_defaults_to_the_built_in_line_art_as_input():
         ({"data": {"label": "label"}}, ["data.label", "not class-conditional"]),
         ({"model": {"arch": "vae"}}, ["model.arch", "pix2pix"]),
         ({"train": {"lecam": 0.3}}, ["train.lecam", "task generate"]),
+        ({"model": {"mbstd_group": 4}}, ["model.mbstd_group", "translate"]),
+        ({"train": {"topk": 0.5}}, ["train.topk", "task generate"]),
         ({"translate": {"holdout": 1.0}}, ["translate.holdout"]),
     ],
 )

@@ -11,12 +11,15 @@ from torch import nn
 from pipeline.losses import (
     LECAM_DECAY,
     LOSSES,
+    TOPK_DECAY,
     Loss,
     clip_weights,
     gradient_penalty,
     lecam_penalty,
     lecam_update,
     r1_penalty,
+    topk_count,
+    topk_g,
 )
 
 REAL = [2.0, -1.0, 0.5]
@@ -385,3 +388,38 @@ def test_lecam_anchors_start_at_the_first_means_then_move_at_the_papers_decay():
     lecam_update(anchors, t([4.0, 1.0]))
     d = LECAM_DECAY
     assert anchors.tolist() == pytest.approx([2.0, 2.0 * d + 4.0 * (1 - d), -1.0 * d + 1.0 * (1 - d)], rel=1e-12)
+
+
+def test_topk_count_shrinks_by_the_papers_decay_each_epoch_down_to_nu_times_the_batch():
+    # Sinha et al. (2020): k = max(γ^epoch · B, ν · B), γ = 0.99, rounded up to whole fakes
+    assert TOPK_DECAY == 0.99
+    assert [topk_count(16, 0.5, e) for e in (0, 1, 7, 46, 68, 69, 500)] == [16, 16, 15, 11, 9, 8, 8]
+    assert topk_count(16, 0.5, 7) == math.ceil(16 * 0.99**7)  # 14.9 -> 15
+    assert topk_count(10, 0.25, 1000) == 3  # ⌈2.5⌉
+    assert topk_count(16, 1.0, 1000) == 16  # ν = 1: the whole batch, always
+
+
+FAKES = [-3.0, 0.0, 1.5, 2.0, -0.5, 0.7]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_topk_g_is_gs_loss_over_the_k_highest_logits_only(name):
+    loss = LOSSES[name]
+    f = t(FAKES).requires_grad_()
+    got = topk_g(loss, f, f.detach(), 3)
+    best = sorted(FAKES, reverse=True)[:3]  # 2.0, 1.5, 0.7
+    assert got.item() == pytest.approx(loss.g(t(best)).item(), rel=1e-12)
+    got.backward()
+    chosen = [x in best for x in FAKES]
+    assert all((g != 0) == c for g, c in zip(f.grad.tolist(), chosen)), f.grad  # the rest teach G nothing
+    # k = the batch: G's ordinary loss
+    assert topk_g(loss, t(FAKES), t(FAKES), 6).item() == pytest.approx(loss.g(t(FAKES)).item(), rel=1e-12)
+
+
+def test_topk_g_shares_over_processes_average_to_the_global_top_k():
+    """Each process holds half the batch; the gradient all-reduce averages their losses: that mean must be the
+    mean over the global batch's top k, however the chosen fakes fall between the processes."""
+    loss, everyone = LOSSES["ns"], t(FAKES)
+    shares = [topk_g(loss, everyone[i * 3 : (i + 1) * 3], everyone, 4, world_size=2) for i in range(2)]
+    best = sorted(FAKES, reverse=True)[:4]  # 2.0, 1.5, 0.7 on the second process; 0.0 on the first
+    assert mean(s.item() for s in shares) == pytest.approx(loss.g(t(best)).item(), rel=1e-12)

@@ -10,7 +10,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
 from pipeline.models import KIND, MODELS, build
-from pipeline.models.layers import SN_TYPES, ConditionalBatchNorm2d
+from pipeline.models.layers import SN_TYPES, ConditionalBatchNorm2d, MinibatchStd
 
 
 @pytest.mark.parametrize("size", [8, 16, 32, 64])
@@ -395,3 +395,41 @@ def test_resnet_blocks_follow_sngan():
     up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
     ref = g.c2(F.relu(g.b2(g.c1(up(F.relu(g.b1(x))))))) + g.c_sc(up(x))
     assert torch.allclose(g(x.clone(), None), ref, atol=1e-6)
+
+
+# --- the minibatch standard deviation layer (model.mbstd_group) -----------------------------------------------------
+
+
+def test_minibatch_std_appends_each_groups_mean_feature_std_by_hand():
+    torch.manual_seed(0)
+    x = torch.randn(8, 5, 3, 3)
+    out = MinibatchStd(4)(x)
+    assert out.shape == (8, 6, 3, 3) and torch.equal(out[:, :5], x)
+    for i in range(8):
+        group = x[(i // 4) * 4 : (i // 4) * 4 + 4]  # consecutive rows: 0-3 and 4-7
+        want = group.std(dim=0, unbiased=False).mean()  # per feature and pixel, then averaged
+        assert torch.allclose(out[i, 5], want.expand(3, 3), atol=1e-6), i
+    # a batch the group does not divide takes the largest divisor below it: 6 rows -> groups of 3
+    six = MinibatchStd(4)(x[:6])
+    assert torch.allclose(six[0, 5, 0, 0], x[:3].std(dim=0, unbiased=False).mean(), atol=1e-6)
+
+
+@pytest.mark.parametrize("n_classes", [0, K])
+@pytest.mark.parametrize("size", SIZES["dcgan"])
+def test_dcgan_with_minibatch_std_sees_the_batch_and_keeps_its_shapes(size, n_classes):
+    torch.manual_seed(0)
+    G, D = build("dcgan", size, Z, CH, CH, n_classes=n_classes, mbstd_group=2)
+    y = _labels() if n_classes else None
+    x = G(torch.randn(N, Z), y)
+    logits = D(x, y)
+    assert logits.shape == (N,) and torch.isfinite(logits).all()
+    assert any(isinstance(m, MinibatchStd) for m in D.modules())
+    # image 0's logit moves when image 1 (its group) changes, not when images 2 and 3 (the next group) do
+    D.eval()  # batch norm's running statistics: only the minibatch std links the images
+    with torch.no_grad():
+        base = D(x, y)
+        other_group = D(torch.cat([x[:2], -x[2:]]), y)
+        same_group = D(torch.cat([x[:1], -x[1:2], x[2:]]), y)
+    assert other_group[0] == base[0] and same_group[0] != base[0]
+    logits.sum().backward()
+    assert all(p.grad is not None for p in D.parameters())

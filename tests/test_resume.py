@@ -71,6 +71,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(work):
         "augment": ["color", "translation", "cutout"],
         "augment_p": 0.5,
         "lecam": 0.1,  # its anchors are state of the run: a resume that lost them would not end bitwise
+        "lr_decay_start": 0.5,  # the rates fall over the last 200 steps, by the step: the same after a resume
         "threads": 1,
     }
     ref = artgan(["train", "--params", str(params(tmp_path, "ref", **train))], tmp_path, env)
@@ -156,7 +157,8 @@ def test_two_gloo_processes_match_one_process_and_resume_across_world_sizes(work
     [
         {"loss": "wgan-gp", "n_critic": 2},
         # the default's lazy R1, on every 2nd step here, with LeCam (its anchors: means over the global batch)
-        {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2, "lecam": 0.3},
+        # and dcgan's minibatch standard deviation over groups of 4 consecutive rows (each inside one rank's 8)
+        {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2, "lecam": 0.3, "model": {"mbstd_group": 4}},
         {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2, "model": {"arch": "fastgan"}},
     ],
     ids=["wgan-gp", "lazy-r1", "fastgan"],

@@ -419,6 +419,59 @@ def test_a_changed_parameter_trains_afresh_beside_the_first_configurations_check
         assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]  # from step 1, not resumed
 
 
+def test_lr_decay_start_lowers_both_rates_linearly_to_the_last_step_and_keys_the_run_by_its_steps(processed, tmp_path):
+    common = {
+        "checkpoint_dir": str(tmp_path / "shared_ckpt"),
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "lr_decay_start": 0.5,
+    }
+    rates = {"lr_g": 2e-3, "lr_d": 1e-3}
+    first, _, reports = train(tmp_path, "decay", train={**common, **rates, "steps": 8})
+    with open(reports / "train_curves.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # constant for the first half (4 of 8 steps), then (8 - step + 1) / 4 of the rate: 1, 0.75, 0.5, 0.25
+    scale = [1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
+    assert [float(r["lr_g"]) for r in rows] == pytest.approx([2e-3 * k for k in scale], rel=1e-12)
+    assert [float(r["lr_d"]) for r in rows] == pytest.approx([1e-3 * k for k in scale], rel=1e-12)
+    # 12 steps decay on another schedule: that run starts afresh instead of resuming the 8-step run
+    longer, _, reports = train(tmp_path, "decay", train={**common, **rates, "steps": 12})
+    assert longer["checkpoint_key"] != first["checkpoint_key"] and longer["run_id"] != first["run_id"]
+    with open(reports / "train_curves.csv", newline="") as f:
+        assert int(next(csv.DictReader(f))["step"]) == 1
+
+
+def test_topk_trains_g_on_the_k_best_fakes_with_k_falling_each_epoch_and_logs_it(processed, tmp_path):
+    from pipeline.losses import topk_count
+
+    figures, _, reports = train(tmp_path, "topk", train={"topk": 0.5, "steps": 160, "log_every": 1})
+    with open(reports / "train_curves.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    batch = 8  # tiny_cfg's
+    want = [topk_count(batch, 0.5, (step - 1) * batch // N_IMAGES) for step in range(1, 161)]
+    logged = [int(float(r["topk"])) if r.get("topk") else batch for r in rows]
+    assert logged == want and want[-1] < want[0] == batch  # blank while k is still the whole batch
+    assert math.isfinite(figures["loss_g"])
+
+
+def test_lr_decay_is_refused_with_captured_cuda_graphs(processed, tmp_path, monkeypatch):
+    """A captured step replays the rate it was captured with: a decay would silently not happen."""
+    from pipeline.training import loop
+    from pipeline.training.dist import World
+    from pipeline.training.graphs import EagerRunner
+
+    class Captured(EagerRunner):  # stands in for what train.cuda_graphs gives on one CUDA process
+        capture = True
+
+    monkeypatch.setattr(loop, "runner", lambda cuda_graphs, device, *a: Captured(device))
+    images = torch.from_numpy(np.load(processed / "images.npy")).permute(0, 3, 1, 2).contiguous()
+    data = loop.Data(images=images, labels=None, n_classes=0)
+    cfg = parse(tiny_cfg(tmp_path, train={"lr_decay_start": 0.9}))
+    with pytest.raises(ArtganError, match=r"train.lr_decay_start .*set train.cuda_graphs to false"):
+        loop.Trainer(cfg, data, World(), torch.device("cpu"))
+    loop.Trainer(parse(tiny_cfg(tmp_path)), data, World(), torch.device("cpu"))  # a constant rate is fine
+
+
 def test_a_checkpoint_restores_every_rng_state(tmp_path):
     import random
 

@@ -30,6 +30,9 @@ MODELS: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {
     "vae": vae.build,
 }
 
+# the archs whose discriminator takes `mbstd_group` (a minibatch standard deviation layer; model.mbstd_group)
+MBSTD: frozenset[str] = frozenset({"dcgan"})
+
 KIND: dict[str, str] = {"mlp": "gan", "dcgan": "gan", "resnet": "gan", "fastgan": "gan", "vae": "vae"}
 
 
@@ -42,6 +45,7 @@ def build(
     n_classes: int = 0,
     spectral_norm: bool = False,
     d_batch_norm: bool = True,
+    mbstd_group: int = 0,
 ) -> tuple[nn.Module, nn.Module]:
     """The (generator, discriminator) pair — (decoder, encoder) for a VAE — of `arch`, freshly initialised
     from torch's global RNG (seed it with torch.manual_seed first for a reproducible build).
@@ -61,4 +65,5 @@ def build(
         n_classes=n_classes,
         spectral_norm=spectral_norm,
         d_batch_norm=d_batch_norm,
+        **({"mbstd_group": mbstd_group} if mbstd_group else {}),  # only the archs in MBSTD take it
     )

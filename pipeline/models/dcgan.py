@@ -23,6 +23,7 @@ from torch import nn
 
 from pipeline.models.layers import (
     ConditionalBatchNorm2d,
+    MinibatchStd,
     apply_norm,
     batch_norm_2d,
     check_labels,
@@ -75,7 +76,14 @@ class Discriminator(nn.Module):
     """Strided convs to a 4×4 map, then a 4×4 conv to one logit; `batch_norm=False` drops the batch norms
     (used with spectral norm)."""
 
-    def __init__(self, image_size: int = 32, channels: int = 64, n_classes: int = 0, batch_norm: bool = True):
+    def __init__(
+        self,
+        image_size: int = 32,
+        channels: int = 64,
+        n_classes: int = 0,
+        batch_norm: bool = True,
+        mbstd_group: int = 0,
+    ):
         super().__init__()
         self.n_classes, self.image_size = n_classes, image_size
         n = _n_ups(image_size)
@@ -87,6 +95,9 @@ class Discriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(width * 2))
             layers.append(nn.LeakyReLU(0.2, True))
             width *= 2
+        if mbstd_group:  # the minibatch standard deviation joins the 4×4 features as one more channel
+            layers.append(MinibatchStd(mbstd_group))
+            width += 1
         layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False)]
         self.net = nn.Sequential(*layers)
         self.embed = nn.Embedding(n_classes, width) if n_classes > 0 else None
@@ -121,9 +132,10 @@ def build(
     n_classes: int = 0,
     spectral_norm: bool = False,
     d_batch_norm: bool = True,
+    mbstd_group: int = 0,
 ) -> tuple[Generator, Discriminator]:
     g = Generator(image_size, z_dim, g_channels, n_classes)
-    d = Discriminator(image_size, d_channels, n_classes, batch_norm=d_batch_norm and not spectral_norm)
+    d = Discriminator(image_size, d_channels, n_classes, d_batch_norm and not spectral_norm, mbstd_group)
     return init_pair(g, d, spectral_norm)
 
 

@@ -60,6 +60,32 @@ def spectral_normalise(model: nn.Module) -> nn.Module:
     return model
 
 
+class MinibatchStd(nn.Module):
+    """Appends one feature map: the standard deviation of each feature over a group of `group` samples,
+    averaged over features and pixels, for every sample of its group (Karras et al. 2018, ProGAN section 3).
+    D then sees how varied a batch is, which pushes G away from drawing the same picture.
+
+    The group is the largest divisor of the batch not above `group`, and groups are consecutive rows (StyleGAN2
+    strides them instead): a process's rows of the global batch are consecutive, so with several processes
+    each group sits inside one process and the run matches one process's whenever the local batch is a
+    multiple of the group."""
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = max(d for d in range(1, min(self.group, n) + 1) if n % d == 0)
+        y = x.float().reshape(n // g, g, c, h, w)
+        y = (y - y.mean(1, keepdim=True)).square().mean(1).add(1e-8).sqrt()  # N/g × C × H × W: std over each group
+        y = y.mean(dim=(1, 2, 3)).to(x.dtype).repeat_interleave(g).reshape(n, 1, 1, 1).expand(n, 1, h, w)
+        return torch.cat([x, y], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"group={self.group}"
+
+
 def projection(logits: torch.Tensor, embed: nn.Module | None, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
     """The projection discriminator's class term (Miyato & Koyama, 2018): logits + ⟨embed(y), h⟩, h = N×C features."""
     return logits if y is None else logits + (embed(y) * h).sum(dim=1)

@@ -46,7 +46,9 @@ NOT_IN_KEY = {
 
 
 def config_key(cfg: Config, data_digest: str) -> str:
-    train = {k: v for k, v in cfg.train.model_dump().items() if k not in NOT_IN_KEY}
+    # a decaying learning rate follows train.steps: a run to another step count is another trajectory
+    skip = NOT_IN_KEY - {"steps"} if cfg.train.lr_decay_start < 1 else NOT_IN_KEY
+    train = {k: v for k, v in cfg.train.model_dump().items() if k not in skip}
     ident = {
         "model": cfg.model.model_dump(),
         "image_size": cfg.data.image_size,

@@ -80,6 +80,19 @@ def all_reduce_mean(t: torch.Tensor, world: World) -> torch.Tensor:
     return t.div_(world.size)
 
 
+def all_gather_cat(t: torch.Tensor, world: World) -> torch.Tensor:
+    """Every rank's `t` (same shape on each), concatenated along dim 0 in rank order, without gradients
+    (`t` itself, detached, on one process)."""
+    t = t.detach()
+    if world.size <= 1:
+        return t
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(t) for _ in range(world.size)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
 def broadcast_flag(flag: bool, world: World) -> bool:
     """True on every rank when any rank says True (e.g. a non-finite loss)."""
     if world.size <= 1:

@@ -40,6 +40,8 @@ from pipeline.losses import (
     lecam_penalty,
     lecam_update,
     r1_penalty,
+    topk_count,
+    topk_g,
 )
 from pipeline.training import checkpoint, dist
 from pipeline.training.graphs import Check, runner
@@ -110,6 +112,14 @@ def check_finite(values: dict[str, torch.Tensor], step: int, world: dist.World) 
         raise NonFinite(f"non-finite loss at step {step} ({shown})")
 
 
+def lr_scale(step: int, steps: int, decay_start: float) -> float:
+    """The learning-rate factor of `step` (1-based) of `steps`: 1 up to step k = floor(decay_start * steps), then
+    falling linearly, (steps - step + 1) / (steps - k), to 1 / (steps - k) at the last step (linear decay, as in
+    SNGAN's recipe, Miyato et al. 2018). decay_start 1 keeps the rates constant."""
+    k = math.floor(decay_start * steps)
+    return 1.0 if step <= k else (steps - step + 1) / (steps - k)
+
+
 class GANCore:
     """What every trainer holds and saves alike: G, D, the EMA generator, both optimisers and the draw generator
     (`gen`), with the run's State. Trainer and the translation trainer add their own parts around these."""
@@ -117,6 +127,14 @@ class GANCore:
     G: nn.Module
     D: nn.Module
     G_ema: nn.Module | None
+
+    def set_lr(self, step: int) -> None:
+        """Both optimisers' rates for `step` (1-based): the configured ones, times lr_scale. A function of the
+        step alone, so a resumed run takes the rates the unbroken one took."""
+        scale = lr_scale(step, self.t.steps, self.t.lr_decay_start)
+        for opt, base in ((self.opt_g, self.t.lr_g), (self.opt_d, self.t.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * scale
 
     def update_ema(self, step: int) -> None:
         ema_update(self.G_ema, self.G, self.t.ema_decay, step)
@@ -174,6 +192,13 @@ class Trainer(GANCore):
         # (and in torch 2.11 failed a stride assertion in the backward of G's first transposed convolution with it)
         self.channels_last = (device.type == "cuda" or (device.type == "cpu" and self.amp)) and not t.compile
         self.runner = runner(t.cuda_graphs, device, world.size, world.rank == 0)  # eager, or CUDA graphs
+        if getattr(self.runner, "capture", False):  # a captured step replays the numbers it was captured with
+            for key, off in (("lr_decay_start", 1.0), ("topk", 1.0)):
+                if getattr(t, key) != off:
+                    raise ArtganError(
+                        f"train.{key} < 1 changes the step as training goes on, which a captured CUDA graph "
+                        f"cannot; set train.cuda_graphs to false (or train.{key} to 1)"
+                    )
 
         torch.manual_seed(t.seed)
         G, D = build(
@@ -185,6 +210,7 @@ class Trainer(GANCore):
             n_classes=data.n_classes,
             spectral_norm=m.spectral_norm,
             d_batch_norm=not self.loss.gp,
+            mbstd_group=m.mbstd_group,
         )  # the gradient penalty is per sample: no batch norm in D
         if world.size > 1:
             G, D = dist.convert_sync_bn(G), dist.convert_sync_bn(D)
@@ -306,11 +332,18 @@ class Trainer(GANCore):
             clip_weights(self.D, t.clip_value)
         return out
 
-    def _step_g(self, fake: torch.Tensor, y_fake, aug: augment.Draws, check: Check) -> dict[str, torch.Tensor]:
+    def _step_g(
+        self, fake: torch.Tensor, y_fake, aug: augment.Draws, check: Check, k: int | None = None
+    ) -> dict[str, torch.Tensor]:
         self.D.requires_grad_(False)  # no weight gradients for D in G's step: a third of D's backward saved
         try:
             with self._autocast():
-                loss = self.loss.g(self.d_fwd(augment.apply(fake, aug), y_fake).float())
+                logits = self.d_fwd(augment.apply(fake, aug), y_fake).float()
+                if k is None:
+                    loss = self.loss.g(logits)
+                else:  # top-k: the global batch's k most real-looking fakes
+                    everyone = dist.all_gather_cat(logits, self.world)
+                    loss = topk_g(self.loss, logits, everyone, k, self.world.size)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
         finally:
@@ -321,7 +354,7 @@ class Trainer(GANCore):
         self.opt_g.step()
         return {"loss_g": loss, "grad_norm_g": norm}
 
-    def _gan_compute(self, d: dict, r1: bool, check: Check) -> dict[str, torch.Tensor]:
+    def _gan_compute(self, d: dict, r1: bool, check: Check, k: int | None = None) -> dict[str, torch.Tensor]:
         """One GAN step from its draws (on the device); `check` sees the values before each update."""
         for i, c in enumerate(d["critic"]):
             last = i == len(d["critic"]) - 1
@@ -329,7 +362,9 @@ class Trainer(GANCore):
             with self._autocast(), contextlib.nullcontext() if last else torch.no_grad():
                 fake = self.g_fwd(c["z"], c["y_fake"])
             out = self._step_d(c, fake, r1, check)
-        out.update(self._step_g(fake, c["y_fake"], d["aug_g"], check))
+        out.update(self._step_g(fake, c["y_fake"], d["aug_g"], check, k))
+        if k is not None:
+            out["topk"] = torch.tensor(float(k))
         return out
 
     def _vae_compute(self, d: dict, check: Check) -> dict[str, torch.Tensor]:
@@ -355,12 +390,22 @@ class Trainer(GANCore):
         self.opt_d.step()
         return out
 
+    def topk(self, step: int) -> int | None:
+        """Top-k's k at `step` (1-based; epochs of real images as the steps read them), or None when G's step
+        uses the whole batch (train.topk 1, or k still the batch)."""
+        if self.t.topk >= 1:
+            return None
+        epoch = (step - 1) * self.images_per_step // len(self.data.images)
+        k = topk_count(self.t.batch_size, self.t.topk, epoch)
+        return k if k < self.t.batch_size else None
+
     def gan_step(self, step: int) -> dict[str, torch.Tensor]:
         r1 = self.t.r1_gamma > 0 and step % self.t.r1_every == 0
+        k = self.topk(step)
         return self.runner.run(
             ("gan", r1),
             self._draw_gan(),
-            lambda d, check: self._gan_compute(d, r1, check),
+            lambda d, check: self._gan_compute(d, r1, check, k),
             lambda values: self._check(values, step),
         )
 
@@ -518,6 +563,7 @@ def train_loop(trainer: Trainer, key: str, mlrun, on_sample) -> None:
         while s.step < t.steps:
             step = s.step + 1
             try:
+                trainer.set_lr(step)
                 out = step_fn(step)
                 values = dict(zip(out, torch.stack([v.detach().float() for v in out.values()]).cpu().tolist()))
                 norms = weight_norms(trainer) if t.divergence_factor else {}  # after this step's update
