@@ -190,6 +190,7 @@ class TrainCfg(Section):
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999  # EMA generator; 0 = off
     augment: tuple[Policy, ...] = ("translation", "cutout")  # DiffAugment policies: color, translation, cutout
     augment_p: Annotated[float, Field(ge=0, le=1)] = 1.0  # probability per sample and policy
+    xflip: bool = False  # mirror each real image left-right with probability 1/2 (StyleGAN2-ADA's --mirror)
     vae_beta: NonNegFloat = 1.0  # KL weight of the vae baseline's ELBO
     lr_g: PosFloat = 1.6e-3  # different lr_g / lr_d = TTUR
     lr_d: PosFloat = 8e-4
@@ -424,6 +425,10 @@ def _check_translate(cfg: Config, source: str, sources: dict, scheme_of) -> None
         raise ArtganError(f"{source}: 'model.arch': task translate trains GANs (pix2pix / cyclegan), not the vae")
     if cfg.train.lecam > 0:
         raise ArtganError(f"{source}: 'train.lecam': LeCam is for task generate; set train.lecam to 0 to translate")
+    if cfg.train.xflip:
+        raise ArtganError(
+            f"{source}: 'train.xflip': mirroring is for task generate; set train.xflip to false to translate"
+        )
     if cfg.train.topk < 1:
         raise ArtganError(
             f"{source}: 'train.topk': top-k training is for task generate; set train.topk to 1 to translate"

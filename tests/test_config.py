@@ -386,6 +386,7 @@ def test_translate_defaults_to_the_built_in_line_art_as_input():
         ({"train": {"lecam": 0.3}}, ["train.lecam", "task generate"]),
         ({"model": {"mbstd_group": 4}}, ["model.mbstd_group", "translate"]),
         ({"train": {"topk": 0.5}}, ["train.topk", "task generate"]),
+        ({"train": {"xflip": True}}, ["train.xflip", "task generate"]),
         ({"translate": {"holdout": 1.0}}, ["translate.holdout"]),
     ],
 )

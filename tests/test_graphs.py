@@ -29,7 +29,9 @@ CASES = {
         "train": {"loss": "wgan-gp", "n_critic": 2, "augment": ["color", "translation", "cutout"], "augment_p": 0.5},
         "labels": True,
     },
-    "hinge + lazy R1 every 2nd step (two kinds of step)": {"train": {"loss": "hinge", "r1_gamma": 1.0, "r1_every": 2}},
+    "hinge + lazy R1 every 2nd step (two kinds of step), mirrored reals": {
+        "train": {"loss": "hinge", "r1_gamma": 1.0, "r1_every": 2, "xflip": True}
+    },
     "wgan clipping, resnet with spectral norm": {
         "train": {"loss": "wgan", "n_critic": 2},
         "model": {"arch": "resnet", "spectral_norm": True},
@@ -238,7 +240,7 @@ def test_a_resume_with_cuda_graphs_is_bitwise(tmp_path, deterministic, first_gra
     # loaded into a trainer holding graphs of its own; also from an eager run's checkpoint
     from pipeline.training.checkpoint import rng_states
 
-    dev, case = torch.device("cuda"), CASES["hinge + lazy R1 every 2nd step (two kinds of step)"]
+    dev, case = torch.device("cuda"), CASES["hinge + lazy R1 every 2nd step (two kinds of step), mirrored reals"]
     whole = trainer(tmp_path, case, dev, cuda_graphs=True)
     run_steps(whole, 20)
     first = trainer(tmp_path, case, dev, cuda_graphs=first_graphs)

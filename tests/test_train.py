@@ -454,6 +454,24 @@ def test_topk_trains_g_on_the_k_best_fakes_with_k_falling_each_epoch_and_logs_it
     assert math.isfinite(figures["loss_g"])
 
 
+@pytest.mark.parametrize("arch", ["dcgan", "vae"])
+def test_xflip_shows_each_drawn_real_image_or_its_exact_mirror_about_half_of_each(processed, tmp_path, arch):
+    from pipeline.training.dist import World
+    from pipeline.training.loop import Data, Trainer
+
+    images = torch.from_numpy(np.load(processed / "images.npy")).permute(0, 3, 1, 2).contiguous()
+    cfg = parse(tiny_cfg(tmp_path, model={"arch": arch}, train={"xflip": True, "batch_size": 32}))
+    tr = Trainer(cfg, Data(images=images, labels=None, n_classes=0), World(), torch.device("cpu"))
+    d = tr._draw_gan()["critic"][0] if arch == "dcgan" else tr._draw_vae()
+    real, _ = tr._real(d["idx"], d["flip"])
+    stored = images[d["idx"]].float() / 127.5 - 1
+    mirrored = [bool(f) for f in d["flip"]]
+    for row, flip in zip(range(32), mirrored):
+        assert torch.equal(real[row], stored[row].flip(-1) if flip else stored[row]), row
+    assert 8 <= sum(mirrored) <= 24  # Bernoulli(1/2) over 32 images (p of missing this range: 0.7%)
+    assert not torch.equal(stored, stored.flip(-1))  # the fixture's images are not symmetric
+
+
 def test_lr_decay_is_refused_with_captured_cuda_graphs(processed, tmp_path, monkeypatch):
     """A captured step replays the rate it was captured with: a decay would silently not happen."""
     from pipeline.training import loop

@@ -240,6 +240,12 @@ class Trainer(GANCore):
         s.cursor += b
         return idx
 
+    def _draw_flip(self) -> torch.Tensor | None:
+        """Which of this rank's real images to mirror (train.xflip: each with probability 1/2), else None."""
+        if not self.t.xflip:
+            return None
+        return self._rows(torch.rand(self.t.batch_size, generator=self.gen) < 0.5)
+
     def _draw_latents(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         b = self.t.batch_size
         z = self._rows(torch.randn(b, self.z_dim, generator=self.gen))
@@ -262,22 +268,34 @@ class Trainer(GANCore):
         critic = []
         for _ in range(self.t.n_critic):
             z, y_fake = self._draw_latents()
-            idx = self._draw_real()
+            idx, flip = self._draw_real(), self._draw_flip()
             aug_real, aug_fake = self._draw_augment(), self._draw_augment()
             eps = gp_weights(self.gen, self.t.batch_size, self.own) if self.gp else None
             critic.append(
-                {"z": z, "y_fake": y_fake, "idx": idx, "aug_real": aug_real, "aug_fake": aug_fake, "eps": eps}
+                {
+                    "z": z,
+                    "y_fake": y_fake,
+                    "idx": idx,
+                    "flip": flip,
+                    "aug_real": aug_real,
+                    "aug_fake": aug_fake,
+                    "eps": eps,
+                }
             )
         return {"critic": critic, "aug_g": self._draw_augment()}
 
     def _draw_vae(self) -> dict:
-        idx = self._draw_real()
-        return {"idx": idx, "eps": self._rows(torch.randn(self.t.batch_size, self.z_dim, generator=self.gen))}
+        idx, flip = self._draw_real(), self._draw_flip()
+        eps = self._rows(torch.randn(self.t.batch_size, self.z_dim, generator=self.gen))
+        return {"idx": idx, "flip": flip, "eps": eps}
 
     # ---------------------------------------------------------------- device side
-    def _real(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _real(self, idx: torch.Tensor, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = idx.to(self.data.images.device)
-        x = self.data.images[idx].float().div_(127.5).sub_(1.0)
+        x = self.data.images[idx]
+        if flip is not None:  # mirrored as stored (uint8): exactly the image's mirror
+            x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+        x = x.float().div_(127.5).sub_(1.0)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = self.data.labels[idx] if self.data.labels is not None else None
@@ -294,7 +312,7 @@ class Trainer(GANCore):
 
     def _step_d(self, c: dict, fake: torch.Tensor, r1: bool, check: Check) -> dict[str, torch.Tensor]:
         t = self.t
-        real, y_real = self._real(c["idx"])
+        real, y_real = self._real(c["idx"], c["flip"])
         real = augment.apply(real, c["aug_real"])
         fake, y_fake = augment.apply(fake.detach(), c["aug_fake"]), c["y_fake"]  # the penalties see what D saw
         with self._autocast():
@@ -370,7 +388,7 @@ class Trainer(GANCore):
     def _vae_compute(self, d: dict, check: Check) -> dict[str, torch.Tensor]:
         """ELBO = reconstruction (sum of squared errors per image) + vae_beta * KL(q(z|x) || N(0, I)), from its
         draws (on the device); `check` sees the values before the update."""
-        real, y = self._real(d["idx"])
+        real, y = self._real(d["idx"], d["flip"])
         with self._autocast():
             mu, logvar = self.d_fwd(real, y)
             mu, logvar = mu.float(), logvar.float()
