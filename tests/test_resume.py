@@ -160,8 +160,10 @@ def test_two_gloo_processes_match_one_process_and_resume_across_world_sizes(work
         # and dcgan's minibatch standard deviation over groups of 4 consecutive rows (each inside one rank's 8)
         {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2, "lecam": 0.3, "model": {"mbstd_group": 4}},
         {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2, "model": {"arch": "fastgan"}},
+        # top-k over the global batch (k falls to 15 of the 16 at step 43, in epoch 7 of the 96 images)
+        {"loss": "ns", "topk": 0.5, "steps": 48},
     ],
-    ids=["wgan-gp", "lazy-r1", "fastgan"],
+    ids=["wgan-gp", "lazy-r1", "fastgan", "topk"],
 )
 def test_two_gloo_processes_match_one_process_with_the_gradient_penalty(work, penalty):
     """wgan-gp draws its interpolation weights per sample: each rank draws the global batch's and keeps its rows.
@@ -171,7 +173,7 @@ def test_two_gloo_processes_match_one_process_with_the_gradient_penalty(work, pe
     tmp_path, env = work
     penalty = dict(penalty)
     model = penalty.pop("model", None)
-    train = {**penalty, "steps": 4, "batch_size": 16, "log_every": 1, "sample_every": 100, "threads": 1}
+    train = {"steps": 4, "batch_size": 16, "log_every": 1, "sample_every": 100, "threads": 1, **penalty}
     # Rates at which these 4 steps are well conditioned. At the default 1.6e-3 / 8e-4 this tiny run amplifies the
     # order of fp32 sums itself: one process at 1 and at 2 threads ends 1e-4 apart (1e-6 at 8e-4 / 4e-4), and
     # two processes with R1 on every 2nd step 2e-2 apart (2e-6 here; 3e-7 at the default rates with R1 on every
