@@ -263,8 +263,8 @@ class Trainer(GANCore):
 
     def _draw_gan(self) -> dict:
         """Every random input of one GAN step, in the order it is used: for each critic step the latents (and
-        fake labels), the real batch, the augmentations of the reals and of the fakes and the gradient
-        penalty's weights; then the augmentation of G's step."""
+        fake labels), the real batch (and, with train.xflip, which of its images to mirror), the augmentations of
+        the reals and of the fakes and the gradient penalty's weights; then the augmentation of G's step."""
         critic = []
         for _ in range(self.t.n_critic):
             z, y_fake = self._draw_latents()
