@@ -421,5 +421,5 @@ def test_topk_g_shares_over_processes_average_to_the_global_top_k():
     mean over the global batch's top k, however the chosen fakes fall between the processes."""
     loss, everyone = LOSSES["ns"], t(FAKES)
     shares = [topk_g(loss, everyone[i * 3 : (i + 1) * 3], everyone, 4, world_size=2) for i in range(2)]
-    best = sorted(FAKES, reverse=True)[:4]  # 2.0, 1.5, 0.7 on the second process; 0.0 on the first
+    best = sorted(FAKES, reverse=True)[:4]  # 1.5 and 0.0 on the first process, 2.0 and 0.7 on the second
     assert mean(s.item() for s in shares) == pytest.approx(loss.g(t(best)).item(), rel=1e-12)
