@@ -423,21 +423,16 @@ def _check_translate(cfg: Config, source: str, sources: dict, scheme_of) -> None
         raise ArtganError(f"{source}: 'data.label': task translate is not class-conditional; set data.label to ''")
     if cfg.model.arch == "vae":
         raise ArtganError(f"{source}: 'model.arch': task translate trains GANs (pix2pix / cyclegan), not the vae")
-    if cfg.train.lecam > 0:
-        raise ArtganError(f"{source}: 'train.lecam': LeCam is for task generate; set train.lecam to 0 to translate")
-    if cfg.train.xflip:
-        raise ArtganError(
-            f"{source}: 'train.xflip': mirroring is for task generate; set train.xflip to false to translate"
-        )
-    if cfg.train.topk < 1:
-        raise ArtganError(
-            f"{source}: 'train.topk': top-k training is for task generate; set train.topk to 1 to translate"
-        )
-    if cfg.model.mbstd_group:
-        raise ArtganError(
-            f"{source}: 'model.mbstd_group': the translators' discriminators have no minibatch standard deviation "
-            "layer; set model.mbstd_group to 0 to translate"
-        )
+    # the generation trainer's options that the translators do not have: (key, value, what it is, its "off")
+    for key, value, what, off in (
+        ("train.lecam", cfg.train.lecam, "LeCam", 0),
+        ("train.topk", cfg.train.topk, "top-k training", 1),
+        ("train.xflip", cfg.train.xflip, "mirroring", False),
+        ("model.mbstd_group", cfg.model.mbstd_group, "the minibatch standard deviation layer", 0),
+    ):
+        if value != off:
+            shown = str(off).lower()  # as params.yaml writes it
+            raise ArtganError(f"{source}: '{key}': {what} is for task generate; set {key} to {shown} to translate")
 
 
 class _UniqueKeys(yaml.SafeLoader):
