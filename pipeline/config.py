@@ -170,6 +170,7 @@ class ModelCfg(Section):
     g_channels: PosInt = 32
     d_channels: PosInt = 32
     spectral_norm: bool = False  # spectral normalisation of every discriminator layer (no batch norm in D)
+    d_batch_norm: bool = True  # batch norm in D (dcgan, fastgan); false: R1 and the loss alone keep D in check
     mbstd_group: NonNegInt = 0  # minibatch standard deviation over groups of this many images in D; 0 = off
 
 
@@ -429,6 +430,7 @@ def _check_translate(cfg: Config, source: str, sources: dict, scheme_of) -> None
         ("train.topk", cfg.train.topk, "top-k training", 1),
         ("train.xflip", cfg.train.xflip, "mirroring", False),
         ("model.mbstd_group", cfg.model.mbstd_group, "the minibatch standard deviation layer", 0),
+        ("model.d_batch_norm", cfg.model.d_batch_norm, "a discriminator without batch norm", True),
     ):
         if value != off:
             shown = str(off).lower()  # as params.yaml writes it

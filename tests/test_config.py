@@ -387,6 +387,7 @@ def test_translate_defaults_to_the_built_in_line_art_as_input():
         ({"model": {"mbstd_group": 4}}, ["model.mbstd_group", "translate"]),
         ({"train": {"topk": 0.5}}, ["train.topk", "task generate"]),
         ({"train": {"xflip": True}}, ["train.xflip", "task generate"]),
+        ({"model": {"d_batch_norm": False}}, ["model.d_batch_norm", "task generate", "to true"]),
         ({"translate": {"holdout": 1.0}}, ["translate.holdout"]),
     ],
 )

@@ -781,12 +781,15 @@ def test_a_divergence_keeps_the_last_good_checkpoint(processed, tmp_path):
 
 
 @pytest.mark.slow
-def test_gradient_penalty_trains_a_critic_without_batch_norm(processed, tmp_path):
+def test_gradient_penalty_or_d_batch_norm_false_trains_a_discriminator_without_batch_norm(processed, tmp_path):
     # the penalty is defined per sample; batch norm couples the samples (Gulrajani et al. 2017, section 4)
     _, out_gp, _ = train(tmp_path, "gp", train={"loss": "wgan-gp", "steps": 1})
     _, out_w, _ = train(tmp_path, "w", train={"loss": "wgan", "steps": 1})
+    _, out_nobn, _ = train(tmp_path, "nobn", train={"steps": 1}, model={"d_batch_norm": False})
     assert not any("running_mean" in k for k in load_ckpt(out_gp)["discriminator"])
     assert any("running_mean" in k for k in load_ckpt(out_w)["discriminator"])
+    assert not any("running_mean" in k for k in load_ckpt(out_nobn)["discriminator"])
+    assert load_ckpt(out_nobn)["config"]["model"]["d_batch_norm"] is False  # kept with the weights it shaped
 
 
 @pytest.mark.parametrize("loss", ["ns", "hinge"])

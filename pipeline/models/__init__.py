@@ -50,9 +50,9 @@ def build(
     """The (generator, discriminator) pair — (decoder, encoder) for a VAE — of `arch`, freshly initialised
     from torch's global RNG (seed it with torch.manual_seed first for a reproducible build).
 
-    `d_batch_norm=False` builds a discriminator without batch norm (only dcgan's has any): the trainer asks
-    for it with the gradient penalty, which is defined per sample and which batch norm invalidates
-    (Gulrajani et al. 2017, section 4)."""
+    `d_batch_norm=False` builds a discriminator without batch norm (only dcgan's and fastgan's have any): the
+    trainer asks for it with `model.d_batch_norm: false`, and always with the gradient penalty, which is defined
+    per sample and which batch norm invalidates (Gulrajani et al. 2017, section 4)."""
     if arch not in MODELS:
         raise ValueError(f"unknown model arch {arch!r}; choose one of {', '.join(MODELS)}")
     if n_classes < 0:

@@ -209,9 +209,9 @@ class Trainer(GANCore):
             m.d_channels,
             n_classes=data.n_classes,
             spectral_norm=m.spectral_norm,
-            d_batch_norm=not self.loss.gp,
+            d_batch_norm=m.d_batch_norm and not self.loss.gp,
             mbstd_group=m.mbstd_group,
-        )  # the gradient penalty is per sample: no batch norm in D
+        )  # the gradient penalty is per sample: no batch norm in D with it
         if world.size > 1:
             G, D = dist.convert_sync_bn(G), dist.convert_sync_bn(D)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
