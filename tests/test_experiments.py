@@ -239,12 +239,26 @@ def queued(tmp_path_factory):
     queue = _sh([DVC, "exp", "run", "--queue", "-S", "train.loss=hinge,lsgan"], repo, env)
     assert queue.stdout.count("Queued experiment") == 2, queue.stdout
     # --run-all starts a queue worker and follows the experiments to the end (as `dvc queue start` would,
-    # without the polling); it exits 0 even when one fails, hence `dvc queue status`
-    run_all = _sh([DVC, "exp", "run", "--run-all", "-j", "2"], repo, env)
+    # without the polling); it exits 0 even when one fails, hence `dvc queue status`. Its output goes to a file,
+    # not a pipe: the detached workers inherit it, and one that outlives its tasks (a race in dvc-task's
+    # shutdown-on-empty-queue) would hold a pipe open and block the read after --run-all itself has exited.
+    log = base / "run_all.log"
+    with log.open("w") as out:
+        done = subprocess.run(
+            [str(DVC), "exp", "run", "--run-all", "-j", "2"],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=1200,
+        )
     status = _sh([DVC, "queue", "status"], repo, env).stdout
+    _sh([DVC, "queue", "stop"], repo, env, ok=False)  # a worker left idle by that race is told to go
     show = json.loads(_sh([DVC, "exp", "show", "--json"], repo, env).stdout)
     exps = _experiments(show)
-    assert len(exps) == 2 and status.count("Success") == 2, status + run_all.stdout[-3000:] + run_all.stderr[-3000:]
+    ran = log.read_text()[-3000:]
+    assert done.returncode == 0, ran
+    assert len(exps) == 2 and status.count("Success") == 2, status + ran
     return {"base": base, "repo": repo, "env": env, "baseline": baseline, "exps": exps}
 
 
