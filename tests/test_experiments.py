@@ -199,8 +199,17 @@ def _env() -> dict:
     return env
 
 
-def _sh(args: list, cwd: Path, env: dict, ok: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+def _sh(args: list, cwd: Path, env: dict, ok: bool = True, log: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a command; with `log`, its stdout and stderr go to that file instead of pipes (a command that leaves
+    detached children behind, which inherit the pipes, would otherwise block the read until they exit) and come
+    back as the result's stdout."""
+    args = [str(a) for a in args]
+    if log is None:
+        res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+    else:
+        with log.open("w") as out:
+            res = subprocess.run(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=1200)
+        res.stdout, res.stderr = log.read_text(), ""
     if ok:
         assert res.returncode == 0, f"{args}: {res.stdout[-3000:]}{res.stderr[-3000:]}"
     return res
@@ -239,26 +248,14 @@ def queued(tmp_path_factory):
     queue = _sh([DVC, "exp", "run", "--queue", "-S", "train.loss=hinge,lsgan"], repo, env)
     assert queue.stdout.count("Queued experiment") == 2, queue.stdout
     # --run-all starts a queue worker and follows the experiments to the end (as `dvc queue start` would,
-    # without the polling); it exits 0 even when one fails, hence `dvc queue status`. Its output goes to a file,
-    # not a pipe: the detached workers inherit it, and one that outlives its tasks (a race in dvc-task's
-    # shutdown-on-empty-queue) would hold a pipe open and block the read after --run-all itself has exited.
-    log = base / "run_all.log"
-    with log.open("w") as out:
-        done = subprocess.run(
-            [str(DVC), "exp", "run", "--run-all", "-j", "2"],
-            cwd=repo,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=1200,
-        )
+    # without the polling); it exits 0 even when one fails, hence `dvc queue status`. Its output goes to a file:
+    # a worker that outlives its tasks (a race in dvc-task's shutdown-on-empty-queue) would hold a pipe open
+    run_all = _sh([DVC, "exp", "run", "--run-all", "-j", "2"], repo, env, log=base / "run_all.log")
     status = _sh([DVC, "queue", "status"], repo, env).stdout
     _sh([DVC, "queue", "stop"], repo, env, ok=False)  # a worker left idle by that race is told to go
     show = json.loads(_sh([DVC, "exp", "show", "--json"], repo, env).stdout)
     exps = _experiments(show)
-    ran = log.read_text()[-3000:]
-    assert done.returncode == 0, ran
-    assert len(exps) == 2 and status.count("Success") == 2, status + ran
+    assert len(exps) == 2 and status.count("Success") == 2, status + run_all.stdout[-3000:]
     return {"base": base, "repo": repo, "env": env, "baseline": baseline, "exps": exps}
 
 
