@@ -6,7 +6,8 @@
 
 torch's FlopCounterMode cannot follow the double backward of the R1 penalty, so this counts with its FLOP formulas
 (torch.utils.flop_counter.flop_registry: convolutions and matmuls, forward and backward) under a plain dispatch mode.
-Lazy regularisers run every N-th step, so a recipe's cost is the mean over one period of steps, times train.steps.
+Lazy regularisers (R1, bCR) run every N-th step, so a recipe's cost is the mean over one period of steps (the
+least common multiple of their intervals), times train.steps.
 No timing: FLOPs do not depend on how busy the machine is.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 from pathlib import Path
 
@@ -61,7 +63,7 @@ def flops_per_step(cfg) -> float:
     size, t = cfg.data.image_size, cfg.train
     images = torch.randint(0, 256, (4 * t.batch_size, 3, size, size), dtype=torch.uint8)
     trainer = Trainer(cfg, Data(images=images, labels=None, n_classes=0), dist.World(), torch.device("cpu"))
-    period = t.r1_every if t.r1_gamma > 0 else 1
+    period = math.lcm(t.r1_every if t.r1_gamma > 0 else 1, t.cr_every if t.cr > 0 else 1)  # R1 and bCR both due
     total = 0
     for step in range(1, period + 1):
         counter = Count()

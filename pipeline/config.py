@@ -185,6 +185,10 @@ class TrainCfg(Section):
     r1_gamma: NonNegFloat = 0.1  # R1 penalty weight gamma; 0 = off
     r1_every: PosInt = 16  # lazy R1: on the D updates of every N-th training step, scaled by N
     lecam: NonNegFloat = 0.0  # LeCam regulariser weight (Tseng et al. 2021; task generate); 0 = off
+    # balanced consistency regularisation (bCR, Zhao et al. 2021; task generate): λ × mean squared difference of
+    # D's logits on two augmentations of the same real, and of the same fake, images; 0 = off
+    cr: NonNegFloat = 0.0
+    cr_every: PosInt = 1  # lazy bCR: on the D updates of every N-th training step, scaled by N
     # top-k training (Sinha et al. 2020; task generate): G learns from the k fakes D rates most real, k falling
     # from the batch by 0.99 an epoch down to topk × batch; 1 = off
     topk: Annotated[float, Field(gt=0, le=1)] = 1.0
@@ -393,6 +397,11 @@ def _check_names(cfg: Config, source: str) -> None:
             f"{source}: 'model.mbstd_group': model.arch {cfg.model.arch} has no minibatch standard deviation layer "
             f"(it is in {', '.join(sorted(MBSTD))}); set model.mbstd_group to 0"
         )
+    if cfg.train.cr > 0 and (not cfg.train.augment or cfg.train.augment_p == 0):
+        raise ArtganError(
+            f"{source}: 'train.cr': consistency regularisation compares two augmentations of each image, but "
+            "train.augment is off; set train.augment (e.g. [translation, cutout]) and train.augment_p > 0, or train.cr to 0"
+        )
     if source_scheme(cfg.data.source) not in SOURCES:
         raise ArtganError(f"{source}: 'data.source': unknown source {cfg.data.source!r}; known: {', '.join(SOURCES)}")
     if cfg.task == "translate":
@@ -427,6 +436,7 @@ def _check_translate(cfg: Config, source: str, sources: dict, scheme_of) -> None
     # the generation trainer's options that the translators do not have: (key, value, what it is, its "off")
     for key, value, what, off in (
         ("train.lecam", cfg.train.lecam, "LeCam", 0),
+        ("train.cr", cfg.train.cr, "consistency regularisation", 0),
         ("train.topk", cfg.train.topk, "top-k training", 1),
         ("train.xflip", cfg.train.xflip, "mirroring", False),
         ("model.mbstd_group", cfg.model.mbstd_group, "the minibatch standard deviation layer", 0),

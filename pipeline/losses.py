@@ -14,6 +14,7 @@ Every entry is a `Loss`: `d(real_logits, fake_logits)` is minimised by D and `g(
 
 `r1_penalty` is the R1 regulariser of Mescheder et al. (2018), usable with any of the losses.
 `lecam_penalty` is the LeCam regulariser of Tseng et al. (2021), anchored by `lecam_update`'s moving averages.
+`consistency_penalty` is the balanced consistency regulariser (bCR) of Zhao et al. (2021).
 """
 
 from __future__ import annotations
@@ -202,6 +203,14 @@ def lecam_penalty(real: Tensor, fake: Tensor, anchor_real: Tensor, anchor_fake: 
     on fake images (constants here). It keeps D's outputs on reals from running far above where its fakes sat,
     and on fakes far below where its reals sat: a bound on how sure D gets on a small dataset."""
     return F.relu(real - anchor_fake.detach()).square().mean() + F.relu(anchor_real.detach() - fake).square().mean()
+
+
+def consistency_penalty(real: Tensor, real_t: Tensor, fake: Tensor, fake_t: Tensor) -> Tensor:
+    """Zhao et al. (2021), "Improved consistency regularization for GANs" (bCR): mean((D(x) - D(T(x)))²) +
+    mean((D(G(z)) - D(T(G(z))))²) over D's logits, where T(·) is a second augmentation of the same images. D
+    learns to give an image and its augmentation the same score, on both sides; the paper weighs both terms
+    alike (λ_real = λ_fake = 10 on CIFAR-10). Both logits of a pair carry gradient, as in the paper."""
+    return (real - real_t).square().mean() + (fake - fake_t).square().mean()
 
 
 def clip_weights(D: torch.nn.Module, c: float) -> None:

@@ -191,6 +191,13 @@ def test_a_minibatch_std_group_on_an_arch_without_the_layer_is_one_line(arch):
     assert parse({"model": {"arch": "dcgan", "mbstd_group": 4}}).model.mbstd_group == 4
 
 
+@pytest.mark.parametrize("train", [{"augment": []}, {"augment_p": 0.0}], ids=["no policy", "p 0"])
+def test_consistency_regularisation_without_augmentation_is_one_line(train):
+    msg = parse_error({"train": {"cr": 10.0, **train}})
+    assert "'train.cr'" in msg and "train.augment" in msg and "\n" not in msg
+    assert parse({"train": {"cr": 10.0}}).train.cr == 10.0  # with the default's augmentations it is accepted
+
+
 @pytest.mark.parametrize("loss", ["bce", "ns", "wgan", "wgan-gp", "lsgan", "hinge"])
 def test_every_registered_loss_is_accepted(loss):
     assert parse({"train": {"loss": loss}}).train.loss == loss
@@ -384,6 +391,7 @@ def test_translate_defaults_to_the_built_in_line_art_as_input():
         ({"data": {"label": "label"}}, ["data.label", "not class-conditional"]),
         ({"model": {"arch": "vae"}}, ["model.arch", "pix2pix"]),
         ({"train": {"lecam": 0.3}}, ["train.lecam", "task generate"]),
+        ({"train": {"cr": 10.0}}, ["train.cr", "task generate"]),
         ({"model": {"mbstd_group": 4}}, ["model.mbstd_group", "translate"]),
         ({"train": {"topk": 0.5}}, ["train.topk", "task generate"]),
         ({"train": {"xflip": True}}, ["train.xflip", "task generate"]),

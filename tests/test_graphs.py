@@ -32,6 +32,7 @@ CASES = {
     "hinge + lazy R1 every 2nd step (two kinds of step), mirrored reals": {
         "train": {"loss": "hinge", "r1_gamma": 1.0, "r1_every": 2, "xflip": True}
     },
+    "ns + lazy bCR every 3rd step (two kinds of step)": {"train": {"cr": 10.0, "cr_every": 3}},
     "wgan clipping, resnet with spectral norm": {
         "train": {"loss": "wgan", "n_critic": 2},
         "model": {"arch": "resnet", "spectral_norm": True},
@@ -87,9 +88,11 @@ def test_a_step_computed_from_its_input_buffers_is_bitwise_the_eager_step(tmp_pa
     buffered.runner = ScramblingGraphs(buffered.gen)
     assert run_steps(eager, 9) == run_steps(buffered, 9)
     assert_same_state(eager, buffered)
-    kinds = {("vae",)} if eager.kind == "vae" else {("gan", False)}
+    kinds = {("vae",)} if eager.kind == "vae" else {("gan", False, False)}
     if "R1" in name:
-        kinds.add(("gan", True))
+        kinds.add(("gan", True, False))
+    if "bCR" in name:
+        kinds.add(("gan", False, True))
     assert set(buffered.runner.kinds) == kinds  # every step went through the buffers, one set per kind of step
 
 
@@ -97,20 +100,21 @@ def test_the_buffers_are_made_once_per_kind_and_read_fresh_each_step(tmp_path):
     tr = trainer(tmp_path, CASES["ns, translation + cutout, EMA (the default)"])
     tr.runner = GraphRunner(CPU, capture=False)
     tr.gan_step(1)
-    first = leaves(tr.runner.kinds[("gan", False)].inputs)
+    first = leaves(tr.runner.kinds[("gan", False, False)].inputs)
     z1 = first[0].clone()
     tr.gan_step(2)
-    again = leaves(tr.runner.kinds[("gan", False)].inputs)
+    again = leaves(tr.runner.kinds[("gan", False, False)].inputs)
     assert all(a is b for a, b in zip(first, again))  # the same tensors (a graph reads fixed addresses) ...
     assert not torch.equal(z1, again[0])  # ... holding the new step's draws
 
 
-def test_a_gan_step_draws_in_the_documented_order(tmp_path):
+@pytest.mark.parametrize("cr", [False, True], ids=["plain step", "bCR step"])
+def test_a_gan_step_draws_in_the_documented_order(tmp_path, cr):
     # per critic step: latents, fake labels, the data order (when an epoch starts), the reals' and the fakes'
-    # augmentations, the penalty's weights; then G's augmentation. A checkpoint's generator state only resumes
-    # the same stream while this order holds.
+    # augmentations, the penalty's weights, on a bCR step the second augmentations of the reals and the fakes;
+    # then G's augmentation. A checkpoint's generator state only resumes the same stream while this order holds.
     case = CASES["wgan-gp, n_critic 2, every policy at p 0.5, conditional"]
-    tr = trainer(tmp_path, case)
+    tr = trainer(tmp_path, {**case, "train": {**case["train"], "cr": 10.0}})
     g = torch.Generator()
     g.set_state(tr.gen.get_state())
     b, t = tr.t.batch_size, tr.t
@@ -124,8 +128,11 @@ def test_a_gan_step_draws_in_the_documented_order(tmp_path):
         for _ in ("real", "fake"):
             expected += leaves(augment.draw(t.augment, t.augment_p, g, (16, 16), b))
         expected.append(torch.rand(b, generator=g))
+        if cr:
+            for _ in ("real", "fake"):
+                expected += leaves(augment.draw(t.augment, t.augment_p, g, (16, 16), b))
     expected += leaves(augment.draw(t.augment, t.augment_p, g, (16, 16), b))
-    got = leaves(tr._draw_gan())
+    got = leaves(tr._draw_gan(cr))
     assert len(got) == len(expected)
     assert all(torch.equal(a, e) for a, e in zip(got, expected))
     assert torch.equal(tr.gen.get_state(), g.get_state())

@@ -14,6 +14,7 @@ from pipeline.losses import (
     TOPK_DECAY,
     Loss,
     clip_weights,
+    consistency_penalty,
     gradient_penalty,
     lecam_penalty,
     lecam_update,
@@ -379,6 +380,20 @@ def test_lecam_penalty_pulls_only_the_logits_and_not_the_anchors():
     assert r.grad.tolist() == pytest.approx([2 * max(x + 0.5, 0) / n for x in REAL], rel=1e-12)
     assert f.grad.tolist() == pytest.approx([-2 * max(0.75 - x, 0) / n for x in FAKE], rel=1e-12)
     assert anchors.grad is None  # the anchors are constants of the step
+
+
+def test_consistency_penalty_matches_its_formula_and_pulls_both_logits_of_a_pair():
+    # Zhao et al. (2021), bCR: mean((D(x) - D(T(x)))²) + mean((D(G(z)) - D(T(G(z))))²)
+    real_t, fake_t = [r + (-1) ** i * 0.5 * i for i, r in enumerate(REAL)], [f * 0.5 for f in FAKE]
+    tensors = [t(v).requires_grad_() for v in (REAL, real_t, FAKE, fake_t)]
+    got = consistency_penalty(*tensors)
+    expected = mean((a - b) ** 2 for a, b in zip(REAL, real_t)) + mean((a - b) ** 2 for a, b in zip(FAKE, fake_t))
+    assert expected > 0 and got.item() == pytest.approx(expected, rel=1e-12)
+    got.backward()
+    n = len(REAL)
+    assert tensors[0].grad.tolist() == pytest.approx([2 * (a - b) / n for a, b in zip(REAL, real_t)], rel=1e-12)
+    assert tensors[1].grad.tolist() == pytest.approx([-2 * (a - b) / n for a, b in zip(REAL, real_t)], rel=1e-12)
+    assert tensors[3].grad.tolist() == pytest.approx([-2 * (a - b) / n for a, b in zip(FAKE, fake_t)], rel=1e-12)
 
 
 def test_lecam_anchors_start_at_the_first_means_then_move_at_the_papers_decay():

@@ -71,6 +71,8 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(work):
         "augment": ["color", "translation", "cutout"],
         "augment_p": 0.5,
         "lecam": 0.1,  # its anchors are state of the run: a resume that lost them would not end bitwise
+        "cr": 1.0,  # lazy bCR on every 3rd step: its draws come on those steps only, by the step
+        "cr_every": 3,
         "lr_decay_start": 0.5,  # the rates fall over the last 200 steps, by the step: the same after a resume
         "threads": 1,
     }
@@ -158,7 +160,8 @@ def test_two_gloo_processes_match_one_process_and_resume_across_world_sizes(work
         {"loss": "wgan-gp", "n_critic": 2},
         # the default's lazy R1, on every 2nd step here, with LeCam (its anchors: means over the global batch)
         # and dcgan's minibatch standard deviation over groups of 4 consecutive rows (each inside one rank's 8)
-        {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2, "lecam": 0.3, "model": {"mbstd_group": 4}},
+        # and bCR (its second augmentations drawn for the global batch, each rank keeping its rows)
+        {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2, "lecam": 0.3, "cr": 1.0, "model": {"mbstd_group": 4}},
         {"loss": "ns", "r1_gamma": 0.1, "r1_every": 2, "model": {"arch": "fastgan"}},
         # top-k over the global batch (k falls to 15 of the 16 at step 43, in epoch 7 of the 96 images)
         {"loss": "ns", "topk": 0.5, "steps": 48},

@@ -12,13 +12,15 @@ import torch
 from helpers import make_trainer, run_steps
 
 from pipeline import augment
-from pipeline.losses import gradient_penalty, lecam_penalty, r1_penalty
+from pipeline.losses import consistency_penalty, gradient_penalty, lecam_penalty, r1_penalty
 
 PENALTIES = {
     "wgan-gp, λ = 7": ({"loss": "wgan-gp", "gp_weight": 7.0}, "gp", 7.0),
     "hinge + R1, γ = 3 every 2nd step": ({"loss": "hinge", "r1_gamma": 3.0, "r1_every": 2}, "r1", 3.0 / 2 * 2),
     # R1 off here, so that LeCam is the only penalty (its anchors: the first step's own mean logits)
     "ns + LeCam, λ = 0.3": ({"loss": "ns", "lecam": 0.3, "r1_gamma": 0.0}, "lecam", 0.3),
+    # bCR alone: λ times the lazy interval
+    "ns + bCR, λ = 1.5 every 2nd step": ({"loss": "ns", "cr": 1.5, "cr_every": 2, "r1_gamma": 0.0}, "cr", 1.5 * 2),
 }
 
 
@@ -31,16 +33,17 @@ def test_the_critic_gradient_is_the_losss_plus_the_penalty_at_its_weight(tmp_pat
     train, penalty, weight = PENALTIES[name]
     tr = make_trainer(tmp_path, {"train": {**train, "augment": ["translation", "cutout"], "augment_p": 1.0}})
     G0, D0 = copy.deepcopy(tr.G), copy.deepcopy(tr.D)  # the weights the step starts from
-    draws = tr._draw_gan()
+    draws = tr._draw_gan(cr=penalty == "cr")
     tr._gan_compute(copy.deepcopy(draws), r1=penalty == "r1", check=lambda values: tr._check(values, 2))
     got = [p.grad for p in tr.D.parameters()]  # D's step gradient (G's step leaves D's gradients alone)
 
     # the same step's terms, one by one, from the same draws
     (c,) = draws["critic"]
-    real, y = tr._real(c["idx"])
-    real = augment.apply(real, c["aug_real"])
+    plain, y = tr._real(c["idx"])
+    real = augment.apply(plain, c["aug_real"])
     with torch.no_grad():
-        fake = augment.apply(G0(c["z"], c["y_fake"]), c["aug_fake"])
+        plain_fake = G0(c["z"], c["y_fake"])
+        fake = augment.apply(plain_fake, c["aug_fake"])
     adversarial = _grads(tr.loss.d(D0(real, y), D0(fake, c["y_fake"])), D0)
     if penalty == "gp":
         pen = _grads(gradient_penalty(D0, real, fake, y, eps=c["eps"]), D0)
@@ -48,6 +51,11 @@ def test_the_critic_gradient_is_the_losss_plus_the_penalty_at_its_weight(tmp_pat
         d_real, d_fake = D0(real, y), D0(fake, c["y_fake"])
         pen = _grads(lecam_penalty(d_real, d_fake, d_real.mean().detach(), d_fake.mean().detach()), D0)
         assert tr.lecam.tolist() == pytest.approx([1.0, d_real.mean().item(), d_fake.mean().item()], rel=1e-5)
+    elif penalty == "cr":  # D's logits on the step's augmentation against a second one, of the same images
+        real_t, fake_t = augment.apply(plain, c["cr_real"]), augment.apply(plain_fake, c["cr_fake"])
+        assert not torch.equal(real_t, real)
+        d = [D0(x, yy) for x, yy in ((real, y), (real_t, y), (fake, c["y_fake"]), (fake_t, c["y_fake"]))]
+        pen = _grads(consistency_penalty(*d), D0)
     else:
         pen = _grads(r1_penalty(D0, real, y), D0)
     assert sum(p.norm() for p in pen) > 1e-3 * sum(a.norm() for a in adversarial)  # the penalty does count

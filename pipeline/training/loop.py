@@ -35,6 +35,7 @@ from pipeline.errors import ArtganError
 from pipeline.losses import (
     LOSSES,
     clip_weights,
+    consistency_penalty,
     gp_weights,
     gradient_penalty,
     lecam_penalty,
@@ -261,27 +262,29 @@ class Trainer(GANCore):
         size = tuple(self.data.images.shape[-2:])  # the reals' and (as G draws them) the fakes' H, W
         return augment.draw(t.augment, t.augment_p, self.gen, size, t.batch_size, self.own)
 
-    def _draw_gan(self) -> dict:
+    def _draw_gan(self, cr: bool = False) -> dict:
         """Every random input of one GAN step, in the order it is used: for each critic step the latents (and
         fake labels), the real batch (and, with train.xflip, which of its images to mirror), the augmentations of
-        the reals and of the fakes and the gradient penalty's weights; then the augmentation of G's step."""
+        the reals and of the fakes and the gradient penalty's weights, then (on a bCR step, `cr`) the second
+        augmentations of the reals and of the fakes; then the augmentation of G's step."""
         critic = []
         for _ in range(self.t.n_critic):
             z, y_fake = self._draw_latents()
             idx, flip = self._draw_real(), self._draw_flip()
             aug_real, aug_fake = self._draw_augment(), self._draw_augment()
             eps = gp_weights(self.gen, self.t.batch_size, self.own) if self.gp else None
-            critic.append(
-                {
-                    "z": z,
-                    "y_fake": y_fake,
-                    "idx": idx,
-                    "flip": flip,
-                    "aug_real": aug_real,
-                    "aug_fake": aug_fake,
-                    "eps": eps,
-                }
-            )
+            c = {
+                "z": z,
+                "y_fake": y_fake,
+                "idx": idx,
+                "flip": flip,
+                "aug_real": aug_real,
+                "aug_fake": aug_fake,
+                "eps": eps,
+            }
+            if cr:  # drawn only on bCR steps: a run without it keeps its random stream
+                c["cr_real"], c["cr_fake"] = self._draw_augment(), self._draw_augment()
+            critic.append(c)
         return {"critic": critic, "aug_g": self._draw_augment()}
 
     def _draw_vae(self) -> dict:
@@ -313,8 +316,11 @@ class Trainer(GANCore):
     def _step_d(self, c: dict, fake: torch.Tensor, r1: bool, check: Check) -> dict[str, torch.Tensor]:
         t = self.t
         real, y_real = self._real(c["idx"], c["flip"])
+        fake, y_fake = fake.detach(), c["y_fake"]
+        if "cr_real" in c:  # bCR's second augmentations of the same (mirrored) reals and the same fakes
+            real_t, fake_t = augment.apply(real, c["cr_real"]), augment.apply(fake, c["cr_fake"])
         real = augment.apply(real, c["aug_real"])
-        fake, y_fake = augment.apply(fake.detach(), c["aug_fake"]), c["y_fake"]  # the penalties see what D saw
+        fake = augment.apply(fake, c["aug_fake"])  # the penalties see what D saw
         with self._autocast():
             if self.recon:  # a self-supervised D (fastgan) also rebuilds the real images it is shown
                 d_real, recon = self.d_fwd(real, y_real, reconstruct=True)
@@ -332,6 +338,13 @@ class Trainer(GANCore):
             lc = lecam_penalty(d_real, d_fake, self.lecam[1], self.lecam[2])
             loss = loss + t.lecam * lc
             out["lecam"] = lc
+        if "cr_real" in c:
+            with self._autocast():
+                cr = consistency_penalty(
+                    d_real, self.d_fwd(real_t, y_real).float(), d_fake, self.d_fwd(fake_t, y_fake).float()
+                )
+            loss = loss + t.cr * t.cr_every * cr
+            out["cr"] = cr
         if self.gp:
             gp = gradient_penalty(self.D, real, fake, y_real, eps=c["eps"])
             loss = loss + t.gp_weight * gp
@@ -419,10 +432,11 @@ class Trainer(GANCore):
 
     def gan_step(self, step: int) -> dict[str, torch.Tensor]:
         r1 = self.t.r1_gamma > 0 and step % self.t.r1_every == 0
+        cr = self.t.cr > 0 and step % self.t.cr_every == 0
         k = self.topk(step)
         return self.runner.run(
-            ("gan", r1),
-            self._draw_gan(),
+            ("gan", r1, cr),
+            self._draw_gan(cr),
             lambda d, check: self._gan_compute(d, r1, check, k),
             lambda values: self._check(values, step),
         )
