@@ -8,6 +8,11 @@ every `--train-every`-th training pair and on every held-out pair, each also as 
 training pair never retrieves itself). If the training pairs' L1 is far below the held-out pairs', the
 translator is learning what does not carry over; if both are high, it has not fitted yet.
 
+A third reference is a floor, not a method: the lowest L1 any translator (a function of its input) can reach on
+the scored pairs, from the pairs whose inputs are pixel-identical (one outline, several colourings: skin tones,
+flags). Each such group's targets are best met by their per-pixel median (the L1-optimal constant); an input of
+its own could in principle be met exactly, so it adds 0. `--no-model` prints the references alone.
+
     python bench/translate_gap.py --processed data/processed --checkpoint models/checkpoint.pt \
         --snapshots models/snapshots.pt
 """
@@ -58,6 +63,27 @@ def retrieval(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int, o
     return np.median(train_y[nearest], axis=1).round().astype(np.uint8)
 
 
+def ambiguity_floor(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """What the best translator of pairs (x, y) outputs for each pair: the per-pixel median of the targets of
+    every pair whose input is pixel-identical to its own (its own target when it is alone). No function of the
+    input does better in L1 on these pairs: for a group of equal inputs it must give one image, and the median
+    minimises the summed absolute differences pixel by pixel."""
+    out = y.astype(np.float32)
+    groups: dict[bytes, list[int]] = {}
+    for i, row in enumerate(x):
+        groups.setdefault(row.tobytes(), []).append(i)
+    for rows in groups.values():
+        if len(rows) > 1:
+            out[rows] = np.median(y[rows].astype(np.float32), axis=0)
+    return out
+
+
+def identical_inputs(x: np.ndarray) -> tuple[int, int]:
+    """(groups of pixel-identical inputs, pairs in them) among the inputs `x`."""
+    counts = np.unique(x.reshape(len(x), -1), axis=0, return_counts=True)[1]
+    return int((counts > 1).sum()), int(counts[counts > 1].sum())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--processed", type=Path, default=Path("data/processed"))
@@ -66,6 +92,7 @@ def main() -> None:
     ap.add_argument("--train-every", type=int, default=4, help="score every N-th training pair")
     ap.add_argument("--knn", type=int, nargs="*", default=[1, 5], help="retrieval reference(s): k nearest")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-model", action="store_true", help="the references alone (no checkpoint needed)")
     args = ap.parse_args()
 
     import torch
@@ -91,6 +118,12 @@ def main() -> None:
     for k in args.knn:
         preds = {s: retrieval(tx, ty, x, k, own[s]) for s, (x, _) in pairs.items()}
         print(f"| retrieval: median target of the {k} nearest training inputs | {cells(preds)} |")
+    floor = {s: ambiguity_floor(x, y) for s, (x, y) in pairs.items()}
+    shared = " | ".join(f"{g} groups, {n} pairs" for g, n in (identical_inputs(x) for x, _ in pairs.values()))
+    print(f"| floor: per-pixel median target of each group of identical inputs | {cells(floor)} |")
+    print(f"| (identical inputs among the scored pairs) | {shared} |")
+    if args.no_model:
+        return
     ckpt = read_translator(args.checkpoint)
     states = []
     if args.snapshots is not None:

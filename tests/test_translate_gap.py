@@ -40,3 +40,19 @@ def test_pairs_follow_the_target_column_and_retrieval_skips_itself(tmp_path):
     med = gap.retrieval(x, y, hx, k=3, own=None)
     assert (med == np.median(y, axis=0).round().astype(np.uint8)).all()
     assert gap.l1(hx, hx) == 0 and abs(gap.l1(np.zeros((1, 1)), np.full((1, 1), 255)) - 1) < 1e-9
+
+
+def test_the_floor_gives_each_group_of_identical_inputs_its_targets_median_and_a_lone_input_its_own():
+    gap = load_script(ROOT / "bench" / "translate_gap.py")
+    x = np.zeros((5, 2, 2, 3), dtype=np.uint8)
+    x[3] = 7  # inputs 0, 1, 2 and 4 are identical (one outline, four colourings); input 3 is alone
+    y = np.stack([np.full((2, 2, 3), v, dtype=np.uint8) for v in (0, 10, 30, 200, 12)])
+    best = gap.ambiguity_floor(x, y)
+    assert (best[[0, 1, 2, 4]] == 11).all() and (best[3] == 200).all()  # the median of 0, 10, 12, 30: 11
+    # the group's L1 to its median is the least any one output can reach: here (11 + 1 + 19 + 1) / 5 pairs
+    assert abs(gap.l1(best, y) - (11 + 1 + 19 + 1) / 5 / 255) < 1e-9
+    for other in (0, 10, 12, 30, 11.5, 20):  # no other constant for the group does better
+        alt = best.copy()
+        alt[[0, 1, 2, 4]] = other
+        assert gap.l1(alt, y) >= gap.l1(best, y) - 1e-12
+    assert gap.identical_inputs(x) == (1, 4)
