@@ -96,7 +96,30 @@ def _mlflow():
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
+    _init_sqlite_store(mlflow)
     return mlflow
+
+
+_INITIALISED: set[str] = set()
+
+
+def _init_sqlite_store(mlflow) -> None:
+    """Create (or migrate) a SQLite store under a lock beside it, once per process. MLflow creates the tables
+    of a new store on first use, and processes that first use it at the same time (queue workers of
+    `dvc queue start -j 3` on a fresh repository) race in its migrations: all but one failed with
+    "duplicate column name" or "table ... already exists". The lock makes them wait for the first."""
+    uri = tracking_uri()
+    db = sqlite_path(uri)
+    if db is None or uri in _INITIALISED:
+        return
+    from filelock import FileLock
+
+    try:
+        with FileLock(f"{db}.lock"):
+            mlflow.MlflowClient().search_experiments(max_results=1)  # MLflow builds the store here
+    except Exception as exc:
+        raise ArtganError(f"MLflow tracking at {uri!r} failed: {str(exc).splitlines()[0]}") from None
+    _INITIALISED.add(uri)
 
 
 class Run:

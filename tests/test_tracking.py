@@ -110,3 +110,50 @@ def test_logging_the_dataset_prints_no_warning(tmp_path, monkeypatch, mlflow_dir
     inputs = mlflow.MlflowClient().get_run(run_id).inputs.dataset_inputs
     assert [i.dataset.digest for i in inputs] == [("ab" * 32)[: tracking.MLFLOW_DIGEST_CHARS]]
     assert "width" in inputs[0].dataset.schema
+
+
+RACE = """
+import os, sys, time
+from pathlib import Path
+from pipeline import tracking
+import mlflow, sqlalchemy  # the slow imports before the start line, so that the stores are first used together
+go = Path(sys.argv[1])
+Path(sys.argv[2]).touch()  # at the start line
+while not go.exists():
+    time.sleep(0.005)
+try:
+    tracking._set_experiment(tracking._mlflow(), "artgan")
+    print("ok")
+except Exception as exc:
+    print("failed:", exc)
+"""
+
+
+@pytest.mark.slow
+def test_queue_workers_that_first_use_a_new_sqlite_store_together_all_track(tmp_path):
+    # `dvc queue start -j 3` on a fresh repository: three trainings opened ./mlflow.db at once, and MLflow's
+    # table creation raced ("duplicate column name: step"): two of the three experiments failed
+    import os
+    import subprocess
+    import sys
+
+    db, go = tmp_path / "mlflow.db", tmp_path / "go"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    ready = [tmp_path / f"ready{i}" for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, str(go), str(r)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+        )
+        for r in ready
+    ]
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not db.exists()  # nobody has touched the store yet
+    go.touch()
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert outs == ["ok"] * 4, outs
+    import mlflow
+
+    experiments = mlflow.MlflowClient(f"sqlite:///{db}").search_experiments()
+    assert sorted(e.name for e in experiments) == ["Default", "artgan"]
