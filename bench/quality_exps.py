@@ -143,12 +143,16 @@ def tried(changed: dict) -> str:
     return ", ".join(f"`{k}={v}`" for k, v in items.items()) or "the baseline's params"
 
 
-def how_run(rows: list[dict]) -> str:
-    """How the experiments ran, from their params: two one-thread queue workers side by side, or one at a time."""
+def how_run(rows: list[dict], workers: int = 2) -> str:
+    """How the experiments ran, from their params: up to `workers` one-thread queue workers side by side, or one
+    at a time."""
     exps = [r for r in rows if not r["baseline"]] or rows
     queued = [r["name"] for r in exps if r["params"].get("train.threads") == 1]
     alone = [r["name"] for r in exps if r["params"].get("train.threads") != 1]
-    pair = "run by at most two queue workers (`dvc queue start -j 2`), one torch thread each (`train.threads=1`)"
+    pair = (
+        f"run by at most {workers} queue workers (`dvc queue start -j {workers}`), one torch thread each "
+        "(`train.threads=1`)"
+    )
     if not alone:
         return f"Queued with `dvc exp run --queue` and {pair}"
     if not queued:
@@ -181,14 +185,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def section(rows: list[dict], img_dir: Path, machine: str, date: str, sweep: str) -> list[str]:
+def section(rows: list[dict], img_dir: Path, machine: str, date: str, sweep: str, workers: int = 2) -> list[str]:
     begin, end = markers(sweep)
     lines = [
         begin,
         "",
         f"## The `dvc exp` sweep{' ' + sweep if sweep else ''}",
         "",
-        f"{how_run(rows)}, on {machine}, {date}; the protocol is the default evaluate{curve(rows)}. The table is "
+        f"{how_run(rows, workers)}, on {machine}, {date}; the protocol is the default evaluate{curve(rows)}. The table is "
         "`dvc exp show`'s, less the columns every row shares. Each baseline row is the commit the experiments "
         "below it were queued on.",
         "",
@@ -261,10 +265,11 @@ def main() -> None:
     ap.add_argument(
         "--sweep", default="", help="the sweep's name: its own section, so sweeps run in other clones stay on the page"
     )
+    ap.add_argument("--workers", type=int, default=2, help="the most queue workers that ran side by side")
     args = ap.parse_args()
     img_dir = args.out.parent / "img" / "quality"
     img_dir.mkdir(parents=True, exist_ok=True)
-    new = section(experiments(args.rev), img_dir, args.machine, args.date, args.sweep)
+    new = section(experiments(args.rev), img_dir, args.machine, args.date, args.sweep, args.workers)
     begin, end = markers(args.sweep)
     text = args.out.read_text() if args.out.exists() else ""
     if begin in text and end in text:
