@@ -184,7 +184,7 @@ def test_two_gloo_processes_match_one_process_with_the_gradient_penalty(work, pe
     # order of fp32 sums itself (on the Xeon: one process at 1 and at 2 threads 1e-4 apart, two processes with R1
     # on every 2nd step 2e-2 apart), so the summation order, not the arithmetic under test, would set the
     # tolerance. 8e-4 / 4e-4 held on the Xeon, but fastgan's two runs ended more than 1e-3 apart on a 2-core AMD
-    # EPYC (2026-12-07); 2e-4 held on both.
+    # EPYC (2026-12-07), where 2e-4 holds.
     train |= {"lr_g": 2e-4, "lr_d": 2e-4}
     one = artgan(["train", "--params", str(params(tmp_path, "one", model, **train))], tmp_path, env)
     assert one.returncode == 0, one.stderr[-2000:]
