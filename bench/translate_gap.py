@@ -69,19 +69,23 @@ def ambiguity_floor(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     input does better in L1 on these pairs: for a group of equal inputs it must give one image, and the median
     minimises the summed absolute differences pixel by pixel."""
     out = y.astype(np.float32)
+    for rows in shared_groups(x):
+        out[rows] = np.median(y[rows].astype(np.float32), axis=0)
+    return out
+
+
+def shared_groups(x: np.ndarray) -> list[list[int]]:
+    """The row indices of each group of two or more pixel-identical inputs in `x`."""
     groups: dict[bytes, list[int]] = {}
     for i, row in enumerate(x):
         groups.setdefault(row.tobytes(), []).append(i)
-    for rows in groups.values():
-        if len(rows) > 1:
-            out[rows] = np.median(y[rows].astype(np.float32), axis=0)
-    return out
+    return [rows for rows in groups.values() if len(rows) > 1]
 
 
 def identical_inputs(x: np.ndarray) -> tuple[int, int]:
     """(groups of pixel-identical inputs, pairs in them) among the inputs `x`."""
-    counts = np.unique(x.reshape(len(x), -1), axis=0, return_counts=True)[1]
-    return int((counts > 1).sum()), int(counts[counts > 1].sum())
+    groups = shared_groups(x)
+    return len(groups), sum(len(rows) for rows in groups)
 
 
 def main() -> None:
