@@ -115,3 +115,17 @@ def test_channels_last_on_a_cpu_only_for_bf16_and_not_under_compile(tmp_path, am
     real, _ = tr._real(torch.arange(8))
     assert tr.channels_last is expect
     assert conv.is_contiguous(memory_format=fmt) is expect and real.is_contiguous(memory_format=fmt) is expect
+
+
+def test_the_fakes_labels_follow_the_training_sets_class_frequencies(tmp_path):
+    """A conditional D sees each fake with its label: drawn uniformly on an unbalanced set, a rare class would be
+    mostly fakes, and D could tell them by the label alone. So the fakes' labels follow the reals' frequencies."""
+    from pipeline.training.loop import Data
+
+    tr = make_trainer(tmp_path, {"labels": True})
+    labels = torch.tensor([0] * 18 + [1] * 2)  # class 2 has no image
+    tr.data = Data(images=tr.data.images, labels=labels, n_classes=3)
+    assert tr.data.class_counts == [18, 2, 0]
+    drawn = torch.cat([tr._draw_latents()[1] for _ in range(400)])  # 400 batches of 8
+    share = torch.bincount(drawn, minlength=3).double() / len(drawn)
+    assert share[2] == 0 and abs(share[0] - 0.9) < 0.03 and abs(share[1] - 0.1) < 0.03

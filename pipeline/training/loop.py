@@ -77,7 +77,11 @@ class Data:
     images: torch.Tensor
     labels: torch.Tensor | None
     n_classes: int
-    class_counts: list[int] = field(default_factory=list)
+    class_counts: list[int] = field(default_factory=list)  # images per class (the fakes' labels follow them)
+
+    def __post_init__(self):
+        if self.n_classes and not self.class_counts:
+            self.class_counts = torch.bincount(self.labels.cpu(), minlength=self.n_classes).tolist()
 
 
 @dataclass
@@ -251,8 +255,10 @@ class Trainer(GANCore):
         b = self.t.batch_size
         z = self._rows(torch.randn(b, self.z_dim, generator=self.gen))
         y = None
-        if self.data.n_classes:
-            y = self._rows(torch.randint(self.data.n_classes, (b,), generator=self.gen))
+        if self.data.n_classes:  # the fakes' labels as often as the reals' (a uniform draw on an unbalanced set
+            # would let D call a fake by its label alone, a cue G cannot take away): the training set's frequencies
+            weights = torch.tensor(self.data.class_counts, dtype=torch.float64)
+            y = self._rows(torch.multinomial(weights, b, replacement=True, generator=self.gen))
         return z, y
 
     def _draw_augment(self) -> augment.Draws:
