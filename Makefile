@@ -39,7 +39,7 @@ repro: install
 # as a named DVC experiment in the workspace (params.yaml then holds these values; `git checkout params.yaml dvc.lock
 # && dvc checkout` goes back to the generation default)
 TRANSLATE := -S task=translate -S data.source=openmoji:color -S data.image_size=64 -S train.steps=1800 \
-	-S train.lr_g=0.0002 -S train.lr_d=0.0002 -S train.snapshot_every=600
+	-S train.lr_g=0.0008 -S train.lr_d=0.0004 -S train.snapshot_every=600
 translate: install
 	$(BIN)/dvc exp run -n line-to-colour $(TRANSLATE)
 
