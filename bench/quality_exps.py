@@ -185,6 +185,26 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def seed_groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """The recipes run at several seeds: what they tried -> their rows, by seed.
+
+    A seed group is one recipe: the same params (all but the seed and the protocol's), whichever baseline each
+    run was queued on (a run queued on a commit whose defaults are the recipe changes nothing against it). Runs of
+    one recipe at the same seed are not seeds but other code (a fix between two baselines): such a recipe is
+    not summarised."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if not r["baseline"]:
+            recipe = {k: v for k, v in r["params"].items() if k != "train.seed" and k not in PROTOCOL}
+            groups.setdefault(tuple(sorted((k, repr(v)) for k, v in recipe.items())), []).append(r)
+    seed = lambda r: r["params"].get("train.seed", 0)  # noqa: E731
+    return {
+        max((tried(r["changed"]) for r in v), key=len): sorted(v, key=seed)
+        for v in groups.values()
+        if len(v) > 1 and len({seed(r) for r in v}) == len(v)
+    }
+
+
 def section(rows: list[dict], img_dir: Path, machine: str, date: str, sweep: str, workers: int = 2) -> list[str]:
     begin, end = markers(sweep)
     lines = [
@@ -207,18 +227,7 @@ def section(rows: list[dict], img_dir: Path, machine: str, date: str, sweep: str
             f"{r['params'].get('train.seed', 0)} | {m['fid']:.1f} | {kid} | {m['precision']:.3f} | "
             f"{m['recall']:.3f} |"
         )
-    # a seed group is one recipe: the same params (all but the seed and the protocol's), whichever baseline each
-    # run was queued on (a run queued on a commit whose defaults are the recipe changes nothing against it)
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        if not r["baseline"]:
-            recipe = {k: v for k, v in r["params"].items() if k != "train.seed" and k not in PROTOCOL}
-            groups.setdefault(tuple(sorted((k, repr(v)) for k, v in recipe.items())), []).append(r)
-    seeded = {
-        max((tried(r["changed"]) for r in v), key=len): sorted(v, key=lambda r: r["params"].get("train.seed", 0))
-        for v in groups.values()
-        if len(v) > 1
-    }
+    seeded = seed_groups(rows)
     if seeded:
         lines += [
             "",
