@@ -21,6 +21,9 @@ import shutil
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipeline.data.openmoji import text_of  # noqa: E402  (a glyph name's code points)
+
 EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
 PRIVATE_USE = range(0xE000, 0xF900)
 
@@ -47,7 +50,7 @@ def read_groups(path: Path) -> dict[tuple[int, ...], str]:
 
 
 def group_of(name: str, groups: dict[tuple[int, ...], str]) -> str:
-    cps = [int(c, 16) for c in name.split("-")]
+    cps = [ord(c) for c in text_of(name)]
     if cps[0] in PRIVATE_USE:
         return "extras"
     return groups.get(_key(cps)) or groups.get(_key(cps[:1])) or "other"

@@ -79,7 +79,6 @@ def generation_job(cfg: Config) -> Job:
             images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device),
             labels=torch.from_numpy(labels).to(device) if labels is not None else None,
             n_classes=len(classes),
-            class_counts=np.bincount(labels, minlength=len(classes)).tolist() if labels is not None else [],
         )
         trainer = Trainer(cfg, data, world, device)
         fixed_z, fixed_y = fixed_inputs(trainer, N_FIXED, t.seed + 1)

@@ -77,11 +77,13 @@ class Data:
     images: torch.Tensor
     labels: torch.Tensor | None
     n_classes: int
-    class_counts: list[int] = field(default_factory=list)  # images per class (the fakes' labels follow them)
+    class_counts: list[int] = field(init=False)  # images per class, from the labels ([] when unconditional)
+    class_weights: torch.Tensor | None = field(init=False)  # the same as float64, which the fakes' labels follow
 
     def __post_init__(self):
-        if self.n_classes and not self.class_counts:
-            self.class_counts = torch.bincount(self.labels.cpu(), minlength=self.n_classes).tolist()
+        counts = torch.bincount(self.labels.cpu(), minlength=self.n_classes) if self.n_classes else None
+        self.class_counts = counts.tolist() if counts is not None else []
+        self.class_weights = counts.double() if counts is not None else None
 
 
 @dataclass
@@ -257,8 +259,7 @@ class Trainer(GANCore):
         y = None
         if self.data.n_classes:  # the fakes' labels as often as the reals' (a uniform draw on an unbalanced set
             # would let D call a fake by its label alone, a cue G cannot take away): the training set's frequencies
-            weights = torch.tensor(self.data.class_counts, dtype=torch.float64)
-            y = self._rows(torch.multinomial(weights, b, replacement=True, generator=self.gen))
+            y = self._rows(torch.multinomial(self.data.class_weights, b, replacement=True, generator=self.gen))
         return z, y
 
     def _draw_augment(self) -> augment.Draws:
