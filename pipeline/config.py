@@ -189,6 +189,9 @@ class TrainCfg(Section):
     # D's logits on two augmentations of the same real, and of the same fake, images; 0 = off
     cr: NonNegFloat = 0.0
     cr_every: PosInt = 1  # lazy bCR: on the D updates of every N-th training step, scaled by N
+    # bCR's T, applied on top of the images D was shown (the paper's T is a few pixels' shift); () = a second,
+    # independent draw of train.augment in place of D's own
+    cr_augment: tuple[Policy, ...] = ()
     # top-k training (Sinha et al. 2020; task generate): G learns from the k fakes D rates most real, k falling
     # from the batch by 0.99 an epoch down to topk × batch; 1 = off
     topk: Annotated[float, Field(gt=0, le=1)] = 1.0
@@ -397,10 +400,11 @@ def _check_names(cfg: Config, source: str) -> None:
             f"{source}: 'model.mbstd_group': model.arch {cfg.model.arch} has no minibatch standard deviation layer "
             f"(it is in {', '.join(sorted(MBSTD))}); set model.mbstd_group to 0"
         )
-    if cfg.train.cr > 0 and (not cfg.train.augment or cfg.train.augment_p == 0):
+    if cfg.train.cr > 0 and not cfg.train.cr_augment and (not cfg.train.augment or cfg.train.augment_p == 0):
         raise ArtganError(
             f"{source}: 'train.cr': consistency regularisation compares two augmentations of each image, but "
-            "train.augment is off; set train.augment (e.g. [translation, cutout]) and train.augment_p > 0, or train.cr to 0"
+            "train.augment is off; set train.augment (e.g. [translation, cutout]) and train.augment_p > 0, or "
+            "train.cr_augment (e.g. [translation]), or train.cr to 0"
         )
     if source_scheme(cfg.data.source) not in SOURCES:
         raise ArtganError(f"{source}: 'data.source': unknown source {cfg.data.source!r}; known: {', '.join(SOURCES)}")

@@ -196,6 +196,8 @@ def test_consistency_regularisation_without_augmentation_is_one_line(train):
     msg = parse_error({"train": {"cr": 10.0, **train}})
     assert "'train.cr'" in msg and "train.augment" in msg and "\n" not in msg
     assert parse({"train": {"cr": 10.0}}).train.cr == 10.0  # with the default's augmentations it is accepted
+    # bCR with its own T needs no train.augment
+    assert parse({"train": {"cr": 10.0, "cr_augment": ["translation"], **train}}).train.cr_augment == ("translation",)
 
 
 @pytest.mark.parametrize("loss", ["bce", "ns", "wgan", "wgan-gp", "lsgan", "hinge"])

@@ -21,6 +21,8 @@ PENALTIES = {
     "ns + LeCam, λ = 0.3": ({"loss": "ns", "lecam": 0.3, "r1_gamma": 0.0}, "lecam", 0.3),
     # bCR alone: λ times the lazy interval
     "ns + bCR, λ = 1.5 every 2nd step": ({"loss": "ns", "cr": 1.5, "cr_every": 2, "r1_gamma": 0.0}, "cr", 1.5 * 2),
+    # bCR with its own T (a shift) on top of the images D was shown
+    "ns + bCR, T a shift, λ = 0.5": ({"loss": "ns", "cr": 0.5, "cr_augment": ["translation"], "r1_gamma": 0.0}, "cr", 0.5),
 }
 
 
@@ -52,7 +54,11 @@ def test_the_critic_gradient_is_the_losss_plus_the_penalty_at_its_weight(tmp_pat
         pen = _grads(lecam_penalty(d_real, d_fake, d_real.mean().detach(), d_fake.mean().detach()), D0)
         assert tr.lecam.tolist() == pytest.approx([1.0, d_real.mean().item(), d_fake.mean().item()], rel=1e-5)
     elif penalty == "cr":  # D's logits on the step's augmentation against a second one, of the same images
-        real_t, fake_t = augment.apply(plain, c["cr_real"]), augment.apply(plain_fake, c["cr_fake"])
+        if train.get("cr_augment"):  # its own T, on top of what D saw: a shift only
+            assert [d[0] for d in c["cr_real"]] == ["translation"] and bool(c["cr_real"][0][1].all())
+            real_t, fake_t = augment.apply(real, c["cr_real"]), augment.apply(fake, c["cr_fake"])
+        else:  # a second, independent draw of train.augment
+            real_t, fake_t = augment.apply(plain, c["cr_real"]), augment.apply(plain_fake, c["cr_fake"])
         assert not torch.equal(real_t, real)
         d = [D0(x, yy) for x, yy in ((real, y), (real_t, y), (fake, c["y_fake"]), (fake_t, c["y_fake"]))]
         pen = _grads(consistency_penalty(*d), D0)

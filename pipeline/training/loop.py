@@ -262,12 +262,14 @@ class Trainer(GANCore):
             y = self._rows(torch.multinomial(self.data.class_weights, b, replacement=True, generator=self.gen))
         return z, y
 
-    def _draw_augment(self) -> augment.Draws:
+    def _draw_augment(self, policy: tuple[str, ...] | None = None) -> augment.Draws:
+        """One augmentation draw for a batch: train.augment's policies, or `policy` (bCR's own T, always applied)."""
         t = self.t
-        if not t.augment or t.augment_p == 0:
+        policy, p = (t.augment, t.augment_p) if policy is None else (policy, 1.0)
+        if not policy or p == 0:
             return []
         size = tuple(self.data.images.shape[-2:])  # the reals' and (as G draws them) the fakes' H, W
-        return augment.draw(t.augment, t.augment_p, self.gen, size, t.batch_size, self.own)
+        return augment.draw(policy, p, self.gen, size, t.batch_size, self.own)
 
     def _draw_gan(self, cr: bool = False) -> dict:
         """Every random input of one GAN step, in the order it is used: for each critic step the latents (and
@@ -290,7 +292,8 @@ class Trainer(GANCore):
                 "eps": eps,
             }
             if cr:  # drawn only on bCR steps: a run without it keeps its random stream
-                c["cr_real"], c["cr_fake"] = self._draw_augment(), self._draw_augment()
+                own_t = self.t.cr_augment or None
+                c["cr_real"], c["cr_fake"] = self._draw_augment(own_t), self._draw_augment(own_t)
             critic.append(c)
         return {"critic": critic, "aug_g": self._draw_augment()}
 
@@ -324,10 +327,12 @@ class Trainer(GANCore):
         t = self.t
         real, y_real = self._real(c["idx"], c["flip"])
         fake, y_fake = fake.detach(), c["y_fake"]
-        if "cr_real" in c:  # bCR's second augmentations of the same (mirrored) reals and the same fakes
+        if "cr_real" in c and not t.cr_augment:  # bCR: second augmentations of the same (mirrored) reals and fakes
             real_t, fake_t = augment.apply(real, c["cr_real"]), augment.apply(fake, c["cr_fake"])
         real = augment.apply(real, c["aug_real"])
         fake = augment.apply(fake, c["aug_fake"])  # the penalties see what D saw
+        if "cr_real" in c and t.cr_augment:  # bCR's own T on top of what D saw
+            real_t, fake_t = augment.apply(real, c["cr_real"]), augment.apply(fake, c["cr_fake"])
         with self._autocast():
             if self.recon:  # a self-supervised D (fastgan) also rebuilds the real images it is shown
                 d_real, recon = self.d_fwd(real, y_real, reconstruct=True)
