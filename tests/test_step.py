@@ -22,7 +22,11 @@ PENALTIES = {
     # bCR alone: λ times the lazy interval
     "ns + bCR, λ = 1.5 every 2nd step": ({"loss": "ns", "cr": 1.5, "cr_every": 2, "r1_gamma": 0.0}, "cr", 1.5 * 2),
     # bCR with its own T (a shift) on top of the images D was shown
-    "ns + bCR, T a shift, λ = 0.5": ({"loss": "ns", "cr": 0.5, "cr_augment": ["translation"], "r1_gamma": 0.0}, "cr", 0.5),
+    "ns + bCR, T a shift, λ = 0.5": (
+        {"loss": "ns", "cr": 0.5, "cr_augment": ["translation"], "r1_gamma": 0.0},
+        "cr",
+        0.5,
+    ),
 }
 
 

@@ -56,3 +56,33 @@ def test_the_floor_gives_each_group_of_identical_inputs_its_targets_median_and_a
         alt[[0, 1, 2, 4]] = other
         assert gap.l1(alt, y) >= gap.l1(best, y) - 1e-12
     assert gap.identical_inputs(x) == (1, 4)
+
+
+def test_the_l1_probe_learns_a_colouring_and_leaves_the_translators_norm_alone(tmp_path):
+    """bench/translate_l1_probe.py: trained on L1 alone, its U-Net gets below identity on held-out pairs of a
+    colouring it can learn (black squares painted red), for each variant; the batch-norm variant does not leak
+    into the translators the pipeline builds."""
+    import torch
+
+    import pipeline.models.translators as T
+
+    probe = load_script(ROOT / "bench" / "translate_l1_probe.py")
+    rng = np.random.default_rng(0)
+    n = 40
+    inputs = np.full((n, 16, 16, 3), 255, np.uint8)
+    for i in range(n):
+        y, x = rng.integers(0, 10, 2)
+        inputs[i, y : y + 6, x : x + 6] = 0
+    targets = inputs.copy()
+    targets[(inputs == 0).all(-1)] = (255, 0, 0)
+    split = ["holdout" if i % 5 == 0 else "train" for i in range(n)]
+    pairs = {
+        s: (inputs[[i for i in range(n) if split[i] == s]], targets[[i for i in range(n) if split[i] == s]])
+        for s in ("train", "holdout")
+    }
+    identity = float(np.abs(pairs["holdout"][0].astype(float) - pairs["holdout"][1]).mean() / 255)
+    torch.set_num_threads(1)
+    for variant in probe.VARIANTS:
+        ((step, live, _ema, _train),) = probe.probe(variant, pairs, steps=80, lr=2e-3, every=80, size=16, channels=8)
+        assert step == 80 and live < 0.6 * identity, (variant, live, identity)
+    assert T._norm(4).__class__ is torch.nn.InstanceNorm2d
