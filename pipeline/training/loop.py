@@ -327,12 +327,12 @@ class Trainer(GANCore):
         t = self.t
         real, y_real = self._real(c["idx"], c["flip"])
         fake, y_fake = fake.detach(), c["y_fake"]
-        if "cr_real" in c and not t.cr_augment:  # bCR: second augmentations of the same (mirrored) reals and fakes
-            real_t, fake_t = augment.apply(real, c["cr_real"]), augment.apply(fake, c["cr_fake"])
+        plain = real, fake
         real = augment.apply(real, c["aug_real"])
         fake = augment.apply(fake, c["aug_fake"])  # the penalties see what D saw
-        if "cr_real" in c and t.cr_augment:  # bCR's own T on top of what D saw
-            real_t, fake_t = augment.apply(real, c["cr_real"]), augment.apply(fake, c["cr_fake"])
+        if "cr_real" in c:  # bCR's T: its own on top of what D saw, or a second draw of train.augment on the plain
+            base_real, base_fake = (real, fake) if t.cr_augment else plain  # (mirrored) reals and fakes
+            real_t, fake_t = augment.apply(base_real, c["cr_real"]), augment.apply(base_fake, c["cr_fake"])
         with self._autocast():
             if self.recon:  # a self-supervised D (fastgan) also rebuilds the real images it is shown
                 d_real, recon = self.d_fwd(real, y_real, reconstruct=True)
