@@ -294,6 +294,9 @@ class TranslateCfg(Section):
     )
     pairing: Literal["auto", "paired", "unpaired"] = "auto"  # auto: paired when both sets share relative names
     model: Literal["auto", "pix2pix", "cyclegan"] = "auto"  # auto: pix2pix for paired data, cyclegan for unpaired
+    # how the input -> style generator's output becomes the image: none (it is the image, the papers') | multiply
+    # (a colour layer multiplied with the input, as a colourist fills line art: the ink and paper stay as drawn)
+    blend: Literal["none", "multiply"] = "none"
     lambda_l1: NonNegFloat = 100.0  # pix2pix: weight of the L1 distance to the target
     lambda_cycle: NonNegFloat = 10.0  # cyclegan: weight of the cycle-consistency L1 (both directions)
     lambda_identity: NonNegFloat = 0.5  # cyclegan: identity L1, as a fraction of lambda_cycle; 0 = off

@@ -58,9 +58,10 @@ def translator_pair(model: str, seed: int):
     return TRANSLATORS[model](SIZE, 8, 8)
 
 
-def write_checkpoint(cfg, model: str = "pix2pix", run_id: str = "") -> dict:
+def write_checkpoint(cfg, model: str = "pix2pix", run_id: str = "", blend: str | None = None) -> dict:
     """models/checkpoint.pt and snapshots.pt as train writes them (the design's format), from fresh translators:
-    the raw and EMA weights differ; cyclegan has its way back."""
+    the raw and EMA weights differ; cyclegan has its way back. `blend` None: a checkpoint from before
+    translate.blend (no such key)."""
     G, D = translator_pair(model, 1)
     G_ema, _ = translator_pair(model, 2)
     back, D_a = translator_pair(model, 3) if model == "cyclegan" else (None, None)
@@ -82,6 +83,8 @@ def write_checkpoint(cfg, model: str = "pix2pix", run_id: str = "") -> dict:
         "classes": [],
         "class_counts": [],
     }
+    if blend is not None:
+        ckpt["blend"] = blend
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, out / "checkpoint.pt")
@@ -456,16 +459,17 @@ def test_too_few_held_out_inputs_is_a_clear_error_before_any_work(tmp_path, monk
 
 
 # ---------------------------------------------------------------------------------------------------- ONNX
-@pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])
-def test_onnx_export_of_a_translator_matches_torch(tmp_path, model):
+@pytest.mark.parametrize("model,blend", [("pix2pix", None), ("cyclegan", None), ("pix2pix", "multiply")])
+def test_onnx_export_of_a_translator_matches_torch(tmp_path, model, blend):
     import onnx
     import onnxruntime as ort
 
     from pipeline.export import TOLERANCE, export_onnx
+    from pipeline.models.translators import multiply
     from pipeline.translation.translator import Translator
 
     cfg = project_cfg(tmp_path, model)
-    ckpt = write_checkpoint(cfg, model)
+    ckpt = write_checkpoint(cfg, model, blend=blend)
     out = tmp_path / "translator.onnx"
     figures = export_onnx(Path(cfg.train.out_dir) / "checkpoint.pt", out)
     assert figures["max_abs_diff"] <= TOLERANCE and figures["weights"] == "ema" and figures["model"] == model
@@ -477,4 +481,7 @@ def test_onnx_export_of_a_translator_matches_torch(tmp_path, model):
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
     with torch.no_grad():
         ref = Translator(ckpt).G(x).numpy()
+        if blend == "multiply":  # the export multiplies the same network's colour layer with the input
+            layer = Translator({k: v for k, v in ckpt.items() if k != "blend"}).G(x)
+            assert np.abs(multiply(x, layer).numpy() - ref).max() <= 1e-6
     assert got.shape == (5, 3, SIZE, SIZE) and np.abs(got - ref).max() <= TOLERANCE

@@ -16,7 +16,7 @@ from helpers import tiny_cfg
 from pipeline.config import parse
 from pipeline.data import pairing
 from pipeline.errors import ArtganError
-from pipeline.models.translators import TRANSLATORS, DrawnDropout, UNet, draw_dropout
+from pipeline.models.translators import TRANSLATORS, DrawnDropout, UNet, draw_dropout, multiply
 from pipeline.training import checkpoint, dist
 from pipeline.translation.trainer import Domains, HistoryBuffer, TranslationTrainer, resolve_model
 
@@ -32,6 +32,25 @@ def test_translators_map_images_to_images_and_d_to_a_patch_map(model, size):
     assert y.shape == x.shape and y.abs().max() <= 1
     logits = D(torch.cat([x, y], 1) if model == "pix2pix" else y)
     assert logits.shape[:2] == (2, 1) and min(logits.shape[2:]) >= 2
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])
+def test_the_multiply_blend_keeps_the_inputs_ink_and_paper_and_colours_the_rest_with_the_layer(model):
+    torch.manual_seed(0)
+    G = TRANSLATORS[model](32, 4, 4, blend="multiply")[0].eval()  # eval: no dropout, one draw
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    x[:, :, :8] = -1  # black ink
+    x[:, :, 8:16] = 1  # white paper
+    with torch.no_grad():
+        y, layer = G(x), G.net(x)  # the image, and the network's colour layer
+    # in [0, 1] terms the image is input x layer, by hand
+    assert torch.allclose((y + 1) / 2, (x + 1) / 2 * ((layer + 1) / 2), atol=1e-6)
+    assert torch.equal(multiply(x, layer), y)
+    assert torch.all(y[:, :, :8] == -1)  # ink stays black whatever the layer says
+    assert torch.allclose(y[:, :, 8:16], layer[:, :, 8:16], atol=1e-6)  # paper takes the layer's colour
+    assert y.abs().max() <= 1
+    with pytest.raises(ValueError, match="unknown blend"):
+        TRANSLATORS[model](32, 4, 4, blend="screen")
 
 
 def test_a_size_that_is_not_a_power_of_two_is_refused():
@@ -231,6 +250,41 @@ def test_resume_from_a_checkpoint_ends_bitwise_where_an_uninterrupted_run_does(t
         if a[0] in ("G", "D", "G_ba", "D_a", "G_ema") and a[1] is not None:
             for k in a[1]:
                 assert torch.equal(a[1][k], b[1][k]), (a[0], k)
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])
+def test_translate_blend_reaches_the_generator_and_its_checkpoint_and_the_way_back_has_none(tmp_path, model):
+    from pipeline.translation.translator import new_generator
+
+    cfg = parse(tiny_cfg(tmp_path, task="translate", translate={"model": model, "blend": "multiply"}))
+    assert cfg.translate.blend == "multiply"
+    t = make_trainer(tmp_path, model)
+    assert t.G.blend == "none" and t.checkpoint_fields()["blend"] == "none"  # the default: G draws the image
+    torch.manual_seed(0)
+    G, _ = TRANSLATORS[model](SIZE, 4, 4, blend="multiply")
+    ckpt = {"model": model, "image_size": SIZE, "g_channels": 4, "blend": "multiply"}
+    x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    with torch.no_grad():  # what a checkpoint rebuilds draws what the trained generator drew
+        assert torch.equal(new_generator(ckpt, G.state_dict())(x), G.eval()(x))
+        old = new_generator({k: v for k, v in ckpt.items() if k != "blend"}, G.state_dict())  # before the param
+        assert torch.equal(old(x), G.net(x))
+    cfg_m = parse(
+        tiny_cfg(
+            tmp_path,
+            task="translate",
+            translate={"model": model, "pool_size": 4, "blend": "multiply"},
+            train={"batch_size": N, "loss": "lsgan"},
+        )
+    )
+    g = torch.Generator().manual_seed(5)
+    data = [torch.randint(0, 256, (N, 3, SIZE, SIZE), dtype=torch.uint8, generator=g) for _ in range(2)]
+    targets = torch.arange(N).flip(0) if model == "pix2pix" else None
+    t = TranslationTrainer(cfg_m, Domains(*data, targets), model, dist.World(), torch.device("cpu"))
+    assert t.G.blend == "multiply" and t.checkpoint_fields()["blend"] == "multiply"
+    if model == "cyclegan":
+        assert t.G_ba.blend == "none"  # style -> input draws its image: a line art is not a colour layer
+    with pytest.raises(ArtganError, match="translate.blend"):
+        parse(tiny_cfg(tmp_path, task="translate", translate={"blend": "screen"}))
 
 
 def test_auto_picks_pix2pix_for_pairs_and_cyclegan_otherwise_and_pix2pix_needs_pairs():

@@ -5,6 +5,10 @@ A translator maps N×3×S×S images in [-1, 1] to N×3×S×S images in [-1, 1] (
 TRANSLATORS maps `model` (pix2pix | cyclegan) to a builder `(image_size, g_channels, d_channels,
 spectral_norm) -> (G, D)`; pix2pix's D judges (input, image) pairs (6 channels), CycleGAN's D an image alone.
 Both D output a map of patch logits (N×1×h×w). Instance norm throughout (the papers' batch of one).
+
+A generator's `blend` says how its network's output becomes the image: `none`, the output is the image (the papers');
+`multiply`, the output is a colour layer multiplied with the input, as a colourist fills line art under its ink
+(`multiply` below): the input's dark lines and white paper then need no drawing, and the network learns the colours.
 """
 
 from __future__ import annotations
@@ -18,6 +22,19 @@ from torch import nn
 from pipeline.models.layers import spectral_normalise
 
 MIN_SIZE, MAX_SIZE = 16, 1024
+BLENDS = ("none", "multiply")  # translate.blend
+
+
+def multiply(x: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+    """The multiply blend of images in [-1, 1]: in [0, 1] terms, input × colour layer, so black stays black and white
+    takes the layer's colour."""
+    return (x + 1) * (layer + 1) / 2 - 1
+
+
+def _blend(blend: str) -> str:
+    if blend not in BLENDS:
+        raise ValueError(f"unknown blend {blend!r}; known: {', '.join(BLENDS)}")
+    return blend
 
 
 def _check(image_size: int, who: str) -> int:
@@ -96,9 +113,10 @@ class UNet(nn.Module):
     """pix2pix's generator: log2(S) levels down to 1×1 and back, with skips; channels g·2^i capped at 8g;
     dropout 0.5 (the paper's noise) in the three innermost up levels that have room for it."""
 
-    def __init__(self, image_size: int, g: int):
+    def __init__(self, image_size: int, g: int, blend: str = "none"):
         super().__init__()
         depth = _check(image_size, "pix2pix")
+        self.blend = _blend(blend)
         ch = [min(g * 2**i, g * 8) for i in range(depth)]  # channels after down level i (0 = outermost)
         block: nn.Module | None = None
         for i in range(depth - 1, 0, -1):
@@ -110,7 +128,8 @@ class UNet(nn.Module):
         self.dropouts = [m for m in self.modules() if isinstance(m, DrawnDropout)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        y = self.net(x)
+        return multiply(x, y) if self.blend == "multiply" else y
 
 
 class ResBlock(nn.Module):
@@ -133,9 +152,10 @@ class ResBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """CycleGAN's generator: c7s1-g, d2g, d4g, n residual blocks (6 below 256 px, 9 from 256), u2g, u1g, c7s1-3."""
 
-    def __init__(self, image_size: int, g: int):
+    def __init__(self, image_size: int, g: int, blend: str = "none"):
         super().__init__()
         _check(image_size, "cyclegan")
+        self.blend = _blend(blend)
         n_blocks = 9 if image_size >= 256 else 6
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(3, g, 7, bias=False), _norm(g), nn.ReLU(True)]
         for m in (1, 2):
@@ -149,7 +169,8 @@ class ResnetGenerator(nn.Module):
         self.image_size = image_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        y = self.net(x)
+        return multiply(x, y) if self.blend == "multiply" else y
 
 
 class PatchDiscriminator(nn.Module):
@@ -195,20 +216,21 @@ def _pair(G: nn.Module, D: nn.Module, spectral_norm: bool) -> tuple[nn.Module, n
     return G, spectral_normalise(D) if spectral_norm else D
 
 
-def pix2pix(image_size: int, g_channels: int, d_channels: int, spectral_norm: bool = False):
-    return _pair(UNet(image_size, g_channels), PatchDiscriminator(image_size, d_channels, 6), spectral_norm)
+def pix2pix(image_size: int, g_channels: int, d_channels: int, spectral_norm: bool = False, blend: str = "none"):
+    return _pair(UNet(image_size, g_channels, blend), PatchDiscriminator(image_size, d_channels, 6), spectral_norm)
 
 
-def cyclegan(image_size: int, g_channels: int, d_channels: int, spectral_norm: bool = False):
+def cyclegan(image_size: int, g_channels: int, d_channels: int, spectral_norm: bool = False, blend: str = "none"):
     """One direction's (G, D); CycleGAN builds two."""
-    return _pair(ResnetGenerator(image_size, g_channels), PatchDiscriminator(image_size, d_channels, 3), spectral_norm)
+    G = ResnetGenerator(image_size, g_channels, blend)
+    return _pair(G, PatchDiscriminator(image_size, d_channels, 3), spectral_norm)
 
 
 TRANSLATORS: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {"pix2pix": pix2pix, "cyclegan": cyclegan}
 
 
-def new_translator(model: str, image_size: int, g_channels: int) -> nn.Module:
+def new_translator(model: str, image_size: int, g_channels: int, blend: str = "none") -> nn.Module:
     """A fresh generator of `model` (to load a checkpoint's state into)."""
     if model not in TRANSLATORS:
         raise ValueError(f"unknown translator {model!r}; known: {', '.join(TRANSLATORS)}")
-    return (UNet if model == "pix2pix" else ResnetGenerator)(image_size, g_channels)
+    return (UNet if model == "pix2pix" else ResnetGenerator)(image_size, g_channels, blend)

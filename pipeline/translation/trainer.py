@@ -106,7 +106,7 @@ class TranslationTrainer(GANCore):
         size = cfg.data.image_size
         torch.manual_seed(t.seed)
         build = TRANSLATORS[model]
-        G, D = build(size, m.g_channels, m.d_channels, m.spectral_norm)
+        G, D = build(size, m.g_channels, m.d_channels, m.spectral_norm, tr.blend)  # the way back has no blend
         self.G, self.D = G.to(device), D.to(device)  # G: input -> style; D judges style images (pix2pix: pairs)
         self.G_ba = self.D_a = None
         if model == "cyclegan":
@@ -272,6 +272,7 @@ class TranslationTrainer(GANCore):
             "model": self.model,
             "image_size": int(self.cfg.data.image_size),
             "g_channels": int(self.cfg.model.g_channels),
+            "blend": self.tr.blend,
             "generator": self.G.state_dict(),
             "generator_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
             "discriminator": self.D.state_dict(),

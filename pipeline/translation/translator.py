@@ -19,6 +19,7 @@ TRANSLATOR_KEYS = (
     "model",
     "image_size",
     "g_channels",
+    "blend",
     "generator",
     "generator_ema",
     "step",
@@ -46,7 +47,7 @@ def check_task(cfg) -> None:
 def read_translator(path: str | Path, hint: str = "pass a translator checkpoint (`artgan train` with task: translate)"):
     """The translator checkpoint dict at `path` (models/checkpoint.pt or the registered copy), or one line naming the
     file: missing, not a checkpoint, a generator's (task generate), or without the fields a translator needs."""
-    from pipeline.models.translators import TRANSLATORS
+    from pipeline.models.translators import BLENDS, TRANSLATORS
 
     p = Path(path)
     if p.is_dir():
@@ -63,10 +64,13 @@ def read_translator(path: str | Path, hint: str = "pass a translator checkpoint 
         ckpt.get("model") in TRANSLATORS
         and isinstance(ckpt.get("image_size"), int)
         and isinstance(ckpt.get("g_channels"), int)
+        and (ckpt.get("blend") or "none") in BLENDS  # None: from before translate.blend
         and isinstance(ckpt.get("generator"), dict)
     )
     if not ok:
-        raise ArtganError(f"{p}: not an artgan translator (no model, image_size, g_channels or weights); {hint}")
+        raise ArtganError(
+            f"{p}: not an artgan translator (no model, image_size, g_channels or weights, or an unknown blend); {hint}"
+        )
     return ckpt
 
 
@@ -80,7 +84,8 @@ def new_generator(ckpt: dict, state: dict):
     mode: dropout off, and instance norm per image, so an image translates the same in any batch."""
     from pipeline.models.translators import new_translator
 
-    G = new_translator(ckpt["model"], int(ckpt["image_size"]), int(ckpt["g_channels"]))
+    # a checkpoint from before translate.blend has none: its generator draws the image itself
+    G = new_translator(ckpt["model"], int(ckpt["image_size"]), int(ckpt["g_channels"]), ckpt.get("blend") or "none")
     G.load_state_dict(state)
     return G.eval()
 
