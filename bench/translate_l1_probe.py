@@ -9,7 +9,9 @@ variants of what could limit it:
 - `batch`: batch norm in its place (instance norm over a 2×2 or 4×4 map throws away each channel's mean, which
   could carry a glyph's colour);
 - `lr2`: twice the learning rate;
-- `flip`: each pair mirrored left-right with probability ½ (more pairs to generalise from).
+- `flip`: each pair mirrored left-right with probability ½ (more pairs to generalise from);
+- `multiply`: `translate.blend: multiply`, the U-Net paints a colour layer that is multiplied with the line art, so
+  that its ink and white paper need no drawing.
 
 It prints one table: the held-out L1 of the live and of the EMA weights (decay 0.999) every `--every` steps and
 the EMA weights' L1 on every 8th training pair, with identity (the input unchanged) measured in the same run as
@@ -30,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-VARIANTS = ("instance", "batch", "lr2", "flip")
+VARIANTS = ("instance", "batch", "lr2", "flip", "multiply")
 
 
 def probe(variant: str, pairs: dict, steps: int, lr: float, every: int, size: int, channels: int):
@@ -45,7 +47,7 @@ def probe(variant: str, pairs: dict, steps: int, lr: float, every: int, size: in
     if variant == "batch":
         T._norm = lambda c: nn.BatchNorm2d(c)
     try:
-        G = T.init_weights(T.UNet(size, channels))
+        G = T.init_weights(T.UNet(size, channels, "multiply" if variant == "multiply" else "none"))
     finally:
         T._norm = norm
 
