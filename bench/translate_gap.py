@@ -11,7 +11,10 @@ translator is learning what does not carry over; if both are high, it has not fi
 A third reference is a floor, not a method: the lowest L1 any translator (a function of its input) can reach on
 the scored pairs, from the pairs whose inputs are pixel-identical (one outline, several colourings: skin tones,
 flags). Each such group's targets are best met by their per-pixel median (the L1-optimal constant); an input of
-its own could in principle be met exactly, so it adds 0. `--no-model` prints the references alone.
+its own could in principle be met exactly, so it adds 0. Another such reference says what `translate.blend:
+multiply` can draw: each input times its best colour layer (target ÷ input per pixel, clipped to [0, 1]), which
+misses only where a target is brighter than its input; and a count line gives the share of pixels the input
+already has right (within 16 of 255 in every channel). `--no-model` prints the references alone.
 
     python bench/translate_gap.py --processed data/processed --checkpoint models/checkpoint.pt \
         --snapshots models/snapshots.pt
@@ -74,6 +77,20 @@ def ambiguity_floor(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+def multiply_best(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The closest to targets `y` that the multiply blend can draw over inputs `x` (uint8): x × c with c, the colour
+    layer in [0, 1], set per pixel to y ÷ x where that is at most 1 (exact there) and to 1 where the target is
+    brighter than the input (an ink pixel the target paints over). Values in 0..255, float32."""
+    xf, yf = x.astype(np.float32), y.astype(np.float32)
+    layer = np.clip(yf / np.maximum(xf, 1.0), 0.0, 1.0)
+    return xf * layer
+
+
+def same_pixels(x: np.ndarray, y: np.ndarray, tol: int = 16) -> float:
+    """The share of pixels whose input already is its target, within `tol` (of 255) in every channel."""
+    return float((np.abs(x.astype(np.int16) - y.astype(np.int16)) <= tol).all(-1).mean())
+
+
 def shared_groups(x: np.ndarray) -> list[list[int]]:
     """The row indices of each group of two or more pixel-identical inputs in `x`."""
     groups: dict[bytes, list[int]] = {}
@@ -126,6 +143,10 @@ def main() -> None:
     shared = " | ".join(f"{g} groups, {n} pairs" for g, n in (identical_inputs(x) for x, _ in pairs.values()))
     print(f"| floor: per-pixel median target of each group of identical inputs | {cells(floor)} |")
     print(f"| (identical inputs among the scored pairs) | {shared} |")
+    best = {s: multiply_best(x, y) for s, (x, y) in pairs.items()}
+    print(f"| translate.blend multiply: the input × its best colour layer | {cells(best)} |")
+    same = " | ".join(f"{same_pixels(x, y):.1%}" for x, y in pairs.values())
+    print(f"| (pixels the input already has right, within 16 of 255) | {same} |")
     if args.no_model:
         return
     ckpt = read_translator(args.checkpoint)

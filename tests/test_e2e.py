@@ -171,7 +171,8 @@ def test_dvc_exp_of_task_translate_trains_scores_registers_and_renders_a_transla
 
     root, env, _ = repo
     sets = ["task=translate", "data.source=openmoji:color", "data.max_images=120", "validate.min_images=50"]
-    sets += ["translate.holdout=0.2", "translate.triplets=4", "train.steps=10", "train.batch_size=8"]
+    sets += ["translate.holdout=0.2", "translate.triplets=4", "translate.blend=multiply"]  # as make translate
+    sets += ["train.steps=10", "train.batch_size=8"]
     sets += ["eval.curve_samples=8", "eval.kid_subset_size=8"]
     exp = _sh([str(BIN / "dvc"), "exp", "run", "-n", "colouring", *(a for s in sets for a in ("-S", s))], root, env)
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
@@ -185,6 +186,7 @@ def test_dvc_exp_of_task_translate_trains_scores_registers_and_renders_a_transla
 
     ckpt = torch.load(root / "models/checkpoint.pt", map_location="cpu", weights_only=True)
     assert ckpt["kind"] == "translator" and ckpt["model"] == "pix2pix" and ckpt["step"] == 10
+    assert ckpt["blend"] == "multiply"
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert metrics["task"] == "translate" and metrics["holdout_images"] == (inputs["split"] == "holdout").sum()
     for key in ("fid", "identity_fid", "mean_colour_fid", "l1", "identity_l1", "psnr", "ssim", "fid_ratio_identity"):

@@ -58,6 +58,19 @@ def test_the_floor_gives_each_group_of_identical_inputs_its_targets_median_and_a
     assert gap.identical_inputs(x) == (1, 4)
 
 
+def test_the_multiply_reference_meets_targets_under_the_ink_and_misses_only_what_is_brighter():
+    gap = load_script(ROOT / "bench" / "translate_gap.py")
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    layer = rng.random((3, 8, 8, 3))
+    y = np.floor(x * layer).astype(np.uint8)  # a colour layer under the ink: the multiply blend's own kind
+    assert np.abs(gap.multiply_best(x, y) - y).max() <= 1.0
+    ink, paper = np.zeros((1, 2, 2, 3), np.uint8), np.full((1, 2, 2, 3), 255, np.uint8)
+    assert gap.multiply_best(ink, paper).max() == 0  # black stays black: white over ink is out of its reach
+    assert gap.same_pixels(x, x) == 1 and gap.same_pixels(ink, paper) == 0
+    assert gap.same_pixels(ink, ink + 16) == 1 and gap.same_pixels(ink, ink + 17) == 0
+
+
 def test_the_l1_probe_learns_a_colouring_and_leaves_the_translators_norm_alone():
     """bench/translate_l1_probe.py: trained on L1 alone, its U-Net gets below identity on held-out pairs of a
     colouring it can learn (the inside of black frames painted red), for each variant; the batch-norm variant does
