@@ -13,8 +13,9 @@ variants of what could limit it:
 - `multiply`: `translate.blend: multiply`, the U-Net paints a colour layer that is multiplied with the line art, so
   that its ink and white paper need no drawing.
 
-It prints one table: the held-out L1 of the live and of the EMA weights (decay 0.999) every `--every` steps and
-the EMA weights' L1 on every 8th training pair, with identity (the input unchanged) measured in the same run as
+It prints one table: the held-out L1 of the live and of the EMA weights (decay 0.999) every `--every` steps, the
+live weights' held-out L1 split into its part on the pixels the input already has right (within 16 of 255 in every
+channel: ink and paper) and its part on the rest (the colours), and the EMA weights' L1 on every 8th training pair, with identity (the input unchanged) measured in the same run as
 the reference. One process, one thread by default; the variants run one after another.
 
     python bench/translate_l1_probe.py --processed data/processed --variants instance batch lr2 flip
@@ -60,6 +61,16 @@ def probe(variant: str, pairs: dict, steps: int, lr: float, every: int, size: in
     ema = [p.detach().clone() for p in G.parameters()]
     rng = np.random.default_rng(0)
 
+    same = torch.from_numpy((np.abs(pairs["holdout"][0].astype(np.int16) - pairs["holdout"][1]) <= 16).all(-1))
+
+    def split(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """The held-out L1's parts (summing to it) on the pixels in `same` and on the others."""
+        G.eval()
+        with torch.no_grad():
+            err = torch.cat([(G(x[i : i + 64]) - y[i : i + 64]).abs().mean(1) / 2 for i in range(0, len(x), 64)])
+        G.train()
+        return (err * same).sum().item() / err.numel(), (err * ~same).sum().item() / err.numel()
+
     def score(x: torch.Tensor, y: torch.Tensor) -> float:
         G.eval()
         with torch.no_grad():
@@ -90,9 +101,9 @@ def probe(variant: str, pairs: dict, steps: int, lr: float, every: int, size: in
             for e, p in zip(ema, G.parameters()):
                 e.lerp_(p, 1 - 0.999)
         if step % every == 0:
-            live = score(x_ho, y_ho)
+            live, parts = score(x_ho, y_ho), split(x_ho, y_ho)
             saved = swap(ema)
-            yield step, live, score(x_ho, y_ho), score(x_tr[::8], y_tr[::8])
+            yield step, live, score(x_ho, y_ho), score(x_tr[::8], y_tr[::8]), parts
             swap(saved)
 
 
@@ -121,18 +132,25 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(pairs['train'][0])} training pairs, {len(pairs['holdout'][0])} held out, {size} px, "
         f"{args.steps} steps of 16, lr {args.lr:g}, {args.channels} channels, {args.threads} thread(s)\n"
     )
-    print("| variant | step | held-out L1, live (÷ identity) | held-out L1, EMA (÷ identity) | training L1, EMA | s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    x, y = (a.astype(np.int16) for a in pairs["holdout"])
+    err, same = np.abs(x - y).mean(-1) / 255, (np.abs(x - y) <= 16).all(-1)
+    ident_parts = ((err * same).sum() / err.size, (err * ~same).sum() / err.size)
     print(
-        f"| identity (the input unchanged) | – | {ident:.4f} (1.00×) | {ident:.4f} (1.00×) | "
-        f"{l1(pairs['train'][0][::8], pairs['train'][1][::8]):.4f} | – |"
+        "| variant | step | held-out L1, live (÷ identity) | of which: pixels the input has right + the rest | "
+        "held-out L1, EMA (÷ identity) | training L1, EMA | s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| identity (the input unchanged) | – | {ident:.4f} (1.00×) | {ident_parts[0]:.4f} + {ident_parts[1]:.4f} | "
+        f"{ident:.4f} (1.00×) | {l1(pairs['train'][0][::8], pairs['train'][1][::8]):.4f} | – |"
     )
     for variant in args.variants:
         t0 = time.perf_counter()
-        for step, live, ema, train in probe(variant, pairs, args.steps, args.lr, args.every, size, args.channels):
+        rows = probe(variant, pairs, args.steps, args.lr, args.every, size, args.channels)
+        for step, live, ema, train, (right, rest) in rows:
             print(
-                f"| {variant} | {step} | {live:.4f} ({live / ident:.2f}×) | {ema:.4f} ({ema / ident:.2f}×) | "
-                f"{train:.4f} | {time.perf_counter() - t0:.0f} |",
+                f"| {variant} | {step} | {live:.4f} ({live / ident:.2f}×) | {right:.4f} + {rest:.4f} | "
+                f"{ema:.4f} ({ema / ident:.2f}×) | {train:.4f} | {time.perf_counter() - t0:.0f} |",
                 flush=True,
             )
 

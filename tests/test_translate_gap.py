@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from helpers import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,10 +102,11 @@ def test_the_l1_probe_learns_a_colouring_and_leaves_the_translators_norm_alone()
     torch.set_num_threads(1)  # the figures below are one thread's
     try:
         for variant in probe.VARIANTS:
-            ((step, live, _ema, _train),) = probe.probe(
+            ((step, live, _ema, _train, parts),) = probe.probe(
                 variant, pairs, steps=300, lr=5e-3, every=300, size=16, channels=8
             )
             assert step == 300 and live < 0.75 * identity, (variant, live, identity)
+            assert sum(parts) == pytest.approx(live, rel=1e-4)  # the split of the L1 adds up to it
     finally:
         torch.set_num_threads(threads)
     assert T._norm(4).__class__ is torch.nn.InstanceNorm2d
