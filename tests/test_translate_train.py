@@ -127,12 +127,12 @@ def test_the_held_out_split_is_fixed_by_content_and_seed_and_its_targets_are_hel
 SIZE, N = 16, 8
 
 
-def make_trainer(tmp_path: Path, model: str, **train):
+def make_trainer(tmp_path: Path, model: str, blend: str = "none", **train):
     cfg = parse(
         tiny_cfg(
             tmp_path,
             task="translate",
-            translate={"model": model, "pool_size": 4},
+            translate={"model": model, "pool_size": 4, "blend": blend},
             train={"batch_size": N, "loss": "lsgan", **train},
         )
     )
@@ -256,31 +256,18 @@ def test_resume_from_a_checkpoint_ends_bitwise_where_an_uninterrupted_run_does(t
 def test_translate_blend_reaches_the_generator_and_its_checkpoint_and_the_way_back_has_none(tmp_path, model):
     from pipeline.translation.translator import new_generator
 
-    cfg = parse(tiny_cfg(tmp_path, task="translate", translate={"model": model, "blend": "multiply"}))
-    assert cfg.translate.blend == "multiply"
     t = make_trainer(tmp_path, model)
     assert t.G.blend == "none" and t.checkpoint_fields()["blend"] == "none"  # the default: G draws the image
-    torch.manual_seed(0)
-    G, _ = TRANSLATORS[model](SIZE, 4, 4, blend="multiply")
-    ckpt = {"model": model, "image_size": SIZE, "g_channels": 4, "blend": "multiply"}
-    x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
-    with torch.no_grad():  # what a checkpoint rebuilds draws what the trained generator drew
-        assert torch.equal(new_generator(ckpt, G.state_dict())(x), G.eval()(x))
-        old = new_generator({k: v for k, v in ckpt.items() if k != "blend"}, G.state_dict())  # before the param
-        assert torch.equal(old(x), G.net(x))
-    cfg_m = parse(
-        tiny_cfg(
-            tmp_path,
-            task="translate",
-            translate={"model": model, "pool_size": 4, "blend": "multiply"},
-            train={"batch_size": N, "loss": "lsgan"},
-        )
-    )
-    g = torch.Generator().manual_seed(5)
-    data = [torch.randint(0, 256, (N, 3, SIZE, SIZE), dtype=torch.uint8, generator=g) for _ in range(2)]
-    targets = torch.arange(N).flip(0) if model == "pix2pix" else None
-    t = TranslationTrainer(cfg_m, Domains(*data, targets), model, dist.World(), torch.device("cpu"))
+    t = make_trainer(tmp_path, model, blend="multiply")
     assert t.G.blend == "multiply" and t.checkpoint_fields()["blend"] == "multiply"
+    t.gan_step(1)
+    ckpt = t.checkpoint_fields()
+    x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    G = t.G.eval()
+    with torch.no_grad():  # what the checkpoint rebuilds draws what the trained generator drew
+        assert torch.equal(new_generator(ckpt, ckpt["generator"])(x), G(x))
+        old = new_generator({k: v for k, v in ckpt.items() if k != "blend"}, ckpt["generator"])  # before the param
+        assert torch.equal(old(x), G.net(x))
     if model == "cyclegan":
         assert t.G_ba.blend == "none"  # style -> input draws its image: a line art is not a colour layer
     with pytest.raises(ArtganError, match="translate.blend"):
