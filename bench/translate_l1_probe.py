@@ -63,22 +63,16 @@ def probe(variant: str, pairs: dict, steps: int, lr: float, every: int, size: in
 
     same = torch.from_numpy((np.abs(pairs["holdout"][0].astype(np.int16) - pairs["holdout"][1]) <= 16).all(-1))
 
-    def split(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        """The held-out L1's parts (summing to it) on the pixels in `same` and on the others."""
+    def pixel_errors(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """|G(x) - y| per pixel (N×H×W, the mean over channels, in [0, 1] units), from one eval pass."""
         G.eval()
         with torch.no_grad():
             err = torch.cat([(G(x[i : i + 64]) - y[i : i + 64]).abs().mean(1) / 2 for i in range(0, len(x), 64)])
         G.train()
-        return (err * same).sum().item() / err.numel(), (err * ~same).sum().item() / err.numel()
+        return err
 
     def score(x: torch.Tensor, y: torch.Tensor) -> float:
-        G.eval()
-        with torch.no_grad():
-            out = torch.cat(
-                [(G(x[i : i + 64]) - y[i : i + 64]).abs().mean((1, 2, 3)) / 2 for i in range(0, len(x), 64)]
-            )
-        G.train()
-        return out.mean().item()
+        return pixel_errors(x, y).mean().item()
 
     def swap(weights: list[torch.Tensor]) -> list[torch.Tensor]:
         before = [p.detach().clone() for p in G.parameters()]
@@ -101,7 +95,11 @@ def probe(variant: str, pairs: dict, steps: int, lr: float, every: int, size: in
             for e, p in zip(ema, G.parameters()):
                 e.lerp_(p, 1 - 0.999)
         if step % every == 0:
-            live, parts = score(x_ho, y_ho), split(x_ho, y_ho)
+            err = pixel_errors(x_ho, y_ho)  # the live L1 and its parts on the pixels in `same` and on the rest
+            live, parts = (
+                err.mean().item(),
+                ((err * same).sum().item() / err.numel(), (err * ~same).sum().item() / err.numel()),
+            )
             saved = swap(ema)
             yield step, live, score(x_ho, y_ho), score(x_tr[::8], y_tr[::8]), parts
             swap(saved)
