@@ -16,6 +16,12 @@ multiply` can draw: each input times its best colour layer (target ÷ input per 
 misses only where a target is brighter than its input; and a count line gives the share of pixels the input
 already has right (within 16 of 255 in every channel). `--no-model` prints the references alone.
 
+A second table splits the final translator's L1 on each split by the kind of emoji, read from the file names when they
+are Unicode code points (OpenMoji's and Noto's naming; other names count as "others"): skin-tone variants (a
+modifier U+1F3FB-1F3FF: one outline, several colourings), flags, the artist's own (private use, U+E000-F8FF), and
+the others. It says where the error is: in colours that follow from the kind of drawing, or in ones a novel
+outline does not say.
+
     python bench/translate_gap.py --processed data/processed --checkpoint models/checkpoint.pt \
         --snapshots models/snapshots.pt
 """
@@ -30,6 +36,59 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+
+SKIN_TONES = range(0x1F3FB, 0x1F400)  # the Fitzpatrick modifiers
+KINDS = ("skin-tone variants", "flags", "the artist's own (private use)", "others")
+
+
+def emoji_kind(name: str) -> str:
+    """One of KINDS for a file named by its code points in hex, joined by '-' (e.g. 1F44B-1F3FD); others for any
+    other name."""
+    try:
+        points = [int(part, 16) for part in name.split("-")]
+    except ValueError:
+        return KINDS[3]
+    if any(p in SKIN_TONES for p in points):
+        return KINDS[0]
+    if any(0x1F1E6 <= p <= 0x1F1FF or 0xE0020 <= p <= 0xE007F for p in points):  # regional indicators, tags
+        return KINDS[1]
+    if 0xE000 <= points[0] <= 0xF8FF:
+        return KINDS[2]
+    return KINDS[3]
+
+
+def split_names(processed: Path) -> dict[str, list[str]]:
+    """Each split's input names (the `name` column, else the file's stem), in load_pairs' order."""
+    import pandas as pd
+
+    from pipeline.data.pairing import TRAIN
+    from pipeline.translation.pairs import holdout_rows
+
+    rows = pd.read_csv(processed / "inputs.csv")
+    names = (rows["name"] if "name" in rows else rows["path"].map(lambda p: Path(p).stem)).astype(str).to_numpy()
+    train = np.flatnonzero(rows["split"].astype(str).to_numpy() == TRAIN)
+    return {"train": list(names[train]), "holdout": list(names[holdout_rows(rows)])}
+
+
+def by_kind(names: list[str], x: np.ndarray, y: np.ndarray, pred: np.ndarray) -> list[tuple]:
+    """(kind, pairs, identity's L1, the floor's, the translator's, its share of the translator's summed L1) for each
+    kind in KINDS that the pairs hold."""
+    kinds = np.array([emoji_kind(n) for n in names])
+    floor = ambiguity_floor(x, y)
+
+    def each(a: np.ndarray) -> np.ndarray:
+        return np.abs(a.astype(np.float32) - y.astype(np.float32)).mean(axis=(1, 2, 3)) / 255
+
+    ident, low, got = each(x), each(floor), each(pred)
+    out = []
+    for kind in KINDS:
+        rows = kinds == kind
+        if rows.any():
+            share = float(got[rows].sum() / got.sum()) if got.sum() else 0.0
+            means = (float(a[rows].mean()) for a in (ident, low, got))
+            out.append((kind, int(rows.sum()), *means, share))
+    return out
 
 
 def load_pairs(processed: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -158,7 +217,17 @@ def main() -> None:
     states.append(("final, EMA" if ema is not None else "final", ema if ema is not None else ckpt["generator"]))
     for name, state in states:
         G = new_generator(ckpt, state)
-        print(f"| {name} | {cells({s: translate_uint8(G, x) for s, (x, _) in pairs.items()})} |", flush=True)
+        preds = {s: translate_uint8(G, x) for s, (x, _) in pairs.items()}
+        print(f"| {name} | {cells(preds)} |", flush=True)
+    names = split_names(args.processed)
+    names["train"] = [names["train"][i] for i in own["train"]]
+    print(f"\nThe L1 by kind ({states[-1][0]}; the floor as above, within each kind):\n")
+    print("| pairs | kind | n | identity's L1 | floor | translator's L1 (÷ identity) | share of the translator's L1 |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for split, (x, y) in pairs.items():
+        for kind, n_k, ident_k, low_k, got_k, share in by_kind(names[split], x, y, preds[split]):
+            row = f"{ident_k:.4f} | {low_k:.4f} | {got_k:.4f} ({got_k / ident_k:.2f}×) | {share:.0%}"
+            print(f"| {split} | {kind} | {n_k} | {row} |")
 
 
 if __name__ == "__main__":

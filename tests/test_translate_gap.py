@@ -72,6 +72,43 @@ def test_the_multiply_reference_meets_targets_under_the_ink_and_misses_only_what
     assert gap.same_pixels(ink, ink + 16) == 1 and gap.same_pixels(ink, ink + 17) == 0
 
 
+def test_the_kinds_come_from_code_point_names_and_split_the_translators_l1():
+    gap = load_script(ROOT / "bench" / "translate_gap.py")
+    skin, flag, own, other = gap.KINDS
+    assert gap.emoji_kind("1F44B-1F3FD") == skin and gap.emoji_kind("1F9D1-1F3FF-200D-1F33E") == skin
+    assert gap.emoji_kind("1F1E9-1F1EA") == flag  # two regional indicators: Germany
+    assert gap.emoji_kind("1F3F4-E0067-E0062-E0073-E0063-E0074-E007F") == flag  # tags: Scotland
+    assert gap.emoji_kind("E0C3") == own and gap.emoji_kind("1F600") == other
+    assert gap.emoji_kind("my photo") == other and gap.emoji_kind("") == other
+
+    x = np.zeros((4, 2, 2, 3), dtype=np.uint8)  # two skin-tone variants of one outline, a flag, a smiley
+    x[2], x[3] = 50, 90
+    y = np.stack([np.full((2, 2, 3), v, dtype=np.uint8) for v in (20, 40, 50, 150)])
+    pred = np.stack([np.full((2, 2, 3), v, dtype=np.uint8) for v in (30, 30, 60, 120)])
+    names = ["1F44B-1F3FB", "1F44B-1F3FF", "1F1E9-1F1EA", "1F600"]
+    rows = {r[0]: r[1:] for r in gap.by_kind(names, x, y, pred)}
+    assert own not in rows  # a kind the pairs do not hold gets no row
+    n, ident, floor, got, share = rows[skin]
+    assert n == 2 and ident == pytest.approx(30 / 255) and floor == pytest.approx(10 / 255)  # the median: 30
+    assert got == pytest.approx(10 / 255) and share == pytest.approx(20 / (20 + 10 + 30))
+    assert rows[flag] == pytest.approx((1, 0.0, 0.0, 10 / 255, 10 / 60))
+    assert rows[other] == pytest.approx((1, 60 / 255, 0.0, 30 / 255, 30 / 60))
+
+
+def test_the_names_follow_load_pairs_order(tmp_path):
+    gap = load_script(ROOT / "bench" / "translate_gap.py")
+    from pipeline.translation.pairs import holdout_rows
+
+    split = ["holdout", "train", "holdout", "train"]
+    stems = ["1F600", "1F601", "1F1E9-1F1EA", "1F44B-1F3FB"]
+    rows = pd.DataFrame({"path": [f"inputs/images/{n}.png" for n in stems], "split": split, "target": [0, 1, 2, 3]})
+    rows.to_csv(tmp_path / "inputs.csv", index=False)
+    got = gap.split_names(tmp_path)  # no name column: the file's stem
+    assert got == {"train": ["1F601", "1F44B-1F3FB"], "holdout": [stems[i] for i in holdout_rows(rows)]}
+    rows.assign(name=[s.lower() for s in stems]).to_csv(tmp_path / "inputs.csv", index=False)
+    assert gap.split_names(tmp_path)["train"] == ["1f601", "1f44b-1f3fb"]  # the name column when there is one
+
+
 def test_the_l1_probe_learns_a_colouring_and_leaves_the_translators_norm_alone():
     """bench/translate_l1_probe.py: trained on L1 alone, its U-Net gets below identity on held-out pairs of a
     colouring it can learn (the inside of black frames painted red), for each variant; the batch-norm variant does
