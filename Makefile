@@ -36,11 +36,11 @@ repro: install
 	$(BIN)/dvc repro
 
 # the default translate run (docs/translation.md): the built-in OpenMoji line art -> colour pairs, pix2pix at 64 px
-# painting a colour layer under the line art (translate.blend multiply),
+# painting a colour layer under the line art (translate.blend multiply), at params.yaml's rates and lambda_l1 1000,
 # as a named DVC experiment in the workspace (params.yaml then holds these values; `git checkout params.yaml dvc.lock
 # && dvc checkout` goes back to the generation default)
 TRANSLATE := -S task=translate -S data.source=openmoji:color -S data.image_size=64 -S train.steps=1800 \
-	-S train.lr_g=0.0008 -S train.lr_d=0.0004 -S train.snapshot_every=600 -S translate.blend=multiply
+	-S train.snapshot_every=600 -S translate.blend=multiply -S translate.lambda_l1=1000
 translate: install
 	$(BIN)/dvc exp run -n line-to-colour $(TRANSLATE)
 
