@@ -226,7 +226,8 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for split, (x, y) in pairs.items():
         for kind, n_k, ident_k, low_k, got_k, share in by_kind(names[split], x, y, preds[split]):
-            row = f"{ident_k:.4f} | {low_k:.4f} | {got_k:.4f} ({got_k / ident_k:.2f}×) | {share:.0%}"
+            ratio = f"{got_k / ident_k:.2f}×" if ident_k else "–"
+            row = f"{ident_k:.4f} | {low_k:.4f} | {got_k:.4f} ({ratio}) | {share:.0%}"
             print(f"| {split} | {kind} | {n_k} | {row} |")
 
 
