@@ -495,6 +495,14 @@ def load(path: str | os.PathLike = PARAMS_FILE) -> Config:
     return parse(raw, str(p))
 
 
+def cores(cfg: Config) -> int:
+    """The CPU cores a stage may use: `train.threads`, or all this process may run on when 0."""
+    if cfg.train.threads:
+        return cfg.train.threads
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 def set_threads(cfg: Config) -> None:
     """Bound torch's CPU threads by `train.threads` (0 leaves torch's default: all cores)."""
     if cfg.train.threads:

@@ -48,6 +48,26 @@ def test_rendering_twice_gives_the_same_bytes(all_glyphs):
     assert [g.name for g in again] == [g.name for g in glyphs]
 
 
+def test_svg_renders_in_worker_processes_are_the_same_glyphs_in_the_same_order():
+    names = openmoji.glyph_names()[:100]  # more than one chunk per worker: the pool runs
+    assert len(names) > 2 * openmoji.SVG_CHUNK
+    one = list(openmoji.render_svg(names, 32, "line"))
+    two = list(openmoji.render_svg(names, 32, "line", workers=2))
+    assert len(one) >= 90
+    assert [(w.name, w.sha256, p.sha256) for w, p in two] == [(w.name, w.sha256, p.sha256) for w, p in one]
+    assert any(w.sha256 != p.sha256 for w, p in one)  # the line layer alone, not the whole glyph again
+
+
+def test_a_consumer_that_stops_early_gets_the_first_glyphs_from_the_worker_processes():
+    import itertools
+
+    names = openmoji.glyph_names()
+    renders = openmoji.render_svg(names, 32, "color", workers=2)
+    first = list(itertools.islice(renders, 3))
+    renders.close()  # shuts the pool down, cancelling the renders not started
+    assert [w.name for w, _ in first] == [w.name for w, _ in openmoji.render_svg(names[:5], 32, "color")][:3]
+
+
 def test_each_render_is_a_128px_rgba_png_with_the_stated_sha256(all_glyphs):
     import hashlib
 

@@ -288,6 +288,40 @@ def test_the_fid_curve_has_a_point_per_snapshot_on_the_held_out_inputs(project):
     assert sorted(h.step for h in history) == [2, 4]
 
 
+def test_every_point_of_the_fid_curve_is_its_snapshots_fid_by_hand(project):
+    """The last snapshot holds the weights evaluate scores (EMA): its point reuses their features, and must equal
+    what the snapshot scores by hand, as the other point does."""
+    from pipeline.metrics.fid import Reference
+    from pipeline.metrics.inception import FastInception, extract_features
+    from pipeline.translation.translator import new_generator, translate_uint8
+
+    cfg, ckpt = project["cfg"], project["ckpt"]
+    x, _ = holdout(project["data"])
+    stats = np.load(Path(cfg.data.processed_dir) / "fid_stats.npz")
+    reference = Reference(stats["mu"], stats["sigma"])
+    snaps = torch.load(Path(cfg.train.out_dir) / "snapshots.pt", weights_only=True)
+    assert all(torch.equal(v, ckpt["generator_ema"][k]) for k, v in snaps["generators"][-1].items())
+    by_hand = [
+        reference.fid(extract_features(FastInception(), translate_uint8(new_generator(ckpt, state), x[:3], 8), 8))
+        for state in snaps["generators"]
+    ]
+    with open(Path(cfg.reports_dir) / "fid_curve.csv", newline="") as f:
+        curve = [float(r["fid"]) for r in csv.DictReader(f)]
+    assert curve == pytest.approx(by_hand, abs=1e-4)
+    assert curve[0] != pytest.approx(curve[1], abs=1e-3)  # two different generators: the points are not one copied
+
+
+def test_the_targets_features_come_from_preprocess_statistics_only_when_it_has_every_one():
+    from pipeline.translation.evaluate import stats_features
+
+    feats = np.arange(12.0).reshape(4, 3)
+    stats = {"indices": np.array([0, 2, 5, 9]), "features": feats}
+    np.testing.assert_array_equal(stats_features(stats, np.array([9, 0, 5])), feats[[3, 0, 2]])
+    assert stats_features(stats, np.array([2, 3])) is None  # 3: a subset left it out (preprocess.fid_real_images)
+    assert stats_features(stats, np.array([10])) is None
+    assert stats_features({"indices": np.array([], int), "features": feats[:0]}, np.array([0])) is None
+
+
 def test_memorisation_shows_the_first_held_out_translations_above_training_style_images(project):
     cfg, data = project["cfg"], project["data"]
     pairs = np.asarray(Image.open(Path(cfg.reports_dir) / "memorisation.png").convert("RGB"))

@@ -110,19 +110,39 @@ def _glyph(name: str, png: bytes) -> Glyph | None:
     return Glyph(name=name, png=png, sha256=hashlib.sha256(png).hexdigest())
 
 
-def render_svg(names: list[str], size: int, layer: str) -> Iterator[tuple[Glyph, Glyph]]:
+SVG_CHUNK = 32  # names per task handed to a rendering process
+
+
+def _render_pair(name: str, size: int, layer: str) -> tuple[Glyph, Glyph] | None:
+    """(the whole glyph, its `layer`) for one name, or None when either is blank."""
+    svg = svg_text(name)
+    whole = _glyph(name, _png(svg, size))
+    if whole is None:
+        return None
+    part = whole if layer == "color" else _glyph(name, _png(line_layer(svg), size))
+    return None if part is None else (whole, part)
+
+
+def render_svg(names: list[str], size: int, layer: str, workers: int = 1) -> Iterator[tuple[Glyph, Glyph]]:
     """(the whole glyph, its `layer`) for each name, as RGBA `size`×`size` PNGs drawn by resvg from the SVG.
 
     `layer` "color" is the whole glyph (both are the same render), "line" its line layers alone, on the same
-    pixel grid. A name whose whole glyph or layer is blank is skipped.
+    pixel grid. A name whose whole glyph or layer is blank is skipped. `workers` > 1 renders in that many
+    processes (resvg holds the GIL): the same glyphs in the same order. A consumer that stops early cancels the
+    renders not yet started.
     """
     if layer not in LAYERS:
         raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
-    for name in names:
-        svg = svg_text(name)
-        whole = _glyph(name, _png(svg, size))
-        if whole is None:
-            continue
-        part = whole if layer == "color" else _glyph(name, _png(line_layer(svg), size))
-        if part is not None:
-            yield whole, part
+    sizes, layers = [size] * len(names), [layer] * len(names)
+    if workers <= 1 or len(names) <= SVG_CHUNK:
+        yield from filter(None, map(_render_pair, names, sizes, layers))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent may hold threads (MLflow's, torch's) that a forked child would inherit locked
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield from filter(None, pool.map(_render_pair, names, sizes, layers, chunksize=SVG_CHUNK))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -49,13 +49,18 @@ def mean_colour(styles: np.ndarray) -> np.ndarray:
     return np.rint(styles.reshape(-1, 3).mean(axis=0, dtype=np.float64)).astype(np.uint8)
 
 
-def score(model, images: np.ndarray, reference, real_feats: np.ndarray, e, what: str) -> dict:
-    """{"fid", "kid", "kid_std", "features"} of uint8 images against the real statistics. A set of one image repeated
-    (the mean-colour baseline) is scored from that image's features alone."""
+def score(
+    model, images: np.ndarray, reference, real_feats: np.ndarray, e, what: str, feats: np.ndarray | None = None
+) -> dict:
+    """{"fid", "kid", "kid_std", "features"} of uint8 images against the real statistics. `feats`: their features,
+    already extracted. A set of one image repeated (the mean-colour baseline) is scored from that image's features
+    alone."""
     from pipeline.metrics.inception import extract_features
     from pipeline.metrics.kid import kid
 
-    if len(images) > 1 and (images == images[:1]).all():
+    if feats is not None:
+        fid = reference.fid(feats)
+    elif len(images) > 1 and (images == images[:1]).all():
         feats = np.repeat(extract_features(model, images[:1], 1, precision=e.fid_precision), len(images), axis=0)
         fid = reference.fid(feats)
     else:
@@ -64,26 +69,68 @@ def score(model, images: np.ndarray, reference, real_feats: np.ndarray, e, what:
     return {"fid": fid, "kid": kid_mean, "kid_std": kid_std, "features": feats}
 
 
-def fid_curve(cfg: Config, ckpt: dict, model, reference, inputs: np.ndarray, device) -> list[dict]:
-    """FID of every training snapshot on the first eval.curve_samples held-out inputs (all of them when fewer)."""
+def curve_size(cfg: Config, holdout: int) -> int:
+    """How many held-out inputs (the first, by path) the FID curve translates: eval.curve_samples, or all when
+    fewer; 0 (no curve) below MIN_HOLDOUT."""
+    n = min(cfg.eval.curve_samples, holdout)
+    return n if n >= MIN_HOLDOUT else 0
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and bool((a[k] == b[k]).all()) for k in a)
+
+
+def fid_curve(cfg: Config, ckpt: dict, model, reference, inputs: np.ndarray, device, final=None) -> list[dict]:
+    """FID of every training snapshot on the first curve_size held-out inputs. `final` (weights, features): a
+    snapshot holding exactly those weights (the last one: the generator evaluate scores) takes those features of
+    its translations instead of extracting them again."""
     e = cfg.eval
-    n = min(e.curve_samples, len(inputs))
-    if n < MIN_HOLDOUT:
+    n = curve_size(cfg, len(inputs))
+    if not n:
         return []
     snaps = torch_load(require(model_file(cfg, SNAPSHOTS), "train"), RERUN_TRAIN)
     rows = []
     for step, state in zip(snaps["steps"], snaps["generators"]):
-        G = new_generator(ckpt, state).to(device)
-        fid, _ = fid_of(
-            model,
-            translate_uint8(G, inputs[:n], e.batch_size),
-            reference,
-            e.batch_size,
-            progress=f"FID curve, step {step}",
-            precision=e.fid_precision,
-        )
+        if final is not None and same_weights(state, final[0]):
+            fid = reference.fid(final[1])
+        else:
+            fid, _ = fid_of(
+                model,
+                translate_uint8(new_generator(ckpt, state).to(device), inputs[:n], e.batch_size),
+                reference,
+                e.batch_size,
+                progress=f"FID curve, step {step}",
+                precision=e.fid_precision,
+            )
         rows.append({"step": int(step), "fid": round(fid, 4), "n_samples": n})
     return rows
+
+
+def stats_features(stats, rows: np.ndarray) -> np.ndarray | None:
+    """The features preprocess extracted (fid_stats.npz) of style images `rows`, or None when it left any out
+    (preprocess.fid_real_images below the set)."""
+    indices = np.asarray(stats["indices"])  # sorted
+    pos = np.minimum(np.searchsorted(indices, rows), len(indices) - 1)
+    if len(indices) == 0 or not (indices[pos] == rows).all():
+        return None
+    return np.asarray(stats["features"])[pos]
+
+
+def translate_and_extract(model, G: Translator, x: np.ndarray, n: int, e) -> tuple[np.ndarray, np.ndarray]:
+    """(G's translations of x, their features), the first n (the FID curve's inputs) as a batch sequence of their
+    own, so that they are translated and extracted exactly as the curve's other snapshots are."""
+    from pipeline.metrics.inception import extract_features
+
+    parts = [(0, n), (n, len(x))] if 0 < n < len(x) else [(0, len(x))]
+    fake, feats = [], []
+    for a, b in parts:
+        fake.append(G(x[a:b], e.batch_size))
+        feats.append(
+            extract_features(
+                model, fake[-1], e.batch_size, progress="translated FID features", precision=e.fid_precision
+            )
+        )
+    return np.concatenate(fake), np.concatenate(feats)
 
 
 def _round(metrics: dict) -> dict:
@@ -133,17 +180,21 @@ def run(cfg: Config) -> dict:
         reference = Reference(stats["mu"], stats["sigma"])
         real_feats = stats["features"]
         x = np.ascontiguousarray(data.inputs[held])
-        curve = fid_curve(cfg, ckpt, model, reference, x, device)
-        fake = G(x, e.batch_size)
+        n_curve = curve_size(cfg, len(x))
+        fake, fake_feats = translate_and_extract(model, G, x, n_curve, e)
+        curve = fid_curve(cfg, ckpt, model, reference, x, device, final=(G.G.state_dict(), fake_feats[:n_curve]))
         colour = np.broadcast_to(mean_colour(data.styles[style_train]), x.shape).copy()
         scores = {
-            "": score(model, fake, reference, real_feats, e, "translated FID features"),
+            "": score(model, fake, reference, real_feats, e, "translated FID features", fake_feats),
             "identity_": score(model, x, reference, real_feats, e, "identity FID features"),
             "mean_colour_": score(model, colour, reference, real_feats, e, "mean colour FID features"),
         }
         if data.paired:  # a perfect translator: the FID floor of this many held-out images
-            target = np.ascontiguousarray(data.styles[data.inputs_df["target"].to_numpy()[held]])
-            scores["target_"] = score(model, target, reference, real_feats, e, "target FID features")
+            rows = data.inputs_df["target"].to_numpy()[held]
+            target = np.ascontiguousarray(data.styles[rows])
+            # their features are in preprocess's statistics (the real style set) unless it took a subset
+            feats = stats_features(stats, rows)
+            scores["target_"] = score(model, target, reference, real_feats, e, "target FID features", feats)
         metrics: dict = {"task": "translate", "model": str(ckpt["model"]), "holdout_images": int(len(held))}
         metrics["n_train"] = int((data.inputs_df["split"].astype(str) == "train").sum())
         metrics["n_train_style"] = int(len(style_train))
