@@ -225,7 +225,7 @@ class TrainCfg(Section):
     cuda_graphs: bool = (
         False  # CUDA, one process: each step captured once as a CUDA graph and replayed; ignored elsewhere
     )
-    threads: NonNegInt = 0  # 0 = all cores; also bounds preprocess and evaluate
+    threads: NonNegInt = 0  # 0 = all cores; every stage's torch threads, and fetch's SVG rendering processes
     out_dir: Folder = "models"
 
     @field_validator("cuda_graphs")
@@ -495,12 +495,15 @@ def load(path: str | os.PathLike = PARAMS_FILE) -> Config:
     return parse(raw, str(p))
 
 
-def cores(cfg: Config) -> int:
-    """The CPU cores a stage may use: `train.threads`, or all this process may run on when 0."""
-    if cfg.train.threads:
-        return cfg.train.threads
+def available_cores() -> int:
+    """The cores this process may run on."""
     affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
     return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def cores(cfg: Config) -> int:
+    """The CPU cores a stage may use: `train.threads`, or all of them when 0."""
+    return cfg.train.threads or available_cores()
 
 
 def set_threads(cfg: Config) -> None:

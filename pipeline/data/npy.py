@@ -32,8 +32,9 @@ def _convert_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _workers(requested: int, n_jobs: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(requested or cores, n_jobs))
+    from pipeline.config import available_cores
+
+    return max(1, min(requested or available_cores(), n_jobs))
 
 
 def _chunks(root: Path, paths: list[str], size: int, policy: str, background) -> list[tuple]:
