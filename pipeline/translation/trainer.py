@@ -115,11 +115,8 @@ class TranslationTrainer(GANCore):
         self.gens = nn.ModuleList([x for x in (self.G, self.G_ba) if x is not None])
         self.discs = nn.ModuleList([x for x in (self.D, self.D_a) if x is not None])
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema_decay > 0 else None
-        # fused Adam: one pass over each tensor instead of about ten (the same update, rounded differently; a
-        # third of the optimiser's time on the CPU, docs/translation.md)
-        fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
-        self.opt_g = torch.optim.Adam(self.gens.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), **fused)
-        self.opt_d = torch.optim.Adam(self.discs.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), **fused)
+        self.opt_g = torch.optim.Adam(self.gens.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
+        self.opt_d = torch.optim.Adam(self.discs.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
         self.pools = [HistoryBuffer(tr.pool_size), HistoryBuffer(tr.pool_size)]  # fakes of the style, of inputs
         self.gen = torch.Generator().manual_seed(t.seed)
         self.state = State()
