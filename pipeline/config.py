@@ -495,17 +495,6 @@ def load(path: str | os.PathLike = PARAMS_FILE) -> Config:
     return parse(raw, str(p))
 
 
-def available_cores() -> int:
-    """The cores this process may run on."""
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
-
-
-def cores(cfg: Config) -> int:
-    """The CPU cores a stage may use: `train.threads`, or all of them when 0."""
-    return cfg.train.threads or available_cores()
-
-
 def set_threads(cfg: Config) -> None:
     """Bound torch's CPU threads by `train.threads` (0 leaves torch's default: all cores)."""
     if cfg.train.threads:

@@ -32,7 +32,7 @@ def _convert_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _workers(requested: int, n_jobs: int) -> int:
-    from pipeline.config import available_cores
+    from pipeline.cores import available_cores
 
     return max(1, min(requested or available_cores(), n_jobs))
 

@@ -41,7 +41,7 @@ def fetch_openmoji(cfg, out_dir: Path) -> list[Row]:
     set; identical line layers of different pictures (one outline, five skin tones) are all kept: they pair with
     different colourings.
     """
-    from pipeline.config import cores
+    from pipeline.cores import cores
     from pipeline.data import openmoji
 
     spec, render_size, max_images = cfg.data.source, cfg.fetch.render_size, cfg.data.max_images
@@ -54,7 +54,7 @@ def fetch_openmoji(cfg, out_dir: Path) -> list[Row]:
     if spec == "openmoji":
         glyphs = ((g, g) for g in openmoji.render(names, render_size))
     else:
-        glyphs = openmoji.render_svg(names, render_size, spec.split(":", 1)[1], workers=cores(cfg))
+        glyphs = openmoji.render_svg(names, render_size, spec.split(":", 1)[1], workers=cores(cfg.train.threads))
     seen: set[str] = set()
     rows: list[Row] = []
     images_dir = out_dir / "images"
