@@ -32,9 +32,9 @@ def _convert_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _workers(requested: int, n_jobs: int) -> int:
-    from pipeline.cores import available_cores
+    from pipeline.cores import cores
 
-    return max(1, min(requested or available_cores(), n_jobs))
+    return max(1, min(cores(requested), n_jobs))
 
 
 def _chunks(root: Path, paths: list[str], size: int, policy: str, background) -> list[tuple]:
