@@ -209,6 +209,22 @@ def test_a_perfect_translation_scores_l1_0_psnr_capped_and_ssim_1_and_the_identi
     assert m["l1"] == pytest.approx(1 / 255 / a.size) and 0.9999 < m["ssim"] < 1 and m["psnr"] < PSNR_CAP
 
 
+def test_ssim_is_the_mean_of_torchmetrics_per_image_ssim_over_the_whole_set_at_once():
+    # ssim() calls torchmetrics one image at a time (its float64 window is 10x faster so on the CPU): the number
+    # must be the library's own, taken over the whole set in one call
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    from pipeline.metrics.translation import ssim
+
+    a, b = _images(7, 5), _images(7, 6)
+    unit = [torch.from_numpy(v).permute(0, 3, 1, 2).double() / 255 for v in (a, b)]
+    whole = structural_similarity_index_measure(*unit, data_range=1.0, reduction="none")
+    assert whole.shape == (7,)
+    assert ssim(a, b) == pytest.approx(float(whole.mean()), abs=1e-12)  # the mean's summation order
+    assert ssim(a, b) != pytest.approx(1.0, abs=1e-3)  # a real score, not the identical-image one
+
+
 def test_metrics_json_holds_the_scores_the_baselines_and_the_protocol(project):
     cfg, data = project["cfg"], project["data"]
     m = json.loads((Path(cfg.reports_dir) / "metrics.json").read_text())

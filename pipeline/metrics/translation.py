@@ -13,7 +13,10 @@ import numpy as np
 PSNR_CAP = (
     120.0  # dB, an exact copy: above any finite PSNR of uint8 images up to 1024 px (one level off in one pixel: 113)
 )
-BATCH = 256  # images per torchmetrics call: memory stays flat for any set size
+BATCH = 256  # images per torchmetrics PSNR call: memory stays flat for any set size
+# images per torchmetrics SSIM call: its float64 window convolution (torch's im2col path, no oneDNN for float64)
+# unfolds 121 values per pixel; one image at a time keeps that in cache (docs/translation.md), the same numbers
+SSIM_BATCH = 1
 
 
 def _unit(images: np.ndarray):
@@ -55,9 +58,9 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     _check(a, b)
     vals = [
         structural_similarity_index_measure(
-            _unit(a[s : s + BATCH]), _unit(b[s : s + BATCH]), data_range=1.0, reduction="none"
+            _unit(a[s : s + SSIM_BATCH]), _unit(b[s : s + SSIM_BATCH]), data_range=1.0, reduction="none"
         )
-        for s in range(0, len(a), BATCH)
+        for s in range(0, len(a), SSIM_BATCH)
     ]
     return float(np.concatenate([v.numpy() for v in vals]).mean())
 
